@@ -1,0 +1,33 @@
+#!/bin/bash
+# mpifutures on one Slurm node, ranks started by srun.
+#
+#   cd /path/to/your/project && sbatch jobscripts/slurm_srun_single_node.sh [script.py [args...]]
+#
+# Rank 0 runs the script (with the scheduler thread); the other ranks are workers, so 4 tasks
+# give 3 workers. The job's exit status is the script's.
+#SBATCH --job-name=mpifutures
+#SBATCH --nodes=1
+#SBATCH --ntasks=4
+#SBATCH --time=00:10:00
+#SBATCH --output=mpifutures-%j.out
+# Sites often also need a partition or an account: #SBATCH --partition=... / --account=...
+set -euo pipefail
+
+# MPI: on a cluster, load the site's MPI here and build mpi4py against it once (on a login node):
+#   module load openmpi            # or mpich, intel-mpi, ... (`module avail mpi`)
+#   env MPICC=mpicc python -m pip install --no-binary=mpi4py mpi4py
+# With the PyPI wheels instead (`pip install mpi4py mpich`) nothing is loaded here.
+# Activate your environment here too if you use one: source ~/venvs/mpifutures/bin/activate
+
+PYTHON=${PYTHON:-python3}
+# The script and its arguments: this job's own arguments, else $MPIFUTURES_SCRIPT. A relative
+# path is taken from the directory sbatch was called in (Slurm starts the job there).
+(($# > 0)) || set -- "${MPIFUTURES_SCRIPT:-examples/tree_reduction.py}"
+
+echo "mpifutures: job ${SLURM_JOB_ID} on ${SLURM_JOB_NUM_NODES} node(s) ${SLURM_JOB_NODELIST}," \
+    "${SLURM_NTASKS} tasks: $*"
+
+# --mpi=pmi2 is how MPICH (and the mpich wheel) learns its rank and size from srun. Without the
+# right plugin every rank starts as rank 0 of 1 and the job "succeeds" with the wrong answer.
+# Open MPI 5 wants --mpi=pmix instead; `srun --mpi=list` shows what your Slurm offers.
+srun --mpi=pmi2 "$PYTHON" -m mpifutures "$@"

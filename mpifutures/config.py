@@ -1,0 +1,77 @@
+"""Every ``MPIFUTURES_*`` environment variable, read in one place.
+
+=============================  =========  ==================================================
+variable                       default    meaning
+=============================  =========  ==================================================
+MPIFUTURES_BACKOFF             0.001      longest idle sleep between polls, in seconds
+MPIFUTURES_IDLE_BACKOFF        0.01       sleep cap after ``MPIFUTURES_IDLE_AFTER`` s idle
+MPIFUTURES_IDLE_AFTER          1.0        seconds without traffic before the idle cap applies
+MPIFUTURES_INLINE_BYTES        4096       results up to this size travel with the reply
+MPIFUTURES_TASKS_PER_WORKER    64         tasks without inputs queued on each worker
+MPIFUTURES_SHUTDOWN_TIMEOUT    10.0       seconds to wait for workers at exit, then Abort
+MPIFUTURES_MAX_WORKERS         (cores)    workers spawned by ``Executor()`` in spawn mode
+MPIFUTURES_THREADS_PER_WORKER  1          compute threads on each worker
+MPIFUTURES_LOG_LEVEL           WARNING    level of the ``mpifutures`` loggers
+=============================  =========  ==================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one process, read from the environment by :func:`load`."""
+
+    backoff: float = 0.001
+    idle_backoff: float = 0.01
+    idle_after: float = 1.0
+    inline_bytes: int = 4096
+    tasks_per_worker: int = 64
+    shutdown_timeout: float = 10.0
+    max_workers: int = 0
+    threads_per_worker: int = 1
+    log_level: str = "WARNING"
+
+
+def load() -> Config:
+    """Read the ``MPIFUTURES_*`` variables; raise ValueError naming a bad one."""
+    return Config(
+        backoff=_float("MPIFUTURES_BACKOFF", 0.001),
+        idle_backoff=_float("MPIFUTURES_IDLE_BACKOFF", 0.01),
+        idle_after=_float("MPIFUTURES_IDLE_AFTER", 1.0),
+        inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
+        tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
+        shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),
+        max_workers=_int("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),
+        threads_per_worker=_int("MPIFUTURES_THREADS_PER_WORKER", 1),
+        log_level=os.environ.get("MPIFUTURES_LOG_LEVEL", "WARNING").upper(),
+    )

@@ -1,0 +1,129 @@
+"""Events fed to :class:`~mpifutures.state.SchedulerState` and the commands it returns.
+
+Events are past-tense facts (something happened); commands are imperatives (the driver must
+do this). Both are plain records with no behaviour, so that tests can build them and compare
+lists of them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSubmitted:
+    """A client asked for ``key``; ``spec`` is opaque and travels in :class:`Dispatch`."""
+
+    key: str
+    spec: Any
+    deps: tuple[str, ...] = ()
+    client: int = 0
+    priority: int = 0
+    workers: Optional[tuple[int, ...]] = None
+    loose: bool = False
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DataScattered:
+    """A client placed a value under ``key`` on ``workers`` itself."""
+
+    key: str
+    workers: tuple[int, ...]
+    nbytes: int
+    client: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFinished:
+    """``worker`` computed ``key``; it also kept copies of the keys in ``fetched``."""
+
+    key: str
+    worker: int
+    nbytes: int
+    fetched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """The task ``key`` raised on ``worker``; ``error`` is opaque for the client."""
+
+    key: str
+    worker: int
+    error: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FutureReleased:
+    """``client`` holds no future of ``key`` any more."""
+
+    key: str
+    client: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """``client`` cancelled ``keys`` (and so everything that depends on them)."""
+
+    keys: tuple[str, ...]
+    client: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequested:
+    """``client`` asked to run the failed task ``key`` again."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeepRequested:
+    """The task ``key`` must run even if every future of it is dropped (fire and forget)."""
+
+    key: str
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Send task ``key`` to ``worker``; ``deps`` pairs each input key with a rank holding it.
+
+    A dependency whose rank is ``worker`` itself may still be computing there: the worker
+    starts the task once that key is in its store.
+    """
+
+    worker: int
+    key: str
+    spec: Any
+    deps: tuple[tuple[str, int], ...]
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveFuture:
+    """Tell the client futures of ``key`` that it ended: finished, error or cancelled."""
+
+    key: str
+    status: str
+    error: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class FreeData:
+    """``worker`` must drop its copy of ``key``."""
+
+    worker: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTask:
+    """``worker`` must not run ``key`` (if it already runs, its result is dropped)."""
+
+    worker: int
+    key: str

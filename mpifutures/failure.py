@@ -1,0 +1,70 @@
+"""Carry a task's exception from a worker to rank 0 with its type, message and traceback.
+
+On the worker, :func:`capture` turns an exception into a small picklable tuple (the exception
+pickled if it can be, its type name and message, the formatted traceback, the task key, rank
+and host). On rank 0, :func:`rebuild` makes the exception again, with a
+:class:`~mpifutures.errors.RemoteTraceback` as ``__cause__``. ``SystemExit`` and
+``KeyboardInterrupt`` raised by a task become :class:`~mpifutures.errors.TaskExit`, so that
+``result()`` never ends the user's script by surprise.
+"""
+
+from __future__ import annotations
+
+import socket
+import traceback
+from typing import Optional
+
+import cloudpickle
+
+from .errors import MpiFuturesError, RemoteTraceback, SerializationError, TaskExit
+
+_HOST = socket.gethostname()
+
+#: (pickled exception or None, type name, message, traceback text, key, rank, host)
+Failure = tuple[Optional[bytes], str, str, str, str, int, str]
+
+
+def capture(exc: BaseException, key: str, rank: int) -> Failure:
+    """Describe ``exc``, raised by task ``key`` on ``rank``, for the trip to rank 0."""
+    if not isinstance(exc, Exception):
+        exc = TaskExit(f"task {key!r} raised {type(exc).__name__}({_args(exc)}) on rank {rank}; "
+                       "the worker kept running")
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickled: Optional[bytes] = cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - an unpicklable exception still travels as text
+        pickled = None
+    return (pickled, type(exc).__qualname__, str(exc), text, key, rank, _HOST)
+
+
+def describe(message: str, key: str, rank: int, exc_type: type = MpiFuturesError) -> Failure:
+    """A failure that mpifutures itself detected (no user traceback)."""
+    return capture(exc_type(message), key, rank)
+
+
+def rebuild(failure: Failure) -> BaseException:
+    """Make the exception described by ``failure``, its remote traceback as ``__cause__``."""
+    pickled, type_name, message, text, key, rank, host = failure
+    exc: Optional[BaseException] = None
+    if pickled is not None:
+        try:
+            exc = cloudpickle.loads(pickled)
+        except Exception:  # noqa: BLE001 - fall back to the text below
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = MpiFuturesError(f"{type_name}: {message}")
+    exc.__cause__ = RemoteTraceback(f"task {key!r} on rank {rank} ({host}):\n{text}")
+    return exc
+
+
+def unpicklable_result(value: object, key: str, rank: int, err: BaseException) -> Failure:
+    """The failure of a task whose result cannot be pickled."""
+    return describe(
+        f"the result of task {key!r} (of type {type(value).__qualname__}) cannot be pickled, "
+        f"so it cannot leave rank {rank}: {err}. Return data that pickles.",
+        key, rank, SerializationError,
+    )
+
+
+def _args(exc: BaseException) -> str:
+    return ", ".join(repr(a) for a in exc.args)

@@ -1,0 +1,34 @@
+"""The messages that ranks exchange: small tuples whose first item is an opcode.
+
+Tuples pickle several times faster than records, and thousands travel per second.
+
+scheduler → worker
+    ``(RUN, key, fn_token, fn_bytes, args, deps, priority)``  run a task; ``deps`` pairs each
+    input key with the rank to fetch it from (the worker itself: wait for it locally)
+    ``(FREE, keys)``   drop these keys        ``(CANCEL, keys)``   do not run these tasks
+    ``(STORE, key, payload)``  keep a value sent by the client (scatter)
+    ``(TRACE, on)``    record the task stream or stop      ``(STOP,)``   leave the loop
+    ``(CALL, token, fn_bytes, args)``  run a function now and reply with ``CALLED``
+worker → scheduler
+    ``(DONE, key, nbytes, inline_payload_or_None, fetched_keys, fetched_bytes)``
+    ``(FAILED, key, error)``   ``(STOPPED, stats)``   ``(CALLED, token, ok, payload)``
+    ``(RECORDS, records)``  task-stream records
+any rank → any worker, and back
+    ``(GET, key)`` → ``(DATA, key, payload)`` or ``(MISSING, key, reason)``
+"""
+
+RUN = 1
+FREE = 2
+CANCEL = 3
+STORE = 4
+TRACE = 5
+STOP = 6
+CALL = 7
+DONE = 10
+FAILED = 11
+STOPPED = 12
+CALLED = 13
+RECORDS = 14
+GET = 20
+DATA = 21
+MISSING = 22

@@ -1,0 +1,217 @@
+"""Turn values into a small pickle plus out-of-band buffers, and back.
+
+A :class:`Payload` is what travels: ``header`` is a pickle (protocol 5) and ``buffers`` are the
+raw memory of the numpy arrays and other buffer-protocol objects inside the value, taken with
+``buffer_callback`` so that no array byte is copied into the pickle. The transport sends each
+buffer as its own buffer-protocol MPI message and receives it into preallocated memory.
+
+Plain ``pickle`` is tried first (it is the fastest); values it cannot handle, and values that
+refer to ``__main__`` (which the workers cannot import), go through ``cloudpickle``.
+Futures inside task arguments are pickled as *persistent ids* holding their key, so that any
+future anywhere in the arguments becomes a dependency and the worker puts its value there.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import hashlib
+import io
+import pickle
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping
+
+import cloudpickle
+import numpy as np
+
+from .errors import SerializationError
+
+_PROTOCOL = 5
+
+
+def _reduce_ndarray(a: np.ndarray) -> Any:
+    # numpy pickles non-contiguous arrays in-band (bytes copied into the pickle); a contiguous
+    # copy goes out-of-band instead. Object arrays hold Python objects: leave them to numpy.
+    if not a.dtype.hasobject and not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = np.ascontiguousarray(a)
+    return a.__reduce_ex__(_PROTOCOL)
+
+
+_DISPATCH = copyreg.dispatch_table.copy()
+_DISPATCH[np.ndarray] = _reduce_ndarray
+
+
+class Payload:
+    """A pickled value: ``header`` bytes plus out-of-band ``buffers``."""
+
+    __slots__ = ("header", "buffers")
+
+    def __init__(self, header: bytes, buffers: list) -> None:
+        self.header = header
+        self.buffers = buffers
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire: the header plus every buffer."""
+        return len(self.header) + sum(memoryview(b).nbytes for b in self.buffers)
+
+    def __reduce__(self) -> Any:
+        # PickleBuffer wrappers make the outer (transport) pickle send these out-of-band too.
+        return Payload, (self.header, [pickle.PickleBuffer(b) for b in self.buffers])
+
+
+class _Pickler(pickle.Pickler):
+    dispatch_table = _DISPATCH
+
+
+class _CloudPickler(cloudpickle.CloudPickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray:
+            return _reduce_ndarray(obj)
+        return super().reducer_override(obj)
+
+
+class _DepMixin:
+    """Pickles futures as persistent ids (their keys) and records them."""
+
+    future_type: type | None = None
+    deps: list
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) is _DepMixin.future_type:
+            self.deps.append(obj.key)
+            return obj.key
+        return None
+
+
+class _ArgPickler(_DepMixin, _Pickler):
+    pass
+
+
+class _CloudArgPickler(_DepMixin, _CloudPickler):
+    pass
+
+
+def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list[str]]:
+    buffers: list = []
+    out = io.BytesIO()
+    pickler = cls(out, protocol=_PROTOCOL, buffer_callback=buffers.append)
+    pickler.deps = []
+    pickler.dump(obj)
+    return Payload(out.getvalue(), [b.raw() for b in buffers]), pickler.deps
+
+
+def _dumps(obj: Any, fast: type, slow: type) -> tuple[Payload, list[str]]:
+    try:
+        payload, deps = _run_pickler(fast, obj)
+        if b"__main__" not in payload.header:
+            return payload, deps
+    except Exception:  # noqa: BLE001 - any failure of plain pickle means: try cloudpickle
+        pass
+    return _run_pickler(slow, obj)
+
+
+def dumps(value: Any) -> Payload:
+    """Serialize a value; raise :class:`SerializationError` naming its type on failure."""
+    try:
+        return _dumps(value, _ArgPickler, _CloudArgPickler)[0]
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle a value of type {type(value).__qualname__}: {exc}"
+        ) from exc
+
+
+def loads(payload: Payload, deps: Mapping[str, Any] | None = None) -> Any:
+    """Rebuild a value; futures inside it are replaced by ``deps[key]``."""
+    unpickler = pickle.Unpickler(io.BytesIO(payload.header), buffers=payload.buffers)
+    if deps is not None:
+        unpickler.persistent_load = deps.__getitem__
+    return unpickler.load()
+
+
+def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list[str]]:
+    """Serialize task arguments; return the payload and the keys of futures inside them.
+
+    Raises:
+        SerializationError: an argument cannot be pickled; the message names its position
+            (or keyword) and type.
+    """
+    try:
+        return _dumps((args, kwargs), _ArgPickler, _CloudArgPickler)
+    except Exception as exc:
+        where, culprit = _find_unpicklable(args, kwargs)
+        raise SerializationError(
+            f"{where} (of type {type(culprit).__qualname__}) cannot be pickled, so it cannot "
+            f"be sent to a worker: {exc}. Pass data that pickles, or create the object "
+            "inside the task."
+        ) from exc
+
+
+def _find_unpicklable(args: tuple, kwargs: dict) -> tuple[str, Any]:
+    named: Iterable[tuple[str, Any]] = [
+        *((f"argument {i}", a) for i, a in enumerate(args)),
+        *((f"keyword argument {k!r}", v) for k, v in kwargs.items()),
+    ]
+    for where, value in named:
+        try:
+            _dumps(value, _ArgPickler, _CloudArgPickler)
+        except Exception:  # noqa: BLE001 - this is the search for the failing argument
+            return where, value
+    return "an argument", (args, kwargs)
+
+
+class _FunctionCache:
+    """Bounded LRU cache so that a loop of submits pickles its function once."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._by_id: OrderedDict[int, tuple[Any, str, bytes]] = OrderedDict()
+        self._by_token: OrderedDict[str, Callable] = OrderedDict()
+
+    def dumps(self, fn: Callable) -> tuple[str, bytes]:
+        with self._lock:
+            hit = self._by_id.get(id(fn))
+            if hit is not None and hit[0] is fn:
+                self._by_id.move_to_end(id(fn))
+                return hit[1], hit[2]
+        try:
+            data = cloudpickle.dumps(fn, protocol=_PROTOCOL)
+        except Exception as exc:
+            raise SerializationError(
+                f"the function {fn!r} cannot be pickled: {exc}. Define it at module level or "
+                "avoid capturing unpicklable objects in its closure."
+            ) from exc
+        token = hashlib.blake2b(data, digest_size=10).hexdigest()
+        with self._lock:
+            self._by_id[id(fn)] = (fn, token, data)  # fn kept alive so its id stays unique
+            if len(self._by_id) > self.size:
+                self._by_id.popitem(last=False)
+        return token, data
+
+    def loads(self, token: str, data: bytes) -> Callable:
+        with self._lock:
+            fn = self._by_token.get(token)
+            if fn is not None:
+                self._by_token.move_to_end(token)
+                return fn
+        fn = pickle.loads(data)
+        with self._lock:
+            self._by_token[token] = fn
+            if len(self._by_token) > self.size:
+                self._by_token.popitem(last=False)
+        return fn
+
+
+functions = _FunctionCache()
+
+
+def value_nbytes(value: Any, payload: Payload | None = None) -> int:
+    """Approximate memory held by a value (used to place tasks near their inputs)."""
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        return int(value.nbytes)
+    if payload is not None:
+        return payload.nbytes
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return memoryview(value).nbytes
+    return 64

@@ -1,0 +1,373 @@
+"""The scheduler's decisions, as a pure state machine.
+
+:class:`SchedulerState` is changed only through ``handle(*events) -> list[command]``. It
+decides readiness, placement, ownership, reference counts, error fan-out and release; it does
+no I/O, starts no thread, reads no clock and knows nothing of MPI, so tests feed it events and
+compare the exact commands it returns.
+
+A task moves through these states::
+
+    waiting ──► queued ──► processing ──► memory ──► (forgotten)
+       │           │           │  ▲
+       │           │           ▼  │ retry
+       └───────────┴──────► erred / cancelled ──► (forgotten)
+
+*waiting*: some input is not computed yet. *queued*: ready, has no inputs and no placement
+hint, and waits for a free slot (each worker keeps ``slots`` such tasks in flight, so that a
+huge ``map`` neither floods one worker nor leaves one idle). *processing*: sent to a worker.
+A task whose unfinished inputs all run on one worker is sent there at once, before they finish,
+so chains run without a round trip through rank 0 per link.
+
+A task is kept while a client holds a future of it, while an unfinished task needs it, or while
+it is kept on purpose (fire and forget). When none of these holds, it is forgotten and every
+rank holding its data is told to free it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from .errors import DataLostError
+from .events import (
+    CancelRequested,
+    CancelTask,
+    DataScattered,
+    Dispatch,
+    FreeData,
+    FutureReleased,
+    KeepRequested,
+    ResolveFuture,
+    RetryRequested,
+    TaskFailed,
+    TaskFinished,
+    TaskSubmitted,
+)
+
+_ENDED = ("memory", "erred", "cancelled")
+
+
+@dataclass(slots=True, eq=False)
+class TaskState:
+    """Everything the scheduler knows of one key."""
+
+    key: str
+    spec: Any
+    deps: tuple[str, ...]
+    seq: int
+    priority: int = 0
+    workers: Optional[tuple[int, ...]] = None
+    loose: bool = False
+    retries: int = 0
+    status: str = "waiting"
+    waiting_on: set[str] = field(default_factory=set)
+    dependents: set[str] = field(default_factory=set)
+    clients: set[int] = field(default_factory=set)
+    keep: bool = False
+    worker: Optional[int] = None
+    holders: set[int] = field(default_factory=set)
+    nbytes: int = 0
+    error: Any = None
+
+
+class SchedulerState:
+    """Pure scheduling state of one cluster: ``handle(*events) -> list[command]``."""
+
+    def __init__(self, workers: Iterable[int], slots: int = 64) -> None:
+        self.workers: tuple[int, ...] = tuple(workers)
+        self.slots = slots
+        self.tasks: dict[str, TaskState] = {}
+        self.load: dict[int, int] = {w: 0 for w in self.workers}
+        self.queue: list[tuple[int, int, str]] = []
+        self.completed = 0
+        self.failed = 0
+        self._seq = itertools.count()
+        self._out: list = []
+
+    # ------------------------------------------------------------ entry point
+
+    def handle(self, *events: Any) -> list:
+        """Apply ``events`` in order; return the commands they call for, in order."""
+        out = self._out = []
+        for event in events:
+            self._handlers[type(event)](self, event)
+        self._fill()
+        self._out = []
+        return out
+
+    # ------------------------------------------------------------ queries
+
+    def who_has(self, key: str) -> tuple[int, ...]:
+        """Ranks holding ``key``'s data (empty if not computed or unknown)."""
+        task = self.tasks.get(key)
+        return tuple(sorted(task.holders)) if task else ()
+
+    def status(self, key: str) -> Optional[str]:
+        """The task's state name, or None if the key is unknown."""
+        task = self.tasks.get(key)
+        return task.status if task else None
+
+    # ------------------------------------------------------------ events
+
+    def _submitted(self, ev: TaskSubmitted) -> None:
+        task = self.tasks.get(ev.key)
+        if task is not None and task.status != "cancelled":
+            task.clients.add(ev.client)
+            if task.status in _ENDED:
+                self._out.append(ResolveFuture(task.key, task.status, task.error))
+            return
+        if task is not None:
+            self._forget(task)
+        task = TaskState(ev.key, ev.spec, ev.deps, next(self._seq), ev.priority,
+                         ev.workers, ev.loose, ev.retries)
+        task.clients.add(ev.client)
+        self.tasks[ev.key] = task
+        for dep_key in ev.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                err = DataLostError(f"input {dep_key!r} of task {ev.key!r} was already released")
+                self._end(task, "erred", err)
+                return
+            if dep.status in ("erred", "cancelled"):
+                self._end(task, dep.status, dep.error)
+                return
+            dep.dependents.add(task.key)
+            if dep.status != "memory":
+                task.waiting_on.add(dep_key)
+        if not task.waiting_on:
+            self._ready(task)
+        else:
+            self._maybe_run_early(task)
+
+    def _scattered(self, ev: DataScattered) -> None:
+        task = self.tasks.get(ev.key)
+        if task is None or task.status != "memory":
+            if task is not None:
+                self._forget(task)
+            task = TaskState(ev.key, None, (), next(self._seq))
+            self.tasks[ev.key] = task
+            task.status = "memory"
+        task.holders.update(ev.workers)
+        task.nbytes = ev.nbytes
+        task.clients.add(ev.client)
+        self._out.append(ResolveFuture(task.key, "memory"))
+
+    def _finished(self, ev: TaskFinished) -> None:
+        task = self.tasks.get(ev.key)
+        for key in ev.fetched:
+            copy = self.tasks.get(key)
+            if copy is not None and copy.status == "memory":
+                copy.holders.add(ev.worker)
+            else:
+                self._out.append(FreeData(ev.worker, key))
+        if task is None or task.status != "processing" or task.worker != ev.worker:
+            self._out.append(FreeData(ev.worker, ev.key))
+            return
+        self._unload(task)
+        task.status, task.holders, task.nbytes = "memory", {ev.worker}, ev.nbytes
+        self.completed += 1
+        self._out.append(ResolveFuture(task.key, "memory"))
+        for dep_key in list(task.dependents):
+            dependent = self.tasks[dep_key]
+            dependent.waiting_on.discard(task.key)
+            if not dependent.waiting_on and dependent.status == "waiting":
+                self._ready(dependent)
+        self._drop_inputs(task)
+        self._maybe_forget(task)
+
+    def _failed(self, ev: TaskFailed) -> None:
+        task = self.tasks.get(ev.key)
+        if task is None or task.status != "processing" or task.worker != ev.worker:
+            return
+        if task.retries > 0:
+            # Same worker: dependents sent there early wait for this key in its store.
+            task.retries -= 1
+            self._out.append(self._dispatch(task, ev.worker))
+            return
+        self._unload(task)
+        self.failed += 1
+        self._end(task, "erred", ev.error)
+
+    def _released(self, ev: FutureReleased) -> None:
+        task = self.tasks.get(ev.key)
+        if task is not None:
+            task.clients.discard(ev.client)
+            self._maybe_forget(task)
+
+    def _cancel(self, ev: CancelRequested) -> None:
+        for key in ev.keys:
+            task = self.tasks.get(key)
+            if task is not None and task.status not in _ENDED:
+                self._end(task, "cancelled", None)
+
+    def _retry(self, ev: RetryRequested) -> None:
+        task = self.tasks.get(ev.key)
+        if task is None or task.status not in ("erred", "cancelled") or task.spec is None:
+            return
+        task.status, task.error, task.waiting_on = "waiting", None, set()
+        for dep_key in task.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is None or dep.status in ("erred", "cancelled"):
+                err = dep.error if dep else DataLostError(f"input {dep_key!r} was released")
+                self._end(task, dep.status if dep else "erred", err)
+                return
+            dep.dependents.add(task.key)
+            if dep.status != "memory":
+                task.waiting_on.add(dep_key)
+        if not task.waiting_on:
+            self._ready(task)
+
+    def _keep(self, ev: KeepRequested) -> None:
+        task = self.tasks.get(ev.key)
+        if task is not None and task.status not in _ENDED:
+            task.keep = True
+
+    _handlers = {
+        TaskSubmitted: _submitted,
+        DataScattered: _scattered,
+        TaskFinished: _finished,
+        TaskFailed: _failed,
+        FutureReleased: _released,
+        CancelRequested: _cancel,
+        RetryRequested: _retry,
+        KeepRequested: _keep,
+    }
+
+    # ------------------------------------------------------------ placement
+
+    def _ready(self, task: TaskState) -> None:
+        """All inputs are computed: queue a free task, place one with inputs or hints."""
+        if not task.deps and task.workers is None:
+            task.status = "queued"
+            heapq.heappush(self.queue, (-task.priority, task.seq, task.key))
+            return
+        self._out.append(self._dispatch(task, self._place(task)))
+
+    def _place(self, task: TaskState) -> int:
+        candidates = self._candidates(task)
+        best, best_score = candidates[0], None
+        for w in candidates:
+            held = sum(self.tasks[d].nbytes for d in task.deps if w in self.tasks[d].holders)
+            score = (held, -self.load[w])
+            if best_score is None or score > best_score:
+                best, best_score = w, score
+        return best
+
+    def _candidates(self, task: TaskState) -> tuple[int, ...]:
+        if task.workers and not task.loose:
+            return task.workers
+        if task.workers:
+            idle = [w for w in task.workers if self.load[w] < self.slots]
+            return tuple(idle) or self.workers
+        return self.workers
+
+    def _maybe_run_early(self, task: TaskState) -> None:
+        """Send ``task`` now if every input is on, or computing on, one worker."""
+        where: set[int] = set()
+        for dep_key in task.deps:
+            dep = self.tasks[dep_key]
+            where.update((dep.worker,) if dep.status == "processing" else dep.holders)
+            if len(where) > 1 or dep.status not in ("processing", "memory"):
+                return
+        if len(where) == 1 and (task.workers is None or where <= set(task.workers)):
+            self._out.append(self._dispatch(task, where.pop()))
+
+    def _fill(self) -> None:
+        """Hand queued tasks to workers that have free slots, highest priority first."""
+        while self.queue and self.workers:
+            worker = min(self.workers, key=self.load.__getitem__)
+            if self.load[worker] >= self.slots:
+                return
+            _, _, key = heapq.heappop(self.queue)
+            task = self.tasks.get(key)
+            if task is not None and task.status == "queued":
+                self._out.append(self._dispatch(task, worker))
+
+    def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
+        if task.status != "processing":
+            self.load[worker] += 1
+        task.status, task.worker = "processing", worker
+        deps = tuple((d, self._source(d, worker)) for d in task.deps)
+        return Dispatch(worker, task.key, task.spec, deps, task.priority)
+
+    def _source(self, key: str, worker: int) -> int:
+        dep = self.tasks[key]
+        if dep.status == "processing" or worker in dep.holders:
+            return dep.worker if dep.status == "processing" else worker
+        return min(dep.holders, key=self.load.__getitem__)
+
+    # ------------------------------------------------------------ endings and release
+
+    def _unload(self, task: TaskState) -> None:
+        if task.status == "processing" and task.worker is not None:
+            self.load[task.worker] -= 1
+
+    def _end(self, task: TaskState, status: str, error: Any) -> None:
+        """End ``task`` and, transitively, every unfinished task that needs it."""
+        stack = [task]
+        while stack:
+            t = stack.pop()
+            if t is not task and t.status in _ENDED:
+                continue  # reached twice through a diamond
+            if t.status == "processing":
+                self._unload(t)
+                self._out.append(CancelTask(t.worker, t.key))
+            t.status, t.error = status, error
+            self._out.append(ResolveFuture(t.key, status, error))
+            stack.extend(self.tasks[k] for k in t.dependents
+                         if self.tasks[k].status not in _ENDED)
+        self._drop_inputs_tree(task)
+
+    def _drop_inputs_tree(self, task: TaskState) -> None:
+        stack, seen = [task], set()
+        while stack:
+            t = stack.pop()
+            if t.key in seen:
+                continue
+            seen.add(t.key)
+            stack.extend(self.tasks[k] for k in t.dependents if k in self.tasks)
+            self._drop_inputs(t)
+            self._maybe_forget(t)
+
+    def _drop_inputs(self, task: TaskState) -> None:
+        """``task`` no longer needs its inputs: they may be freed."""
+        for dep_key in task.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is not None and task.key in dep.dependents:
+                dep.dependents.discard(task.key)
+                self._maybe_forget(dep)
+
+    def _maybe_forget(self, task: TaskState) -> None:
+        if task.clients or task.keep or task.dependents or self.tasks.get(task.key) is not task:
+            return
+        if task.status not in _ENDED:
+            if task.status == "processing":
+                self._unload(task)
+                self._out.append(CancelTask(task.worker, task.key))
+            task.status = "cancelled"
+            self._drop_inputs(task)
+        self._forget(task)
+
+    def _forget(self, task: TaskState) -> None:
+        for worker in sorted(task.holders):
+            self._out.append(FreeData(worker, task.key))
+        task.holders = set()
+        del self.tasks[task.key]
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the bookkeeping is inconsistent (used by tests)."""
+        loads = {w: 0 for w in self.workers}
+        for task in self.tasks.values():
+            if task.status == "processing":
+                loads[task.worker] += 1
+            for k in task.dependents:
+                assert k in self.tasks, f"{task.key} lists forgotten dependent {k}"
+                assert task.key in self.tasks[k].deps, f"{k} does not depend on {task.key}"
+            if task.status == "memory":
+                assert task.holders, f"{task.key} in memory without holders"
+            else:
+                assert not task.holders, f"{task.key} ({task.status}) has holders"
+            assert task.clients or task.keep or task.dependents, f"{task.key} is unwanted"
+        assert loads == self.load, f"load {self.load} != counted {loads}"
