@@ -79,9 +79,14 @@ class _DepMixin:
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) is _DepMixin.future_type:
-            self.deps.append(obj.key)
+            self.deps.append(obj)
             return obj.key
         return None
+
+
+def register_future_type(cls: type) -> None:
+    """Tell the picklers which class is a future (pickled as a dependency key)."""
+    _DepMixin.future_type = cls
 
 
 class _ArgPickler(_DepMixin, _Pickler):
@@ -92,7 +97,7 @@ class _CloudArgPickler(_DepMixin, _CloudPickler):
     pass
 
 
-def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list[str]]:
+def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:
     buffers: list = []
     out = io.BytesIO()
     pickler = cls(out, protocol=_PROTOCOL, buffer_callback=buffers.append)
@@ -101,7 +106,7 @@ def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list[str]]:
     return Payload(out.getvalue(), [b.raw() for b in buffers]), pickler.deps
 
 
-def _dumps(obj: Any, fast: type, slow: type) -> tuple[Payload, list[str]]:
+def _dumps(obj: Any, fast: type, slow: type) -> tuple[Payload, list]:
     try:
         payload, deps = _run_pickler(fast, obj)
         if b"__main__" not in payload.header:
@@ -129,8 +134,8 @@ def loads(payload: Payload, deps: Mapping[str, Any] | None = None) -> Any:
     return unpickler.load()
 
 
-def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list[str]]:
-    """Serialize task arguments; return the payload and the keys of futures inside them.
+def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
+    """Serialize task arguments; return the payload and the futures found inside them.
 
     Raises:
         SerializationError: an argument cannot be pickled; the message names its position

@@ -1,0 +1,134 @@
+"""``python -m mpifutures [options] (script.py | -m module | -c code) [args...]``
+
+Run under ``mpiexec -n N`` or ``srun``: rank 0 runs the target as ``__main__`` with
+``sys.argv`` as the target expects, ranks 1..N-1 are workers. The job's exit status is the
+target's: 0, the code given to ``sys.exit``, or 1 after an uncaught exception (whose traceback
+is printed). The workers are stopped whatever the target did; if they do not answer in time the
+job is aborted, so it never hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import traceback
+from typing import Optional, Sequence
+
+USAGE = "python -m mpifutures [options] (script.py | -m module | -c code) [args ...]"
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]:
+    """Split ``argv`` into launcher options and the target, as ``python`` itself does."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mpifutures", usage=USAGE,
+        description="Run a Python script on rank 0 of an MPI job, with every other rank "
+                    "serving it as an mpifutures worker. Start it with mpiexec or srun, e.g. "
+                    "`mpiexec -n 4 python -m mpifutures script.py`.",
+        epilog="Environment: MPIFUTURES_BACKOFF (longest idle poll sleep, s), "
+               "MPIFUTURES_IDLE_BACKOFF, MPIFUTURES_SHUTDOWN_TIMEOUT, MPIFUTURES_LOG_LEVEL, "
+               "... (see README.md, 'Configuration').")
+    parser.add_argument("--threads-per-worker", type=int, metavar="N",
+                        help="compute threads on each worker (default 1)")
+    parser.add_argument("--backoff", type=float, metavar="SECONDS",
+                        help="longest sleep between polls of a busy-then-idle rank "
+                             "(default 0.001)")
+    parser.add_argument("--idle-backoff", type=float, metavar="SECONDS",
+                        help="longest sleep after a second without traffic (default 0.01)")
+    parser.add_argument("--report", metavar="FILE.html",
+                        help="record the task stream and write a performance report here")
+    parser.add_argument("-m", dest="module", metavar="module", help="run a library module")
+    parser.add_argument("-c", dest="code", metavar="code", help="run a string of code")
+    opts, rest = _split(parser, list(argv))
+    if opts.module is not None:
+        return opts, "module", opts.module, rest
+    if opts.code is not None:
+        return opts, "code", opts.code, rest
+    if not rest:
+        parser.error("give a script, -m module or -c code to run")
+    return opts, "script", rest[0], rest[1:]
+
+
+def _split(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list]:
+    # Options end at the target: everything after `-m mod`, `-c code` or the script is the
+    # target's own argv, even when it looks like an option.
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-m", "-c"):
+            return parser.parse_args(argv[:i + 2]), argv[i + 2:]
+        if not arg.startswith("-"):
+            return parser.parse_args(argv[:i]), argv[i:]
+        if arg in ("-h", "--help") or "=" in arg:
+            i += 1
+        else:
+            i += 2
+    return parser.parse_args(argv), []
+
+
+def _apply(opts: argparse.Namespace) -> None:
+    if opts.threads_per_worker is not None:
+        os.environ["MPIFUTURES_THREADS_PER_WORKER"] = str(opts.threads_per_worker)
+    if opts.backoff is not None:
+        os.environ["MPIFUTURES_BACKOFF"] = str(opts.backoff)
+    if opts.idle_backoff is not None:
+        os.environ["MPIFUTURES_IDLE_BACKOFF"] = str(opts.idle_backoff)
+
+
+def run_target(kind: str, target: str, args: list[str]) -> int:
+    """Run the user's code as ``__main__``; return its exit status."""
+    try:
+        if kind == "script":
+            sys.argv = [target, *args]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+            runpy.run_path(target, run_name="__main__")
+        elif kind == "module":
+            sys.argv = [target, *args]
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = ["-c", *args]
+            sys.path.insert(0, "")
+            exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    except BaseException:  # noqa: BLE001 - print it as python would, then stop the job
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The launcher: decide this rank's role, run it, return the job's exit status."""
+    opts, kind, target, args = parse(sys.argv[1:] if argv is None else argv)
+    _apply(opts)
+    from . import config as configmod, launch
+    from .logs import setup_logging
+
+    config = configmod.load()
+    MPI = launch.mpi(config)
+    launch.check_wiring(MPI)
+    comm = MPI.COMM_WORLD.Dup()
+    setup_logging(config, comm.Get_rank())
+    if comm.Get_rank() != 0:
+        launch.serve(comm, config)
+        return 0
+    launch.start_scheduler(comm, config, "launcher")
+    code = run_target(kind, target, args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return launch.stop_scheduler(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

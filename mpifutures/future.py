@@ -1,0 +1,195 @@
+"""Client futures: ``concurrent.futures.Future`` handles on data that lives on workers.
+
+Every future of one key shares a :class:`KeyRecord` that holds the value once rank 0 has it
+(small results come with the task's completion, others are fetched from the owner on the first
+``result()``). A future becomes *done* when the task ends on its worker, so the standard
+library's ``wait`` and ``as_completed`` work unchanged; ``result()`` then fetches the value.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .errors import DataLostError, SerializationError
+from .serialize import Payload, loads, register_future_type
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger(__name__)
+
+_REMOTE = object()  # the result of a finished future whose value is held by the KeyRecord
+_STATUS = {cf._base.PENDING: "pending", cf._base.RUNNING: "pending",
+           cf._base.CANCELLED: "cancelled", cf._base.CANCELLED_AND_NOTIFIED: "cancelled"}
+
+
+def check_timeout(timeout: Any) -> Optional[float]:
+    """Validate a ``timeout`` argument: None or a number of seconds, not negative."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    return float(timeout)
+
+
+class KeyRecord:
+    """What rank 0 knows of one key's value, shared by all of its futures."""
+
+    __slots__ = ("key", "handles", "payload", "value", "loaded", "error", "requested",
+                 "arrived", "lock", "__weakref__")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.handles: list = []  # weakrefs to the Future objects of this key
+        self.payload: Optional[Payload] = None
+        self.value: Any = None
+        self.loaded = False
+        self.error: Optional[BaseException] = None
+        self.requested = False
+        self.arrived = threading.Event()
+        self.lock = threading.Lock()
+
+    def deliver(self, payload: Optional[Payload], error: Optional[BaseException] = None) -> None:
+        """Called by the scheduler thread when the value (or a fetch error) arrives."""
+        self.payload, self.error = payload, error
+        self.arrived.set()
+
+    def claim_fetch(self) -> bool:
+        """True if the caller must ask for the value now (nobody asked yet, rank 0 lacks it)."""
+        with self.lock:
+            if self.loaded or self.payload is not None or self.requested:
+                return False
+            self.requested = True
+            self.arrived.clear()
+            return True
+
+    def get(self, fetch: Callable[[str], None], timeout: Optional[float]) -> Any:
+        """Return the value, asking ``fetch(key)`` for it first if rank 0 lacks it."""
+        if self.claim_fetch():
+            fetch(self.key)
+        if not self.loaded and self.payload is None and not self.arrived.wait(timeout):
+            raise cf.TimeoutError(f"the value of {self.key!r} did not arrive within {timeout} s")
+        with self.lock:
+            if self.loaded:
+                return self.value
+            if self.error is not None:
+                self.requested = False  # a later call may try again
+                raise self.error
+            try:
+                self.value = loads(self.payload)
+            except Exception as exc:
+                raise SerializationError(
+                    f"the result of task {self.key!r} arrived on rank 0 but failed to unpickle: "
+                    f"{exc!r}. Make sure rank 0 can import what the result needs."
+                ) from exc
+            self.loaded, self.payload = True, None
+            return self.value
+
+
+class Future(cf.Future):
+    """A handle on the result of a task, or on data scattered to workers.
+
+    Behaves as a ``concurrent.futures.Future`` (``result``, ``exception``, ``done``,
+    ``cancel``, ``add_done_callback``) and can be passed as an argument to later submits,
+    where the worker receives its value.
+    """
+
+    def __init__(self, key: str, record: KeyRecord, executor: "Executor") -> None:
+        super().__init__()
+        self._key = key
+        self._record = record
+        self._executor = executor
+
+    @property
+    def key(self) -> str:
+        """The task's key (deterministic for ``pure=True`` submits)."""
+        return self._key
+
+    @property
+    def status(self) -> str:
+        """``"pending"``, ``"finished"``, ``"error"`` or ``"cancelled"``."""
+        with self._condition:
+            if self._state == cf._base.FINISHED:
+                return "error" if self._exception is not None else "finished"
+            return _STATUS[self._state]
+
+    @property
+    def executor(self) -> "Executor":
+        """The executor that made this future."""
+        return self._executor
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Wait for the task and return its value (fetched from its owner rank).
+
+        Raises:
+            TimeoutError: not finished (and fetched) within ``timeout`` seconds.
+            CancelledError: the task was cancelled.
+            Exception: the task's own exception, remote traceback as ``__cause__``.
+        """
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        value = super().result(timeout)
+        if value is not _REMOTE:
+            return value
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._record.get(self._executor._fetch, left)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        """Wait for the task and return its exception, or None if it succeeded."""
+        return super().exception(check_timeout(timeout))
+
+    def cancel(self) -> bool:
+        """Cancel the task and every task that depends on it; False if already done."""
+        if self.done():
+            return False
+        self._executor._cancel([self])
+        return self._cancel_locally()
+
+    def _cancel_locally(self) -> bool:
+        if not super().cancel():
+            return False
+        self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        return True
+
+    def _finish(self) -> None:
+        try:
+            self.set_result(_REMOTE)
+        except cf.InvalidStateError:
+            pass  # cancelled here before the worker's answer came
+
+    def _fail(self, exc: BaseException) -> None:
+        try:
+            self.set_exception(exc)
+        except cf.InvalidStateError:
+            pass
+
+    def _invoke_callbacks(self) -> None:
+        # Runs on the scheduler thread: hand user callbacks to the callback thread.
+        if self._done_callbacks:
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            self._executor._run_callbacks(self, callbacks)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a Future ({self._key!r}) cannot be pickled on its own; pass it as an argument "
+            "of submit/map (the worker then receives its value), or pass future.result()."
+        )
+
+    def __repr__(self) -> str:
+        return f"<mpifutures.Future {self.status} key={self._key!r}>"
+
+
+register_future_type(Future)
+
+
+def lost(key: str, why: str) -> DataLostError:
+    """The error for a value that no rank holds any more."""
+    return DataLostError(f"the data of {key!r} is not held by any rank ({why}); fetch results "
+                         "with result() or gather() before their executor shuts down.")

@@ -1,0 +1,38 @@
+"""Task keys: ``"<function name>-<token>"``.
+
+``pure=True`` keys hash the function's pickle and the arguments' pickle and buffers, so equal
+submits share one task and one result. ``pure=False`` keys are unique within the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from typing import Any, Callable
+
+from .serialize import Payload
+
+_unique = itertools.count()
+_PROCESS = os.urandom(4).hex()
+
+
+def prefix(fn: Callable) -> str:
+    """A readable name for tasks of ``fn`` (shown in keys, progress and reports)."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "lambda" if name == "<lambda>" else name.replace("-", "_")
+
+
+def pure_key(fn: Callable, fn_token: str, args: Payload) -> str:
+    """A deterministic key from the function's pickle token and the arguments' payload."""
+    h = hashlib.blake2b(fn_token.encode(), digest_size=16)
+    h.update(args.header)
+    for buf in args.buffers:
+        h.update(buf)
+    return f"{prefix(fn)}-{h.hexdigest()}"
+
+
+def unique_key(fn: Any) -> str:
+    """A key no other task of this process has."""
+    name = prefix(fn) if callable(fn) else str(fn)
+    return f"{name}-{_PROCESS}{next(_unique):x}"

@@ -1,0 +1,148 @@
+"""Where rank roles are decided: rank 0 runs the user's code, every other rank is a worker.
+
+Three ways in, one branching point:
+
+* ``python -m mpifutures script.py`` (:func:`run_launcher`): the cluster lives as long as the
+  launcher; rank 0 runs the script as ``__main__``, the others serve until it ends.
+* ``mpifutures.init()`` in an SPMD script (:func:`init`): workers serve and exit inside the
+  call; rank 0 returns and its cluster stops when the interpreter exits.
+* spawn mode (:func:`current_cluster` in a 1-rank job): ``Executor(max_workers=k)`` spawns k
+  worker processes with ``MPI.COMM_SELF.Spawn``.
+
+The running cluster of this process is held in :data:`_state` (one per process, as MPI
+itself is); everything else is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+from typing import Any, Optional
+
+from . import config as configmod
+from .errors import MpiFuturesError
+
+log = logging.getLogger(__name__)
+
+
+class _ProcessState:
+    """The one cluster this process drives (rank 0) or serves (workers)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scheduler: Any = None
+        self.owner = ""  # "launcher", "init" or "spawn"
+
+
+_state = _ProcessState()
+
+
+def mpi(config: configmod.Config) -> Any:
+    """Import and initialise MPI with the thread level we need; fail clearly if too low."""
+    import mpi4py
+
+    mpi4py.rc.thread_level = "multiple"
+    from mpi4py import MPI
+
+    provided = MPI.Query_thread()
+    if provided < MPI.THREAD_SERIALIZED:
+        names = {MPI.THREAD_SINGLE: "SINGLE", MPI.THREAD_FUNNELED: "FUNNELED"}
+        raise MpiFuturesError(
+            f"the MPI library gives thread level {names.get(provided, provided)}, but mpifutures "
+            "needs MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE (rank 0 calls MPI from its "
+            "scheduler thread). Use an MPI built with thread support.")
+    return MPI
+
+
+def check_wiring(MPI: Any) -> None:
+    """Detect a launcher from another MPI: every process then believes it is rank 0 of 1."""
+    if MPI.COMM_WORLD.Get_size() != 1:
+        return
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            raise MpiFuturesError(
+                f"the launcher started {value} processes ({var}={value}) but MPI reports a "
+                "world of 1: mpiexec/srun and mpi4py come from different MPI libraries, so "
+                "every process thinks it is rank 0. Use the mpiexec of the MPI that mpi4py "
+                "was built with (python -c 'import mpi4py; print(mpi4py.get_config())'), "
+                "or `srun --mpi=pmi2` under Slurm with the PyPI mpich wheel.")
+
+
+def start_scheduler(comm: Any, config: configmod.Config, owner: str) -> Any:
+    """Start rank 0's scheduler on ``comm`` and make it this process's cluster."""
+    from .mpi_transport import MPITransport
+    from .scheduler import Scheduler
+
+    scheduler = Scheduler(MPITransport(comm), config)
+    scheduler.start()
+    with _state.lock:
+        _state.scheduler, _state.owner = scheduler, owner
+    log.info("mpifutures on %s, %d workers", scheduler.t.describe(), len(scheduler.workers))
+    return scheduler
+
+
+def serve(comm: Any, config: configmod.Config) -> None:
+    """Run the worker loop on this rank until rank 0 stops it."""
+    from .mpi_transport import MPITransport
+    from .worker import Worker
+
+    Worker(MPITransport(comm), config).run()
+
+
+def stop_scheduler(code: int) -> int:
+    """Stop the workers; Abort the job if they do not stop in time. Returns the exit code."""
+    with _state.lock:
+        scheduler, _state.scheduler = _state.scheduler, None
+    if scheduler is None:
+        return code
+    config = scheduler.config
+    if scheduler.stop(config.shutdown_timeout):
+        return code
+    sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} s "
+                     "(a task may be stuck); aborting the MPI job.\n")
+    sys.stderr.flush()
+    scheduler.t.abort(code or 1)
+    return code or 1
+
+
+def current_cluster(max_workers: Optional[int] = None) -> Any:
+    """The scheduler that a new ``Executor()`` should use, starting one if needed."""
+    with _state.lock:
+        if _state.scheduler is not None:
+            return _state.scheduler
+    config = configmod.load()
+    MPI = mpi(config)
+    check_wiring(MPI)
+    if MPI.COMM_WORLD.Get_size() > 1:
+        raise MpiFuturesError(
+            "this script runs on several MPI ranks but no mpifutures cluster is running. Start "
+            "it with `mpiexec -n N python -m mpifutures script.py`, or call "
+            "mpifutures.init() at the top of the script.")
+    from .spawn import spawn_cluster
+
+    return spawn_cluster(MPI, config, max_workers)
+
+
+def init() -> Any:
+    """SPMD entry: on rank 0 return the cluster; on other ranks serve, then exit the process.
+
+    Call it at the top of a script started on every rank (``srun python script.py``). The
+    workers leave with status 0 once rank 0's script ends (rank 0 stops them at exit).
+    """
+    with _state.lock:
+        if _state.scheduler is not None:
+            return _state.scheduler
+    config = configmod.load()
+    MPI = mpi(config)
+    comm = MPI.COMM_WORLD.Dup()
+    if comm.Get_rank() != 0:
+        serve(comm, config)
+        sys.stdout.flush()
+        raise SystemExit(0)  # the worker's life ends with the job; rank 0's script goes on
+    scheduler = start_scheduler(comm, config, "init")
+    atexit.register(stop_scheduler, 0)
+    return scheduler

@@ -1,0 +1,314 @@
+"""Rank 0's scheduler thread: the driver between client threads, the state machine and MPI.
+
+::
+
+    user threads ── inbox (deque) ──►  scheduler thread  ──► SchedulerState.handle(events)
+        ▲                              │    ▲                        │ commands
+        └── futures resolved ◄─────────┘    └── transport.poll()     ▼
+                                                              transport.send (coalesced)
+
+Client threads never touch MPI or the state: they append requests to the inbox and wait on
+their futures. The scheduler thread collects events from the inbox and from workers' messages,
+feeds them to :class:`~mpifutures.state.SchedulerState`, turns its commands into coalesced
+messages (one per destination per loop) and resolves client futures. It makes no decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import defaultdict, deque
+from concurrent.futures import Future as _Reply
+from typing import Any, Callable, Optional
+
+from . import failure, protocol as P
+from .backoff import Backoff
+from .callbacks import CallbackThread
+from .config import Config
+from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
+                     ResolveFuture, TaskFailed, TaskFinished, TaskSubmitted)
+from .future import Future, KeyRecord, lost
+from .state import SchedulerState
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Owns rank 0's side of a cluster: the state machine, the records and the thread."""
+
+    def __init__(self, transport: Transport, config: Config) -> None:
+        self.t = transport
+        self.config = config
+        self.workers = tuple(range(1, transport.size))
+        self.state = SchedulerState(self.workers, config.tasks_per_worker)
+        self.inbox: deque = deque()
+        self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
+        transport.wake = self.backoff.wake
+        self.records: dict[str, KeyRecord] = {}
+        self.records_lock = threading.Lock()
+        self.refs: dict[int, dict[str, int]] = {}
+        self.outbox: dict[int, list] = defaultdict(list)
+        self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
+        self.calls: dict[str, tuple[_Reply, dict]] = {}
+        self.task_records: list[dict] = []
+        self.callbacks = CallbackThread()
+        self.fatal: Optional[BaseException] = None
+        self._stopping: Optional[float] = None
+        self._stopped: set[int] = set()
+        self.thread = threading.Thread(target=self._run, name="mpifutures-scheduler",
+                                       daemon=True)
+
+    # ------------------------------------------------------------ client side (any thread)
+
+    def start(self) -> None:
+        self.callbacks.start()
+        self.thread.start()
+
+    def post(self, item: tuple) -> None:
+        """Queue a request for the scheduler thread and wake it."""
+        if self.fatal is not None:
+            raise RuntimeError(f"the mpifutures scheduler has failed: {self.fatal!r}")
+        self.inbox.append(item)
+        self.backoff.wake.set()
+
+    def new_future(self, key: str, executor: Any, session: int) -> Future:
+        """Make a future of ``key`` whose death (garbage collection) releases one reference."""
+        item = ("decref", session, key)
+        append = self.inbox.append  # only a deque append may run from the GC callback
+        with self.records_lock:
+            record = self.records.get(key)
+            if record is None:
+                record = self.records[key] = KeyRecord(key)
+            future = Future(key, record, executor)
+            if len(record.handles) > 8:
+                record.handles = [r for r in record.handles if r() is not None]
+            record.handles.append(weakref.ref(future, lambda _r: append(item)))
+        return future
+
+    def query(self, fn: Callable[["Scheduler"], Any], timeout: float = 60.0) -> Any:
+        """Run ``fn(self)`` on the scheduler thread and return its result."""
+        reply: _Reply = _Reply()
+        self.post(("query", fn, reply))
+        return reply.result(timeout)
+
+    def stop(self, timeout: float) -> bool:
+        """Stop every worker; True if all confirmed within ``timeout`` seconds."""
+        if self.thread.is_alive():
+            self.post(("stop", time.monotonic() + timeout))
+            self.thread.join(timeout + 1.0)
+        self.callbacks.stop(timeout=2.0)
+        return not self.thread.is_alive() and self._stopped == set(self.workers)
+
+    # ------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - fail every future, never hang
+            log.exception("the scheduler thread failed")
+            self._fail_everything(exc)
+
+    def _step(self) -> bool:
+        events: list = []
+        active = self._drain_inbox(events)
+        for source, msgs in self.t.poll():
+            active = True
+            for msg in msgs:
+                self._on_message(source, msg, events)
+        if events:
+            self._execute(self.state.handle(*events))
+        for dest, msgs in self.outbox.items():
+            if msgs:
+                self.t.send(dest, msgs)
+        self.outbox.clear()
+        if self._stopping is not None:
+            if self._stopped == set(self.workers) and not self.t.busy():
+                return False
+            if time.monotonic() > self._stopping:
+                log.error("workers %s did not stop in time", sorted(set(self.workers)
+                                                                   - self._stopped))
+                return False
+        if active or self.t.busy():
+            self.backoff.reset()
+        else:
+            self.backoff.idle()
+        return True
+
+    def _drain_inbox(self, events: list) -> bool:
+        active = False
+        while self.inbox:
+            active = True
+            item = self.inbox.popleft()
+            self._requests[item[0]](self, item, events)
+        return active
+
+    # ------------------------------------------------------------ requests from clients
+
+    def _rq_submit(self, item: tuple, events: list) -> None:
+        _, session, ev = item
+        counts = self.refs.setdefault(session, {})
+        counts[ev.key] = counts.get(ev.key, 0) + 1
+        events.append(ev)
+
+    def _rq_event(self, item: tuple, events: list) -> None:
+        events.append(item[1])
+
+    def _rq_decref(self, item: tuple, events: list) -> None:
+        _, session, key = item
+        counts = self.refs.get(session)
+        if counts is None or key not in counts:
+            return  # the session already closed
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
+            events.append(FutureReleased(key, session))
+            self._drop_record(key)
+
+    def _rq_close(self, item: tuple, events: list) -> None:
+        for key in self.refs.pop(item[1], {}):
+            events.append(FutureReleased(key, item[1]))
+
+    def _rq_cancel(self, item: tuple, events: list) -> None:
+        events.append(CancelRequested(tuple(item[2]), item[1]))
+
+    def _rq_fetch(self, item: tuple, events: list) -> None:
+        for key in item[1]:
+            holders = self.state.who_has(key)
+            if holders:
+                self.outbox[holders[0]].append((P.GET, key))
+            else:
+                record = self.records.get(key)
+                if record is not None:
+                    record.deliver(None, lost(key, "it was released"))
+
+    def _rq_send(self, item: tuple, events: list) -> None:
+        self.outbox[item[1]].append(item[2])
+
+    def _rq_call(self, item: tuple, events: list) -> None:
+        _, token, fn_bytes, args, reply = item
+        self.calls[token] = (reply, {})
+        for w in self.workers:
+            self.outbox[w].append((P.CALL, token, fn_bytes, args))
+
+    def _rq_query(self, item: tuple, events: list) -> None:
+        _, fn, reply = item
+        try:
+            reply.set_result(fn(self))
+        except Exception as exc:  # noqa: BLE001 - the caller gets it
+            reply.set_exception(exc)
+
+    def _rq_stop(self, item: tuple, events: list) -> None:
+        self._stopping = item[1]
+        for w in self.workers:
+            self.outbox[w].append((P.STOP,))
+
+    _requests = {
+        "submit": _rq_submit, "event": _rq_event, "decref": _rq_decref, "close": _rq_close,
+        "cancel": _rq_cancel, "fetch": _rq_fetch, "send": _rq_send, "call": _rq_call,
+        "query": _rq_query, "stop": _rq_stop,
+    }
+
+    def _drop_record(self, key: str) -> None:
+        with self.records_lock:
+            record = self.records.get(key)
+            if record is not None and not any(ref() is not None for ref in record.handles):
+                del self.records[key]
+
+    # ------------------------------------------------------------ messages from workers
+
+    def _on_message(self, source: int, msg: tuple, events: list) -> None:
+        op = msg[0]
+        if op == P.DONE:
+            _, key, nbytes, inline, fetched, fetched_bytes = msg
+            self.stats["bytes_between_workers"] += fetched_bytes
+            if inline is not None:
+                self.stats["bytes_to_rank0"] += inline.nbytes
+                record = self.records.get(key)
+                if record is not None and not record.loaded:
+                    record.deliver(inline)
+            events.append(TaskFinished(key, source, nbytes, fetched))
+        elif op == P.FAILED:
+            events.append(TaskFailed(msg[1], source, msg[2]))
+        elif op in (P.DATA, P.MISSING):
+            self._on_data(source, msg)
+        elif op == P.CALLED:
+            self._on_called(source, msg)
+        elif op == P.RECORDS:
+            self.task_records.extend(msg[1])
+        elif op == P.STOPPED:
+            self._stopped.add(source)
+
+    def _on_data(self, source: int, msg: tuple) -> None:
+        record = self.records.get(msg[1])
+        if record is None:
+            return
+        if msg[0] == P.DATA:
+            self.stats["bytes_to_rank0"] += msg[2].nbytes
+            record.deliver(msg[2])
+        else:
+            record.deliver(None, lost(msg[1], f"rank {source}: {msg[2]}"))
+
+    def _on_called(self, source: int, msg: tuple) -> None:
+        _, token, ok, payload = msg
+        reply, results = self.calls[token]
+        results[source] = (ok, payload)
+        if len(results) == len(self.workers):
+            del self.calls[token]
+            reply.set_result(results)
+
+    # ------------------------------------------------------------ commands
+
+    def _execute(self, commands: list) -> None:
+        frees: dict[int, list] = defaultdict(list)
+        cancels: dict[int, list] = defaultdict(list)
+        for cmd in commands:
+            kind = type(cmd)
+            if kind is Dispatch:
+                token, fn_bytes, args = cmd.spec
+                self.outbox[cmd.worker].append(
+                    (P.RUN, cmd.key, token, fn_bytes, args, cmd.deps, cmd.priority))
+            elif kind is ResolveFuture:
+                self._resolve(cmd)
+            elif kind is FreeData:
+                frees[cmd.worker].append(cmd.key)
+            elif kind is CancelTask:
+                cancels[cmd.worker].append(cmd.key)
+        for worker, keys in cancels.items():
+            self.outbox[worker].append((P.CANCEL, keys))
+        for worker, keys in frees.items():
+            self.outbox[worker].append((P.FREE, keys))
+
+    def _resolve(self, cmd: ResolveFuture) -> None:
+        record = self.records.get(cmd.key)
+        if record is None:
+            return
+        handles = [f for f in (ref() for ref in record.handles) if f is not None]
+        if cmd.status == "memory":
+            for f in handles:
+                f._finish()
+        elif cmd.status == "erred":
+            exc = failure.rebuild(cmd.error) if isinstance(cmd.error, tuple) else cmd.error
+            for f in handles:
+                f._fail(exc)
+        else:
+            for f in handles:
+                f._cancel_locally()
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        self.fatal = exc
+        err = RuntimeError(f"the mpifutures scheduler thread failed: {exc!r}")
+        with self.records_lock:
+            records = list(self.records.values())
+        for record in records:
+            record.deliver(None, err)
+            for f in (ref() for ref in record.handles):
+                if f is not None:
+                    f._fail(err)
+        while self.inbox:
+            item = self.inbox.popleft()
+            if item[0] == "query" or item[0] == "call":
+                item[-1].set_exception(err)
