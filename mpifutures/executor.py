@@ -45,6 +45,7 @@ class Executor:
         self._lock = threading.Lock()
         self._closed = False
         self._futures: weakref.WeakSet[Future] = weakref.WeakSet()
+        self._keepalive: set[Future] = set()  # futures with callbacks still to run
 
     # ------------------------------------------------------------ submitting
 
@@ -145,8 +146,8 @@ class Executor:
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Wait for futures and return their values, in the same nested shape.
 
-        ``futures`` may be a future or a list, tuple, set or dict (nested) of futures; other
-        items are returned as they are. With ``errors="skip"``, failed and cancelled futures
+        ``futures`` may be a future or a list, tuple, set or dict (nested) of futures; any
+        other item raises TypeError. With ``errors="skip"``, failed and cancelled futures
         are left out of lists (and dicts).
         """
         if errors not in ("raise", "skip"):
@@ -154,8 +155,8 @@ class Executor:
         found: list[Future] = []
         _walk(futures, found.append)
         for f in found:
-            if not isinstance(f, Future):
-                raise TypeError(f"gather takes futures of this executor, not {f!r}")
+            if f._executor is not self:
+                raise ValueError(f"{f!r} belongs to another executor")
         cf.wait(found)
         wanted = {f.key: f._record for f in found if f.status == "finished"}
         remote = tuple(k for k, record in wanted.items() if record.claim_fetch())
@@ -171,8 +172,16 @@ class Executor:
         if keys:
             self._cluster.post(("event", CancelRequested(keys, self._session)))
 
+    def _keep_until_done(self, future: Future) -> None:
+        with self._lock:
+            self._keepalive.add(future)
+
     def _run_callbacks(self, future: Future, callbacks: list) -> None:
-        self._cluster.callbacks.submit(future, callbacks)
+        if callbacks:
+            self._cluster.callbacks.submit(future, callbacks)
+        if future in self._keepalive:
+            with self._lock:
+                self._keepalive.discard(future)
 
     # ------------------------------------------------------------ lifetime
 
@@ -238,6 +247,9 @@ def _walk(obj: Any, found: Callable[[Any], None]) -> None:
     elif isinstance(obj, dict):
         for item in obj.values():
             _walk(item, found)
+    else:
+        raise TypeError(f"gather takes futures, or lists, tuples, sets and dicts of them, "
+                        f"not {type(obj).__qualname__}: {obj!r}")
 
 
 _SKIP = object()

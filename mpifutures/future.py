@@ -153,10 +153,25 @@ class Future(cf.Future):
         return self._cancel_locally()
 
     def _cancel_locally(self) -> bool:
+        with self._condition:
+            if self._state != cf._base.PENDING:
+                return self._state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
         if not super().cancel():
             return False
         self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
         return True
+
+    def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
+        """Call ``fn(future)`` when done, on rank 0's callback thread.
+
+        The future stays alive (and its task running) until its callbacks have run, even if
+        the caller drops every reference to it.
+        """
+        with self._condition:
+            if self._state not in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED,
+                                   cf._base.FINISHED):
+                self._executor._keep_until_done(self)
+        super().add_done_callback(fn)
 
     def _finish(self) -> None:
         try:
@@ -172,9 +187,8 @@ class Future(cf.Future):
 
     def _invoke_callbacks(self) -> None:
         # Runs on the scheduler thread: hand user callbacks to the callback thread.
-        if self._done_callbacks:
-            callbacks, self._done_callbacks = self._done_callbacks, []
-            self._executor._run_callbacks(self, callbacks)
+        callbacks, self._done_callbacks = self._done_callbacks, []
+        self._executor._run_callbacks(self, callbacks)
 
     def __reduce__(self) -> Any:
         raise TypeError(

@@ -85,6 +85,7 @@ class SchedulerState:
         self.failed = 0
         self._seq = itertools.count()
         self._out: list = []
+        self._early: list[str] = []
 
     # ------------------------------------------------------------ entry point
 
@@ -93,7 +94,9 @@ class SchedulerState:
         out = self._out = []
         for event in events:
             self._handlers[type(event)](self, event)
+            self._run_early()
         self._fill()
+        self._run_early()
         self._out = []
         return out
 
@@ -187,6 +190,7 @@ class SchedulerState:
             self._out.append(self._dispatch(task, ev.worker))
             return
         self._unload(task)
+        task.status = "erred"  # no longer on its worker: nothing to cancel there
         self.failed += 1
         self._end(task, "erred", ev.error)
 
@@ -274,6 +278,13 @@ class SchedulerState:
         if len(where) == 1 and (task.workers is None or where <= set(task.workers)):
             self._out.append(self._dispatch(task, where.pop()))
 
+    def _run_early(self) -> None:
+        """Dependents of newly dispatched tasks may now be sent early (see _maybe_run_early)."""
+        while self._early:
+            dependent = self.tasks.get(self._early.pop())
+            if dependent is not None and dependent.status == "waiting":
+                self._maybe_run_early(dependent)
+
     def _fill(self) -> None:
         """Hand queued tasks to workers that have free slots, highest priority first."""
         while self.queue and self.workers:
@@ -289,6 +300,7 @@ class SchedulerState:
         if task.status != "processing":
             self.load[worker] += 1
         task.status, task.worker = "processing", worker
+        self._early.extend(task.dependents)
         deps = tuple((d, self._source(d, worker)) for d in task.deps)
         return Dispatch(worker, task.key, task.spec, deps, task.priority)
 

@@ -34,6 +34,12 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
+_context = threading.local()
+
+
+def current_rank() -> Optional[int]:
+    """The rank of the worker running the calling task (None outside a task)."""
+    return getattr(_context, "rank", None)
 
 
 class _Task:
@@ -239,6 +245,7 @@ class Worker:
     # ------------------------------------------------------------ compute
 
     def _compute(self) -> None:
+        _context.rank = self.rank
         while self.running:
             with self.ready_cond:
                 while not self.ready and self.running:

@@ -1,0 +1,69 @@
+"""Task functions for the tests: module-level, so workers import them by name."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def total(*xs, **kw):
+    return sum(xs) + sum(kw.values())
+
+
+def identity(x):
+    return x
+
+
+def slow_inc(x, delay=0.2):
+    time.sleep(delay)
+    return x + 1
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def fail(message="boom"):
+    raise ValueError(message)
+
+
+def exit_task(code=3):
+    sys.exit(code)
+
+
+def interrupt_task():
+    raise KeyboardInterrupt
+
+
+def unpicklable_result():
+    return threading.Lock()
+
+
+def rank(*inputs):
+    from mpifutures.worker import current_rank
+    return current_rank()
+
+
+def make_array(n, value=1.0):
+    return np.full(n, value)
+
+
+def array_sum(a):
+    return float(np.sum(a))
+
+
+def pid():
+    return os.getpid()

@@ -1,0 +1,166 @@
+"""Whole programs under a real ``mpiexec``, each bounded by a timeout that kills its group."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tests.mpirun import ROOT, mpiexec
+
+
+def launch(n, code, timeout=60, env=None, args=()):
+    return mpiexec(n, ["-m", "mpifutures", "-c", textwrap.dedent(code), *args],
+                   timeout=timeout, env=env)
+
+
+def test_tree_reduction_matches_numpy_and_only_the_final_array_reaches_rank0():
+    r = mpiexec(4, ["-m", "mpifutures", "examples/tree_reduction.py", "--seed", "7"], 120)
+    assert r.returncode == 0, r
+    expected = sum(np.random.default_rng(7 + i).random(1_000_000) for i in range(16))
+    checksum = float(re.search(r"checksum: (\S+)", r.stdout).group(1))
+    assert checksum == pytest.approx(expected.sum(), rel=1e-9), r
+    to_rank0 = int(re.search(r"bytes to rank 0: (\d+)", r.stdout).group(1))
+    assert 8_000_000 <= to_rank0 <= 8_000_000 + 10_000, r
+    assert "tasks: 31," in r.stdout
+
+
+def test_the_seed_example_runs_as_written():
+    r = mpiexec(4, ["-m", "mpifutures", "examples/tree_reduction.py"], 120)
+    assert r.returncode == 0, r
+    first = [float(v) for v in r.stdout.splitlines()[0].strip("[] ").split()]
+    assert len(first) == 5 and all(0 < v < 16 for v in first)
+
+
+@pytest.mark.parametrize("code, status", [
+    ("print('fine')", 0),
+    ("import sys; sys.exit(3)", 3),
+    ("raise ValueError('script failed on purpose')", 1),
+    ("import sys; sys.exit('a message')", 1),
+])
+def test_exit_status_is_the_scripts(code, status):
+    start = time.monotonic()
+    r = launch(3, code, timeout=60)
+    assert r.returncode == status, r
+    assert time.monotonic() - start < 30
+    if status == 1 and "ValueError" in code:
+        assert "Traceback" in r.stderr and "script failed on purpose" in r.stderr
+
+
+def test_script_module_and_code_targets_get_their_argv(tmp_path):
+    script = tmp_path / "show_argv.py"
+    script.write_text("import sys\nprint('argv', sys.argv[1:], __name__)\n")
+    r = mpiexec(2, ["-m", "mpifutures", str(script), "a", "--flag"], 60)
+    assert "argv ['a', '--flag'] __main__" in r.stdout, r
+    mod = tmp_path / "argv_module.py"
+    mod.write_text("import sys\nprint('argv', sys.argv[1:], __name__)\n")
+    r = mpiexec(2, ["-m", "mpifutures", "-m", "argv_module", "-x", "1"], 60,
+                env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert "argv ['-x', '1'] __main__" in r.stdout, r
+    r = launch(2, "import sys; print('argv', sys.argv[1:], __name__)", args=("b",))
+    assert "argv ['b'] __main__" in r.stdout, r
+
+
+def test_one_rank_fails_at_submit_with_advice():
+    r = launch(1, """
+        from mpifutures import Executor
+        Executor().submit(abs, 1)
+    """)
+    assert r.returncode == 1, r
+    assert "NoWorkersError" in r.stderr and "mpiexec -n 4" in r.stderr
+
+
+def test_functions_defined_in_the_script_run_on_workers(tmp_path):
+    script = tmp_path / "main_funcs.py"
+    script.write_text(textwrap.dedent("""
+        from mpifutures import Executor
+
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def shift(p, by):
+            return Point(p.x + by)
+
+        ex = Executor()
+        print("result", ex.submit(shift, Point(1), 2).result().x)
+        print("lambda", ex.submit(lambda: 7).result())
+    """))
+    r = mpiexec(3, ["-m", "mpifutures", str(script)], 60)
+    assert r.returncode == 0 and "result 3" in r.stdout and "lambda 7" in r.stdout, r
+
+
+def test_a_stuck_task_does_not_hang_the_job_at_exit():
+    start = time.monotonic()
+    r = launch(3, """
+        import time
+        from mpifutures import Executor
+        ex = Executor()
+        ex.submit(time.sleep, 3600)
+        print("leaving")
+    """, env={"MPIFUTURES_SHUTDOWN_TIMEOUT": "3"}, timeout=60)
+    assert "leaving" in r.stdout, r
+    assert time.monotonic() - start < 30, r
+
+
+def test_idle_ranks_do_not_spin():
+    r = launch(3, """
+        import os, time
+        from mpifutures import Executor
+        ex = Executor()
+        pids = [ex.submit(os.getpid, workers=[w], pure=False).result() for w in ex.workers]
+        pids.append(os.getpid())
+        def cpu(p):
+            with open(f"/proc/{p}/stat") as fh:
+                v = fh.read().rsplit(")", 1)[1].split()
+            return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+        time.sleep(1.5)
+        before, t0 = [cpu(p) for p in pids], time.time()
+        time.sleep(3)
+        print("cpu%", [100 * (cpu(p) - b) / (time.time() - t0) for p, b in zip(pids, before)])
+    """, timeout=60)
+    assert r.returncode == 0, r
+    loads = [float(v) for v in re.findall(r"[\d.]+", r.stdout.split("cpu%")[1])]
+    assert len(loads) == 3 and max(loads) < 10, r  # a spinning rank shows ~100
+
+
+def test_dropping_futures_of_big_arrays_keeps_worker_memory_flat():
+    r = launch(3, """
+        import os
+        import numpy as np
+        from mpifutures import Executor
+
+        def make(i):
+            return np.full(10 * 2**20 // 8, float(i))   # 10 MB
+
+        def rss(*_):
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+        ex = Executor()
+        peaks = {w: 0 for w in ex.workers}
+        for i in range(2000):
+            x = ex.submit(make, i, pure=False)
+            if i % 100 == 99:
+                x.result()
+                for w in ex.workers:
+                    peaks[w] = max(peaks[w], ex.submit(rss, i, workers=[w], pure=False).result())
+            del x
+        print("peak MB", max(peaks.values()) / 2**20)
+        print("in scheduler", ex.statistics()["tasks_in_scheduler"])
+    """, timeout=240)
+    assert r.returncode == 0, r
+    peak = float(re.search(r"peak MB ([\d.]+)", r.stdout).group(1))
+    assert peak < 300, r  # 2,000 x 10 MB kept would be 20 GB
+
+
+def test_behaviour_suite_under_mpiexec():
+    r = mpiexec(3, ["-m", "mpifutures", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "tests/test_executor.py"], timeout=400)
+    assert r.returncode == 0, r
+    assert re.search(r"\d+ passed", r.stdout) and "failed" not in r.stdout, r

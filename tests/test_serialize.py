@@ -1,0 +1,112 @@
+"""Serialization and keys, without MPI: arrays travel out-of-band, never inside the pickle."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from mpifutures import keys
+from mpifutures.errors import SerializationError
+from mpifutures.serialize import Payload, dumps, dumps_args, functions, loads
+from mpifutures.transport import pack, unpack
+
+
+def wire(payload: Payload) -> Payload:
+    """Send a payload through the transport's packing, copying buffers as a network would."""
+    header, buffers = pack([payload])
+    return unpack(header, [bytearray(b.raw()) for b in buffers])[0]
+
+
+ARRAYS = {
+    "contiguous": np.arange(1000, dtype=np.float64),
+    "non-contiguous": np.arange(200.0).reshape(10, 20)[:, ::3],
+    "fortran": np.asfortranarray(np.ones((30, 40))),
+    "0-d": np.array(3.25),
+    "structured": np.array([(1, 2.0), (3, 4.0)] * 50, dtype=[("a", "i4"), ("b", "f8")]),
+    "empty": np.empty((0, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_arrays_go_out_of_band_and_come_back_equal_and_writable(name):
+    a = ARRAYS[name]
+    payload = dumps(a)
+    assert len(payload.header) < 400, "array bytes were copied into the pickle"
+    out = loads(wire(payload))
+    np.testing.assert_array_equal(out, a)
+    assert out.dtype == a.dtype and out.shape == a.shape
+    assert out.flags.writeable
+
+
+def test_object_arrays_and_nested_containers():
+    value = {"objs": np.array([1, "a", None], dtype=object), "t": (b"x" * 10, [1.5, {2}]),
+             "arrays": [np.ones(100), np.zeros(5, dtype=np.int8)]}
+    out = loads(wire(dumps(value)))
+    assert out["t"] == value["t"] and list(out["objs"]) == [1, "a", None]
+    np.testing.assert_array_equal(out["arrays"][0], np.ones(100))
+    assert len(dumps(value).buffers) == 2  # the two numeric arrays, out-of-band
+
+
+def test_bytes_like_values():
+    for value in (b"abc" * 1000, bytearray(b"xyz" * 10), memoryview(b"q" * 50).tobytes()):
+        assert loads(wire(dumps(value))) == value
+
+
+def test_an_array_pickle_buffer_is_never_copied_when_packing():
+    a = np.ones(10_000)
+    payload = dumps(a)
+    header, buffers = pack([payload])
+    assert len(header) < 1000
+    assert buffers[0].raw().nbytes == a.nbytes
+    assert np.shares_memory(np.frombuffer(buffers[0].raw(), dtype=np.uint8), a)
+
+
+def test_unpicklable_values_name_their_type():
+    with pytest.raises(SerializationError, match="lock"):
+        dumps(threading.Lock())
+
+
+def test_unpicklable_argument_is_named_by_position():
+    with pytest.raises(TypeError, match="argument 2 .*lock"):
+        dumps_args((1, 2, threading.Lock()), {})
+    with pytest.raises(TypeError, match="keyword argument 'g' .*generator"):
+        dumps_args((), {"g": (i for i in range(3))})
+
+
+def test_lambdas_and_main_functions_use_cloudpickle():
+    token, data = functions.dumps(lambda x: x * 3)
+    assert functions.loads(token, data)(2) == 6
+    assert functions.dumps(len) == functions.dumps(len)
+
+
+def test_function_pickle_is_cached_per_function_object():
+    def f(x):
+        return x
+
+    first = functions.dumps(f)
+    assert functions.dumps(f) is not None and functions.dumps(f)[0] == first[0]
+    assert functions._by_id[id(f)][0] is f
+
+
+def test_pure_keys_are_deterministic_and_distinguish_arguments():
+    def key(fn, *args, **kwargs):
+        token, _ = functions.dumps(fn)
+        return keys.pure_key(fn, token, dumps_args(args, kwargs)[0])
+
+    assert key(abs, 1) == key(abs, 1)
+    assert key(abs, 1) != key(abs, 2) != key(abs, 1.0 + 1)
+    assert key(abs, np.ones(5)) == key(abs, np.ones(5)) != key(abs, np.zeros(5))
+    assert key(abs, x=1) != key(abs, y=1)
+    assert key(abs, 1).startswith("abs-")
+    assert keys.prefix(lambda: 0) == "lambda"
+    assert keys.unique_key(abs) != keys.unique_key(abs)
+
+
+def test_plain_pickle_of_a_payload_keeps_buffers_out_of_band():
+    payload = dumps(np.arange(100))
+    buffers = []
+    pickle.dumps(payload, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1

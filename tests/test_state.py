@@ -1,0 +1,161 @@
+"""The scheduler state machine alone: events in, exact commands out. No MPI, no threads."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
+                               FutureReleased, KeepRequested, ResolveFuture, RetryRequested,
+                               TaskFailed, TaskFinished, TaskSubmitted)
+from mpifutures.state import SchedulerState
+
+
+@pytest.fixture
+def state():
+    s = SchedulerState(workers=[1, 2], slots=2)
+    yield s
+    s.check_invariants()
+
+
+def submit(key, *deps, **kw):
+    return TaskSubmitted(key, f"spec-{key}", tuple(deps), **kw)
+
+
+def test_free_tasks_fill_the_least_loaded_workers_up_to_their_slots(state):
+    out = state.handle(*(submit(k) for k in "abcde"))
+    assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(2, "b", "spec-b", ()),
+                   Dispatch(1, "c", "spec-c", ()), Dispatch(2, "d", "spec-d", ())]
+    assert state.status("e") == "queued"
+    out = state.handle(TaskFinished("a", 1, 8))
+    assert out == [ResolveFuture("a", "memory"), Dispatch(1, "e", "spec-e", ())]
+
+
+def test_higher_priority_goes_first_fifo_among_equals(state):
+    state.slots = 1
+    state.handle(submit("x"), submit("y"))
+    out = state.handle(submit("low"), submit("high", priority=5), submit("low2"),
+                       submit("high2", priority=5))
+    assert out == []
+    out = state.handle(TaskFinished("x", 1, 8))
+    assert out[-1] == Dispatch(1, "high", "spec-high", (), 5)
+    out = state.handle(TaskFinished("y", 2, 8))
+    assert out[-1] == Dispatch(2, "high2", "spec-high2", (), 5)
+
+
+def test_task_goes_to_the_worker_holding_most_input_bytes(state):
+    state.handle(submit("small"), submit("big"))
+    state.handle(TaskFinished("small", 1, 10), TaskFinished("big", 2, 1000))
+    out = state.handle(submit("sum", "small", "big"))
+    assert out == [Dispatch(2, "sum", "spec-sum", (("small", 1), ("big", 2)))]
+
+
+def test_ties_go_to_the_least_loaded_worker(state):
+    state.handle(DataScattered("d", (1, 2), 100))
+    state.handle(submit("busy", workers=(1,)))
+    out = state.handle(submit("t", "d"))
+    assert out == [Dispatch(2, "t", "spec-t", (("d", 2),))]
+
+
+def test_dependent_is_sent_early_to_the_worker_computing_its_inputs(state):
+    state.handle(submit("a"))
+    out = state.handle(submit("b", "a"), submit("c", "b"))
+    assert out == [Dispatch(1, "b", "spec-b", (("a", 1),)),
+                   Dispatch(1, "c", "spec-c", (("b", 1),))]
+
+
+def test_inputs_on_two_workers_wait_until_both_are_computed(state):
+    state.handle(submit("a"), submit("b"))
+    assert state.handle(submit("c", "a", "b")) == []
+    assert state.handle(TaskFinished("a", 1, 10)) == [ResolveFuture("a", "memory")]
+    out = state.handle(TaskFinished("b", 2, 30))
+    assert out == [ResolveFuture("b", "memory"),
+                   Dispatch(2, "c", "spec-c", (("a", 1), ("b", 2)))]
+
+
+def test_workers_hint_is_honoured_and_loose_hint_may_be_ignored(state):
+    out = state.handle(submit("a", workers=(2,)), submit("b", workers=(2,)),
+                       submit("c", workers=(2,)))
+    assert [c.worker for c in out] == [2, 2, 2]
+    out = state.handle(submit("d", workers=(2,), loose=True))
+    assert out == [Dispatch(1, "d", "spec-d", ())]
+
+
+def test_release_frees_data_once_no_client_and_no_dependent_needs_it(state):
+    state.handle(submit("a"))
+    state.handle(TaskFinished("a", 1, 8))
+    state.handle(submit("b", "a"))
+    assert state.handle(FutureReleased("a")) == []  # b still needs a
+    out = state.handle(TaskFinished("b", 1, 8))
+    assert out == [ResolveFuture("b", "memory"), FreeData(1, "a")]
+    assert state.handle(FutureReleased("b")) == [FreeData(1, "b")]
+    assert state.tasks == {}
+
+
+def test_copies_fetched_by_a_worker_are_freed_too(state):
+    state.handle(submit("a"), submit("b"))
+    state.handle(TaskFinished("a", 1, 8), TaskFinished("b", 2, 8))
+    state.handle(submit("c", "a", "b"))
+    state.handle(TaskFinished("c", 1, 8, fetched=("b",)))
+    assert state.who_has("b") == (1, 2)
+    assert state.handle(FutureReleased("b")) == [FreeData(1, "b"), FreeData(2, "b")]
+
+
+def test_releasing_a_pending_task_cancels_it_on_its_worker(state):
+    state.handle(submit("a"))
+    assert state.handle(FutureReleased("a")) == [CancelTask(1, "a")]
+    assert state.handle(TaskFinished("a", 1, 8)) == [FreeData(1, "a")]
+
+
+def test_a_failure_fans_out_to_every_dependent(state):
+    state.handle(submit("a"), submit("x"))
+    state.handle(submit("b", "a"), submit("c", "b", "x"))
+    out = state.handle(TaskFailed("a", 1, "err"))
+    assert out == [ResolveFuture("a", "erred", "err"), CancelTask(1, "b"),
+                   ResolveFuture("b", "erred", "err"), ResolveFuture("c", "erred", "err")]
+    assert state.status("c") == "erred"
+    assert state.handle(submit("d", "c")) == [ResolveFuture("d", "erred", "err")]
+
+
+def test_retries_rerun_on_the_same_worker_then_fail(state):
+    state.handle(submit("a", retries=1))
+    assert state.handle(TaskFailed("a", 1, "e1")) == [Dispatch(1, "a", "spec-a", ())]
+    assert state.handle(TaskFailed("a", 1, "e2")) == [ResolveFuture("a", "erred", "e2")]
+    assert state.failed == 1
+    assert state.handle(RetryRequested("a")) == [Dispatch(1, "a", "spec-a", ())]
+
+
+def test_cancel_cascades_and_a_late_result_is_dropped(state):
+    state.handle(submit("a"))
+    state.handle(submit("b", "a"))
+    out = state.handle(CancelRequested(("a",)))
+    assert out == [CancelTask(1, "a"), ResolveFuture("a", "cancelled"),
+                   CancelTask(1, "b"), ResolveFuture("b", "cancelled")]
+    assert state.handle(TaskFinished("a", 1, 8)) == [FreeData(1, "a")]
+    out = state.handle(submit("a"))  # a new submit of a cancelled key runs it again
+    assert out == [Dispatch(1, "a", "spec-a", ())]
+
+
+def test_a_whole_chain_submitted_at_once_goes_to_one_worker(state):
+    out = state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
+    assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(1, "b", "spec-b", (("a", 1),)),
+                   Dispatch(1, "c", "spec-c", (("b", 1),))]
+
+
+def test_equal_keys_share_one_task(state):
+    assert len(state.handle(submit("a"), submit("a", client=2))) == 1
+    state.handle(TaskFinished("a", 1, 8))
+    assert state.handle(submit("a", client=3)) == [ResolveFuture("a", "memory")]
+    assert state.handle(FutureReleased("a"), FutureReleased("a", 2)) == []
+    assert state.handle(FutureReleased("a", 3)) == [FreeData(1, "a")]
+
+
+def test_fire_and_forget_keeps_the_task(state):
+    state.handle(submit("a"), KeepRequested("a"))
+    assert state.handle(FutureReleased("a")) == []
+    assert state.handle(TaskFinished("a", 1, 8)) == [ResolveFuture("a", "memory")]
+
+
+def test_a_released_input_fails_the_new_task_clearly(state):
+    out = state.handle(submit("b", "gone"))
+    assert len(out) == 1 and out[0].status == "erred"
+    assert "already released" in str(out[0].error)
