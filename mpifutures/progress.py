@@ -13,8 +13,9 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import CancelledError
-from typing import Any, Dict, Iterable, List, Optional, TextIO
+from typing import Any, Optional, TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +36,13 @@ def _state(fut: Any) -> str:
         return "cancelled"
 
 
-def _as_list(futures: Any) -> List[Any]:
+def _as_list(futures: Any) -> list[Any]:
     """Accept one future, a mapping (its values) or an iterable; drop duplicates."""
     if hasattr(futures, "add_done_callback"):
         futures = [futures]
     elif hasattr(futures, "values"):
         futures = futures.values()
-    seen: Dict[int, Any] = {}
+    seen: dict[int, Any] = {}
     for f in futures:
         seen.setdefault(id(f), f)
     return list(seen.values())
@@ -50,7 +51,7 @@ def _as_list(futures: Any) -> List[Any]:
 class _Counter:
     """Counts completions from done-callbacks (possibly on other threads)."""
 
-    def __init__(self, futures: List[Any]) -> None:
+    def __init__(self, futures: list[Any]) -> None:
         self.total = len(futures)
         self.counts = dict.fromkeys(FINAL_STATES, 0)
         self.cond = threading.Condition()
@@ -71,7 +72,7 @@ class _Counter:
     def done(self) -> int:
         return sum(self.counts.values())
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
         with self.cond:
             snap = dict(self.counts)
         snap["total"] = self.total
@@ -79,7 +80,7 @@ class _Counter:
         return snap
 
 
-def _line(snap: Dict[str, int], elapsed: float, bar: bool) -> str:
+def _line(snap: dict[str, int], elapsed: float, bar: bool) -> str:
     """One status line, e.g. ``[####----] 40/100 finished 38 failed 2 ...``."""
     total, done = snap["total"], snap["total"] - snap["pending"]
     text = (f"{done}/{total} finished {snap['finished']} failed {snap['error']} "
@@ -96,7 +97,7 @@ class _TextBar:
     def __init__(self, out: TextIO, tty: bool) -> None:
         self.out, self.tty, self.width = out, tty, 0
 
-    def update(self, snap: Dict[str, int], elapsed: float, final: bool = False) -> None:
+    def update(self, snap: dict[str, int], elapsed: float, final: bool = False) -> None:
         text = _line(snap, elapsed, bar=self.tty)
         if self.tty:
             pad = " " * max(0, self.width - len(text))
@@ -115,7 +116,7 @@ class _TqdmBar:
                             desc="mpifutures")
         self.shown = 0
 
-    def update(self, snap: Dict[str, int], elapsed: float, final: bool = False) -> None:
+    def update(self, snap: dict[str, int], elapsed: float, final: bool = False) -> None:
         done = snap["total"] - snap["pending"]
         self.bar.set_postfix(failed=snap["error"], cancelled=snap["cancelled"],
                              pending=snap["pending"], refresh=False)
@@ -147,7 +148,7 @@ def _make_bar(out: TextIO, tty: bool, use_tqdm: Optional[bool], total: int,
 
 
 def progress(futures: Iterable[Any], *, interval: Optional[float] = None,
-             file: Optional[TextIO] = None, use_tqdm: Optional[bool] = None) -> Dict[str, Any]:
+             file: Optional[TextIO] = None, use_tqdm: Optional[bool] = None) -> dict[str, Any]:
     """Block until all *futures* are done, showing finished/failed/pending counts.
 
     *interval* is the seconds between redraws (default 0.1 on a terminal, 5 when
@@ -174,7 +175,7 @@ def progress(futures: Iterable[Any], *, interval: Optional[float] = None,
                 break
             bar.update(counter.snapshot(), time.monotonic() - t0)
     finally:
-        snap: Dict[str, Any] = counter.snapshot()
+        snap: dict[str, Any] = counter.snapshot()
         snap["elapsed"] = time.monotonic() - t0
         bar.update(snap, snap["elapsed"], final=True)
     logger.debug("progress done: %s", snap)

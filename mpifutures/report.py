@@ -15,8 +15,9 @@ import string
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,17 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
 _esc = html.escape
 
 
-# One normalised task-stream record; ``fetches`` holds (from_rank, nbytes, seconds).
-Task = NamedTuple("Task", [("key", str), ("prefix", str), ("rank", int), ("start", float),
-                           ("stop", float), ("error", bool), ("nbytes", int),
-                           ("fetches", Tuple[Tuple[int, int, float], ...])])
+class Task(NamedTuple):
+    """One normalised task-stream record; ``fetches`` holds (from_rank, nbytes, seconds)."""
+
+    key: str
+    prefix: str
+    rank: int
+    start: float
+    stop: float
+    error: bool
+    nbytes: int
+    fetches: tuple[tuple[int, int, float], ...]
 
 
 def _task(r: Mapping[str, Any]) -> Task:
@@ -45,7 +53,7 @@ def _task(r: Mapping[str, Any]) -> Task:
                 stop, r.get("status") == "error", int(r.get("nbytes") or 0), fetches)
 
 
-def normalize(records: Iterable[Mapping[str, Any]]) -> List[Task]:
+def normalize(records: Iterable[Mapping[str, Any]]) -> list[Task]:
     """Parse records into ``Task`` tuples, dropping (and logging) malformed ones."""
     tasks, bad = [], 0
     for r in records:
@@ -70,12 +78,14 @@ def _throughput(tasks: Sequence[Task], t0: float, span: float, bins: int) -> dic
 
 
 def summarize(records: Iterable[Mapping[str, Any]], bins: int = 100) -> dict:
-    """Aggregate counts, per-prefix timings, per-rank load and transfer bytes."""
-    tasks = records if isinstance(records, list) and all(
-        isinstance(t, Task) for t in records) else normalize(records)
-    prefixes: Dict[str, dict] = {}
-    ranks: Dict[int, dict] = {}
-    moved: Dict[int, Dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    """Aggregate counts, per-prefix timings, per-rank load, transfer bytes, throughput."""
+    return _summarize(normalize(records), bins)
+
+
+def _summarize(tasks: list[Task], bins: int = 100) -> dict:
+    prefixes: dict[str, dict] = {}
+    ranks: dict[int, dict] = {}
+    moved: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for t in tasks:
         d = t.stop - t.start
         p = prefixes.setdefault(t.prefix, {"count": 0, "errors": 0, "total": 0.0, "max": 0.0})
@@ -128,14 +138,14 @@ def _colour(i: int, prefix: str) -> str:
     return f"hsl({zlib.crc32(prefix.encode()) % 360},55%,55%)"
 
 
-def _ticks(span: float, n: int = 8) -> List[float]:
+def _ticks(span: float, n: int = 8) -> list[float]:
     raw = span / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     return [i * step for i in range(int(span / step) + 1)]
 
 
-def _axis(span: float, scale: float, y: float) -> List[str]:
+def _axis(span: float, scale: float, y: float) -> list[str]:
     out = [f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" class="ax"/>']
     for t in _ticks(span):
         x = LEFT + t * scale
@@ -144,16 +154,16 @@ def _axis(span: float, scale: float, y: float) -> List[str]:
     return out
 
 
-def _exact_rects(tasks: Sequence[Task], t0: float, scale: float, rows: Dict[int, float],
-                 row_h: float, cls: Dict[str, int]) -> List[str]:
+def _exact_rects(tasks: Sequence[Task], t0: float, scale: float, rows: dict[int, float],
+                 row_h: float, cls: dict[str, int]) -> list[str]:
     """One rectangle per task; overlapping tasks on a rank are split into lanes."""
-    by_rank: Dict[int, List[Task]] = defaultdict(list)
+    by_rank: dict[int, list[Task]] = defaultdict(list)
     for t in tasks:
         by_rank[t.rank].append(t)
     out = []
     for rank, ts in by_rank.items():
         ts.sort(key=lambda t: t.start)
-        lanes: List[float] = []
+        lanes: list[float] = []
         placed = []
         for t in ts:
             lane = next((i for i, end in enumerate(lanes) if end <= t.start), len(lanes))
@@ -175,9 +185,9 @@ def _exact_rects(tasks: Sequence[Task], t0: float, scale: float, rows: Dict[int,
 
 def _bin_busy(tasks: Sequence[Task], t0: float, width: float, nb: int) -> dict:
     """Per (rank, bin): busy time in bin units, task count, errors, time per prefix."""
-    busy: Dict[int, List[float]] = defaultdict(lambda: [0.0] * (nb + 1))
-    full: Dict[int, List[int]] = defaultdict(lambda: [0] * (nb + 1))
-    cells: Dict[Tuple[int, int], list] = {}
+    busy: dict[int, list[float]] = defaultdict(lambda: [0.0] * (nb + 1))
+    full: dict[int, list[int]] = defaultdict(lambda: [0] * (nb + 1))
+    cells: dict[tuple[int, int], list] = {}
     for t in tasks:
         a, b = (t.start - t0) / width, min(nb, (t.stop - t0) / width)
         ia, ib = min(nb - 1, int(a)), min(nb - 1, int(b))
@@ -200,8 +210,8 @@ def _bin_busy(tasks: Sequence[Task], t0: float, width: float, nb: int) -> dict:
     return {"busy": busy, "cells": cells}
 
 
-def _binned_rects(tasks: Sequence[Task], t0: float, span: float, rows: Dict[int, float],
-                  row_h: float, cls: Dict[str, int]) -> List[str]:
+def _binned_rects(tasks: Sequence[Task], t0: float, span: float, rows: dict[int, float],
+                  row_h: float, cls: dict[str, int]) -> list[str]:
     """Aggregated timeline: per rank and time bin, height = busy fraction."""
     nb = max(50, min(600, 20_000 // max(1, len(rows))))
     width = span / nb
@@ -229,7 +239,7 @@ def _binned_rects(tasks: Sequence[Task], t0: float, span: float, rows: Dict[int,
     return out
 
 
-def _timeline(tasks: Sequence[Task], s: dict, cls: Dict[str, int]) -> str:
+def _timeline(tasks: Sequence[Task], s: dict, cls: dict[str, int]) -> str:
     """SVG task stream: one row per rank."""
     if not tasks:
         return '<p class="empty">No tasks recorded.</p>'
@@ -277,7 +287,7 @@ def _rate_chart(s: dict) -> str:
     return "\n".join(parts) + "</svg>"
 
 
-def _buckets(ranks: List[int]) -> Tuple[List[str], Dict[int, int]]:
+def _buckets(ranks: list[int]) -> tuple[list[str], dict[int, int]]:
     """Matrix axis labels and rank -> index, bucketing ranks when there are many."""
     if len(ranks) <= MAX_MATRIX:
         return [str(r) for r in ranks], {r: i for i, r in enumerate(ranks)}
@@ -295,7 +305,7 @@ def _matrix(s: dict) -> str:
     ranks = sorted(set(moved) | {d for row in moved.values() for d in row})
     labels, index = _buckets(ranks)
     cell = max(10, min(48, 640 // len(labels)))
-    grid: Dict[Tuple[int, int], int] = defaultdict(int)
+    grid: dict[tuple[int, int], int] = defaultdict(int)
     for src, row in moved.items():
         for dst, nb in row.items():
             grid[index[src], index[dst]] += nb
@@ -318,7 +328,7 @@ def _matrix(s: dict) -> str:
     return "\n".join(parts) + "</svg>"
 
 
-def _prefix_table(s: dict, cls: Dict[str, int]) -> str:
+def _prefix_table(s: dict, cls: dict[str, int]) -> str:
     """HTML table with count/total/mean/max per prefix and a bar of total time."""
     if not s["prefixes"]:
         return '<p class="empty">No tasks recorded.</p>'
@@ -346,7 +356,7 @@ def _settings_table(settings: Mapping[str, Any]) -> str:
     return f'<table class="kv">{rows}</table>'
 
 
-def _colour_css(cls: Dict[str, int]) -> str:
+def _colour_css(cls: dict[str, int]) -> str:
     return "\n".join(f".c{i}, .s{i} {{ fill: {_colour(i, p)}; background: {_colour(i, p)}; }}"
                      for p, i in cls.items())
 
@@ -355,7 +365,7 @@ def write_report(path: str, records: Iterable[Mapping[str, Any]],
                  settings: Mapping[str, Any]) -> None:
     """Write one self-contained HTML report of *records* and *settings* to *path*."""
     tasks = normalize(records)
-    s = summarize(tasks)
+    s = _summarize(tasks)
     cls = {p: i for i, p in enumerate(list(s["prefixes"])[:MAX_PREFIX_COLOURS])}
     legend = "".join(f'<span class="lg"><span class="sw s{i}"></span>{_esc(p)}</span>'
                      for p, i in cls.items())

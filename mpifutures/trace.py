@@ -13,7 +13,8 @@ import gzip
 import json
 import logging
 import math
-from typing import Any, Iterable, List, Mapping, Tuple
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ TRANSFER_TID = 1
 _META_NAMES = {"process_name", "thread_name", "process_sort_index", "thread_sort_index"}
 
 
-def _fetches(rec: Mapping[str, Any]) -> List[Tuple[int, int, float]]:
+def _fetches(rec: Mapping[str, Any]) -> list[tuple[int, int, float]]:
     """Return ``(from_rank, nbytes, seconds)`` for each well-formed fetch."""
     out = []
     for f in rec.get("fetches") or ():
@@ -34,7 +35,7 @@ def _fetches(rec: Mapping[str, Any]) -> List[Tuple[int, int, float]]:
     return out
 
 
-def _clean(records: Iterable[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+def _clean(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Drop records without a usable rank/start/stop, logging how many."""
     good, bad = [], 0
     for r in records:
@@ -53,7 +54,7 @@ def _us(seconds: float) -> float:
     return round(seconds * 1e6, 3)
 
 
-def _task_events(rec: Mapping[str, Any], t0: float) -> List[dict]:
+def _task_events(rec: Mapping[str, Any], t0: float) -> list[dict]:
     """Complete events for one task and the fetches that fed it."""
     rank, start = int(rec["rank"]), float(rec["start"])
     stop = max(start, float(rec["stop"]))
@@ -81,9 +82,9 @@ def _task_events(rec: Mapping[str, Any], t0: float) -> List[dict]:
     return events
 
 
-def _metadata(ranks: Iterable[int], with_transfers: set) -> List[dict]:
+def _metadata(ranks: Iterable[int], with_transfers: set) -> list[dict]:
     """Process/thread naming events: one process row per rank."""
-    meta: List[dict] = []
+    meta: list[dict] = []
     for rank in sorted(ranks):
         meta.append({"name": "process_name", "ph": "M", "pid": rank, "tid": 0,
                      "args": {"name": f"rank {rank}"}})
@@ -103,7 +104,7 @@ def to_chrome_trace(records: Iterable[Mapping[str, Any]]) -> dict:
     if not recs:
         return {"traceEvents": [], "displayTimeUnit": "ms"}
     t0 = min(float(r["start"]) - sum(f[2] for f in _fetches(r)) for r in recs)
-    events: List[dict] = []
+    events: list[dict] = []
     ranks, with_transfers = set(), set()
     for r in recs:
         evs = _task_events(r, t0)
@@ -126,7 +127,7 @@ def write_chrome_trace(path: str, records: Iterable[Mapping[str, Any]]) -> dict:
     return trace
 
 
-def _event_problems(i: int, ev: Any) -> List[str]:
+def _event_problems(i: int, ev: Any) -> list[str]:
     """Schema problems of one trace event (empty list when fine)."""
     if not isinstance(ev, dict):
         return [f"event {i}: not an object"]
@@ -158,7 +159,7 @@ def validate_trace(obj: Any) -> None:
     """Raise ``ValueError`` listing schema problems of a trace object."""
     if not isinstance(obj, dict) or not isinstance(obj.get("traceEvents"), list):
         raise ValueError("trace must be an object with a 'traceEvents' list")
-    probs: List[str] = []
+    probs: list[str] = []
     if obj.get("displayTimeUnit", "ms") not in ("ms", "ns"):
         probs.append("displayTimeUnit must be 'ms' or 'ns'")
     for i, ev in enumerate(obj["traceEvents"]):
