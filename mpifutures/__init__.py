@@ -14,19 +14,27 @@ from .errors import (DataLostError, ExecutorClosedError, MpiFuturesError, NoWork
 from .executor import Executor
 from .future import Future
 from .launch import init
+from .pool import PoolExecutor
+from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "DataLostError",
     "Executor",
     "ExecutorClosedError",
     "Future",
     "MpiFuturesError",
     "NoWorkersError",
+    "PoolExecutor",
     "RemoteTraceback",
     "SerializationError",
     "TaskExit",
     "WorkerLostError",
+    "as_completed",
     "init",
+    "wait",
 ]

@@ -1,50 +1,73 @@
 """Capped exponential backoff for the polling loops.
 
 MPICH spins a core inside blocking calls, so every rank polls with ``Iprobe``/``Test`` and
-sleeps between empty polls. The sleep starts at zero right after traffic (so a busy pipeline
-runs at full speed), doubles up to ``cap`` and, after ``idle_after`` seconds without traffic,
-up to ``idle_cap`` (so an idle job costs almost no CPU). Sleeping happens on a
+sleeps between empty polls. For ``hot`` seconds after traffic the sleep stays at its shortest
+(tens of microseconds: a request/response pipeline keeps its pace); then it doubles up to
+``cap``, and after ``idle_after`` seconds without traffic up to ``idle_cap``, so an idle job
+costs almost no CPU. The loop never spins without sleeping: sleeping releases the GIL, which
+the rank's other threads (the user's script, the compute thread) need. Sleeping happens on a
 ``threading.Event`` so that another thread of the same process can wake the loop at once.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import sys
 import threading
 import time
+from typing import Callable
 
-_FIRST_SLEEP = 2e-5  # after the free spins, the first real sleep
+log = logging.getLogger(__name__)
+
+_SHORTEST = 1e-5
+_PR_SET_TIMERSLACK = 29
+
+
+def tighten_timer_slack() -> None:
+    """Let this thread's short sleeps last microseconds, not Linux's default 50 us slack."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    except (OSError, AttributeError):  # not fatal: sleeps are only coarser
+        log.debug("could not set the timer slack")
 
 
 class Backoff:
     """Decides how long an idle polling loop sleeps."""
 
-    def __init__(self, cap: float, idle_cap: float, idle_after: float, spins: int = 50) -> None:
-        self.cap = cap
-        self.idle_cap = max(idle_cap, cap)
+    def __init__(self, cap: float, idle_cap: float, idle_after: float,
+                 hot: float = 2e-3) -> None:
+        self.cap = max(cap, _SHORTEST)
+        self.idle_cap = max(idle_cap, self.cap)
         self.idle_after = idle_after
-        self.spins = spins
+        self.hot = hot
         self.wake = threading.Event()
-        self._delay = 0.0
-        self._empty = 0
+        #: True while the loop sleeps: only then must another thread set :attr:`wake`
+        self.asleep = False
+        self._delay = _SHORTEST
         self._last_activity = time.monotonic()
 
     def reset(self) -> None:
-        """Note traffic: the next empty polls spin before sleeping again."""
-        self._delay = 0.0
-        self._empty = 0
+        """Note traffic: the next sleeps are short again."""
+        self._delay = _SHORTEST
         self._last_activity = time.monotonic()
 
-    def idle(self) -> None:
-        """Wait after an empty poll; returns early when :attr:`wake` is set."""
-        self._empty += 1
-        if self._empty <= self.spins:
-            if self.wake.is_set():
+    def idle(self, pending: Callable[[], bool] = lambda: False) -> None:
+        """Wait after an empty poll; returns early when :attr:`wake` is set.
+
+        ``pending()`` is checked after :attr:`asleep` is raised, so work queued by a thread
+        that saw ``asleep`` still false is never slept over.
+        """
+        idle_for = time.monotonic() - self._last_activity
+        if idle_for > self.hot:
+            cap = self.idle_cap if idle_for > self.idle_after else self.cap
+            self._delay = min(cap, self._delay * 2)
+        self.asleep = True
+        try:
+            if not pending() and self.wake.wait(self._delay):
                 self.wake.clear()
                 self.reset()
-            return
-        idle_for = time.monotonic() - self._last_activity
-        cap = self.idle_cap if idle_for > self.idle_after else self.cap
-        self._delay = min(cap, max(self._delay * 2, _FIRST_SLEEP))
-        if self.wake.wait(self._delay):
-            self.wake.clear()
-            self.reset()
+        finally:
+            self.asleep = False

@@ -4,23 +4,25 @@ An ``Executor`` is a *session* on a cluster (the workers of the MPI job, started
 ``python -m mpifutures``, ``mpifutures.init()`` or spawned). Closing it releases the session's
 futures and keeps the workers, so many executors may come and go in one script. Every method
 validates its input on the calling thread, so bad input raises here, at the call site, and
-nothing is sent.
+nothing is sent. All methods are safe to call from several threads at once.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import itertools
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from . import keys as keymod
+from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
-from .events import CancelRequested, TaskSubmitted
+from .events import CancelRequested, DataScattered, KeepRequested, RetryRequested, TaskSubmitted
 from .future import Future
-from .serialize import dumps_args, functions
+from .serialize import dumps, dumps_args, functions, loads, value_nbytes
+from .structure import SKIP, rebuild, walk
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +68,91 @@ class Executor:
 
         Raises:
             TypeError: ``fn`` is not callable, or an argument cannot be pickled.
-            ValueError: a future belongs to another or a closed executor, or ``workers``
-                names a rank that is not a worker.
+            ValueError: a future belongs to another executor, or ``workers`` names a rank
+                that is not a worker.
             ExecutorClosedError: the executor was shut down.
             NoWorkersError: the job has no worker ranks.
         """
-        return self._submit(fn, args, kwargs, key, pure,
-                            self._options(workers, allow_other_workers, priority, retries))
+        options = self._options(workers, allow_other_workers, priority, retries)
+        future, event = self._prepare(fn, args, kwargs, key, pure, options)
+        self._post_submits([(future, event)])
+        return future
 
-    def map(self, fn: Callable, *iterables: Iterable, key: Optional[str] = None,
+    def map(self, fn: Callable, *iterables: Iterable, key: Union[str, Sequence[str], None] = None,
             pure: bool = True, workers: Optional[Sequence[int]] = None,
-            allow_other_workers: bool = False, priority: int = 0,
-            retries: int = 0) -> list[Future]:
+            allow_other_workers: bool = False, priority: int = 0, retries: int = 0,
+            batch_size: Optional[int] = None) -> Union[list[Future], Iterator[Future]]:
         """Submit ``fn(*items)`` for each tuple of items, stopping at the shortest iterable.
 
-        ``key`` may be a list of keys (one per task) or a prefix for generated keys.
+        ``key`` may be a list of keys (one per task) or a prefix for generated keys. Without
+        ``batch_size`` the iterables are consumed now and a list of futures is returned. With
+        ``batch_size=k`` an iterator of futures is returned that submits ``k`` tasks at a time,
+        ahead of the consumer, so iterables may be endless.
         """
         options = self._options(workers, allow_other_workers, priority, retries)
-        calls = list(zip(*iterables))
-        task_keys: list[Optional[str]] = [None] * len(calls)
-        if isinstance(key, (list, tuple)):
-            if len(key) != len(calls):
-                raise ValueError(f"map got {len(key)} keys for {len(calls)} tasks")
-            task_keys = list(key)
-        elif key is not None:
-            task_keys = [f"{key}-{i}" for i in range(len(calls))]
-        return [self._submit(fn, items, {}, k, pure, options)
-                for items, k in zip(calls, task_keys)]
+        self._check_open("map")
+        if not callable(fn):
+            raise TypeError(f"map needs a callable, not {type(fn).__qualname__}: {fn!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        calls = zip(*iterables)
+        task_keys = self._map_keys(key)
+        if batch_size is None:
+            return self._submit_batch(fn, list(calls), task_keys, pure, options)
+        return self._map_lazily(fn, calls, task_keys, pure, options, batch_size)
+
+    def starmap(self, fn: Callable, iterable: Iterable[Sequence], **options: Any) -> Any:
+        """Like :meth:`map`, with each item of ``iterable`` unpacked as the arguments.
+
+        Takes the same keyword options as :meth:`map`.
+        """
+        return self._starmap(fn, iterable, options)
+
+    def _starmap(self, fn: Callable, iterable: Iterable[Sequence], options: dict) -> Any:
+        batch_size = options.pop("batch_size", None)
+        key, pure = options.pop("key", None), options.pop("pure", True)
+        opts = self._options(options.pop("workers", None),
+                             options.pop("allow_other_workers", False),
+                             options.pop("priority", 0), options.pop("retries", 0))
+        if options:
+            raise TypeError(f"starmap got unexpected options {sorted(options)}")
+        self._check_open("starmap")
+        calls = (tuple(args) for args in iterable)
+        if batch_size is None:
+            return self._submit_batch(fn, list(calls), self._map_keys(key), pure, opts)
+        return self._map_lazily(fn, calls, self._map_keys(key), pure, opts, batch_size)
+
+    def _map_keys(self, key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
+        if key is None:
+            return itertools.repeat(None)
+        if isinstance(key, str):
+            return (f"{key}-{i}" for i in itertools.count())
+        return iter(key)
+
+    def _submit_batch(self, fn: Callable, calls: list, task_keys: Iterator[Optional[str]],
+                      pure: bool, options: dict) -> list[Future]:
+        pairs = []
+        for items in calls:
+            try:
+                k = next(task_keys)
+            except StopIteration:
+                raise ValueError("map got fewer keys than tasks") from None
+            pairs.append(self._prepare(fn, items, {}, k, pure, options))
+        self._post_submits(pairs)
+        return [future for future, _ in pairs]
+
+    def _map_lazily(self, fn: Callable, calls: Iterator, task_keys: Iterator, pure: bool,
+                    options: dict, batch_size: int) -> Iterator[Future]:
+        pending: collections.deque[Future] = collections.deque()
+        exhausted = False
+        while True:
+            if not exhausted and len(pending) <= batch_size:  # keep one batch ahead
+                batch = list(itertools.islice(calls, batch_size))
+                pending.extend(self._submit_batch(fn, batch, task_keys, pure, options))
+                exhausted = not batch
+            if not pending:
+                return
+            yield pending.popleft()
 
     def _options(self, workers: Optional[Sequence[int]], loose: bool, priority: int,
                  retries: int) -> dict:
@@ -102,13 +162,15 @@ class Executor:
             if bad or not workers:
                 raise ValueError(f"workers={list(workers)} names no worker rank; the workers "
                                  f"are ranks {list(self._cluster.workers)}")
-        if not isinstance(priority, int) or not isinstance(retries, int) or retries < 0:
-            raise TypeError("priority must be an int and retries an int >= 0")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int, not {priority!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise TypeError(f"retries must be an int >= 0, not {retries!r}")
         return {"workers": workers, "loose": bool(loose), "priority": priority,
                 "retries": retries}
 
-    def _submit(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str],
-                pure: bool, options: dict) -> Future:
+    def _prepare(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str],
+                 pure: bool, options: dict) -> tuple[Future, TaskSubmitted]:
         self._check_open("submit")
         if not callable(fn):
             raise TypeError(f"submit needs a callable, not {type(fn).__qualname__}: {fn!r}")
@@ -118,30 +180,77 @@ class Executor:
                 "Start it with more ranks, e.g. `mpiexec -n 4 python -m mpifutures script.py`.")
         token, fn_bytes = functions.dumps(fn)
         payload, deps = dumps_args(args, kwargs)
-        dep_keys = tuple(dict.fromkeys(self._own(f) for f in deps))
+        dep_keys = tuple(dict.fromkeys(self._own(f) for f in deps)) if deps else ()
         if key is None:
             key = keymod.pure_key(fn, token, payload) if pure else keymod.unique_key(fn)
         elif not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__qualname__}")
         future = self._cluster.new_future(key, self, self._session)
-        ev = TaskSubmitted(key, (token, fn_bytes, payload), dep_keys, self._session,
-                           options["priority"], options["workers"], options["loose"],
-                           options["retries"])
+        event = TaskSubmitted(key, (token, fn_bytes, payload), dep_keys, self._session,
+                              options["priority"], options["workers"], options["loose"],
+                              options["retries"])
+        return future, event
+
+    def _post_submits(self, pairs: list[tuple[Future, TaskSubmitted]]) -> None:
         with self._lock:
             self._check_open("submit")
-            self._futures.add(future)
-            self._cluster.post(("submit", self._session, ev))
-        return future
+            for future, _ in pairs:
+                self._futures.add(future)
+            self._cluster.post(("submit", self._session, [event for _, event in pairs]))
 
     def _own(self, future: Future) -> str:
         if future._executor is not self:
             raise ValueError(f"{future!r} belongs to another executor; pass futures only to "
                              "the executor that made them (or pass future.result()).")
-        if self._closed:
-            raise ExecutorClosedError("this executor was shut down; its futures cannot be used")
+        if future._released:
+            raise ValueError(f"{future!r} was released; it can no longer be used as an input")
         return future.key
 
-    # ------------------------------------------------------------ results
+    # ------------------------------------------------------------ data
+
+    def scatter(self, data: Any, workers: Optional[Sequence[int]] = None,
+                broadcast: bool = False, hash: bool = True) -> Any:
+        """Place values on workers; return futures of them in the same shape.
+
+        ``data`` is one value, a list (or tuple) of values, or a dict of values. Values are
+        spread round-robin over ``workers`` (default: all); ``broadcast=True`` puts a copy on
+        every one of them, forwarded along a binary tree of workers rather than sent N times
+        from rank 0. ``hash=True`` derives keys from the values (scattering equal data twice
+        reuses it); ``hash=False`` makes unique keys.
+        """
+        self._check_open("scatter")
+        targets = self._options(workers, False, 0, 0)["workers"] or tuple(self._cluster.workers)
+        if not targets:
+            raise NoWorkersError("this MPI job has no worker ranks to scatter data to")
+        if isinstance(data, dict):
+            items = list(data.items())
+        elif isinstance(data, (list, tuple)):
+            items = list(enumerate(data))
+        else:
+            items = [(None, data)]
+        out = []
+        for i, (_, value) in enumerate(items):
+            ranks = targets if broadcast else (targets[i % len(targets)],)
+            out.append(self._scatter_one(value, ranks, hash))
+        if isinstance(data, dict):
+            return {k: f for (k, _), f in zip(items, out)}
+        if isinstance(data, (list, tuple)):
+            return type(data)(out)
+        return out[0]
+
+    def _scatter_one(self, value: Any, ranks: tuple[int, ...], hashed: bool) -> Future:
+        payload = dumps(value)
+        name = keymod.prefix(type(value))
+        key = keymod.data_key(name, payload) if hashed else keymod.unique_key(name)
+        future = self._cluster.new_future(key, self, self._session)
+        first, rest = ranks[0], ranks[1:]
+        event = DataScattered(key, ranks, value_nbytes(value, payload), self._session)
+        with self._lock:
+            self._check_open("scatter")
+            self._futures.add(future)
+            self._cluster.post(("scatter", self._session, first, (P.STORE, key, payload, rest),
+                                event))
+        return future
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Wait for futures and return their values, in the same nested shape.
@@ -153,7 +262,7 @@ class Executor:
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
         found: list[Future] = []
-        _walk(futures, found.append)
+        walk(futures, found.append, Future)
         for f in found:
             if f._executor is not self:
                 raise ValueError(f"{f!r} belongs to another executor")
@@ -162,7 +271,51 @@ class Executor:
         remote = tuple(k for k, record in wanted.items() if record.claim_fetch())
         if remote:
             self._cluster.post(("fetch", remote))
-        return _rebuild(futures, errors)
+        return rebuild(futures, Future, lambda f: SKIP if errors == "skip" and f.status in
+                       ("error", "cancelled") else f.result())
+
+    def run(self, fn: Callable, /, *args: Any, **kwargs: Any) -> dict[int, Any]:
+        """Call ``fn(*args, **kwargs)`` once on every worker now; return ``{rank: result}``.
+
+        It runs on each worker's message loop, between tasks: keep it short.
+        """
+        self._check_open("run")
+        if not callable(fn):
+            raise TypeError(f"run needs a callable, not {type(fn).__qualname__}: {fn!r}")
+        token, fn_bytes = functions.dumps(fn)
+        payload, deps = dumps_args(args, kwargs)
+        if deps:
+            raise TypeError("run does not take futures as arguments; pass their results")
+        replies = self._cluster.call(token + keymod.unique_key("run"), fn_bytes, payload)
+        out = {}
+        for rank in sorted(replies):
+            ok, value = replies[rank]
+            if not ok:
+                raise failure.rebuild(value)
+            out[rank] = loads(value)
+        return out
+
+    def who_has(self, futures: Optional[Iterable[Future]] = None) -> dict[str, list[int]]:
+        """``{key: [ranks holding its data]}`` for ``futures`` (default: all of this session)."""
+        self._check_open("who_has")
+        keys = [f.key for f in (self._futures if futures is None else futures)]
+        return self._cluster.query(lambda s: {k: list(s.state.who_has(k)) for k in keys})
+
+    def cancel(self, futures: Union[Future, Iterable[Future]]) -> None:
+        """Cancel pending tasks and, transitively, their dependents."""
+        fs = [futures] if isinstance(futures, Future) else list(futures)
+        self._check_open("cancel")
+        self._cancel([f for f in fs if not f.done()])
+        for f in fs:
+            f._cancel_locally()
+
+    def fire_and_forget(self, futures: Union[Future, Iterable[Future]]) -> None:
+        """Let these tasks run to the end even if every future of them is dropped."""
+        self._check_open("fire_and_forget")
+        for f in [futures] if isinstance(futures, Future) else futures:
+            self._cluster.post(("event", KeepRequested(f.key)))
+
+    # ------------------------------------------------------------ used by Future
 
     def _fetch(self, key: str) -> None:
         self._cluster.post(("fetch", (key,)))
@@ -171,6 +324,15 @@ class Executor:
         keys = tuple(f.key for f in futures)
         if keys:
             self._cluster.post(("event", CancelRequested(keys, self._session)))
+
+    def _retry(self, future: Future) -> None:
+        self._check_open("retry")
+        self._cluster.reset_futures(future.key)
+        self._cluster.post(("event", RetryRequested(future.key)))
+
+    def _release(self, future: Future) -> None:
+        if not self._closed:
+            self._cluster.release_future(future, self._session)
 
     def _keep_until_done(self, future: Future) -> None:
         with self._lock:
@@ -187,16 +349,7 @@ class Executor:
 
     def statistics(self) -> dict:
         """Counters of the cluster: tasks, bytes moved, tasks in memory."""
-        def snapshot(s: Any) -> dict:
-            return {
-                "tasks_completed": s.state.completed,
-                "tasks_failed": s.state.failed,
-                "tasks_in_scheduler": len(s.state.tasks),
-                "bytes_to_rank0": s.stats["bytes_to_rank0"],
-                "bytes_between_workers": s.stats["bytes_between_workers"],
-                "workers": len(s.workers),
-            }
-        return self._cluster.query(snapshot)
+        return self._cluster.query(lambda s: s.statistics())
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release this session's futures; the workers stay for the next executor.
@@ -229,42 +382,15 @@ class Executor:
         self.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
 
     @property
-    def workers(self) -> tuple[int, ...]:
-        """The worker ranks."""
-        return tuple(self._cluster.workers)
+    def workers(self) -> dict[int, str]:
+        """``{rank: host name}`` of every worker."""
+        return dict(self._cluster.hosts())
+
+    @property
+    def nworkers(self) -> int:
+        """The number of worker ranks."""
+        return len(self._cluster.workers)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<mpifutures.Executor {state} workers={len(self._cluster.workers)}>"
-
-
-def _walk(obj: Any, found: Callable[[Any], None]) -> None:
-    if isinstance(obj, Future):
-        found(obj)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for item in obj:
-            _walk(item, found)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            _walk(item, found)
-    else:
-        raise TypeError(f"gather takes futures, or lists, tuples, sets and dicts of them, "
-                        f"not {type(obj).__qualname__}: {obj!r}")
-
-
-_SKIP = object()
-
-
-def _rebuild(obj: Any, errors: str) -> Any:
-    if isinstance(obj, Future):
-        if errors == "skip" and obj.status in ("error", "cancelled"):
-            return _SKIP
-        return obj.result()
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [v for v in (_rebuild(i, errors) for i in obj) if v is not _SKIP]
-        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
-    if isinstance(obj, dict):
-        pairs = ((k, _rebuild(v, errors)) for k, v in obj.items())
-        return type(obj)((k, v) for k, v in pairs if v is not _SKIP)
-    return obj
-

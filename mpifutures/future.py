@@ -53,35 +53,41 @@ class KeyRecord:
         self.loaded = False
         self.error: Optional[BaseException] = None
         self.requested = False
-        self.arrived = threading.Event()
+        self.arrived: Optional[threading.Event] = None  # made when a fetch is requested
         self.lock = threading.Lock()
 
     def deliver(self, payload: Optional[Payload], error: Optional[BaseException] = None) -> None:
         """Called by the scheduler thread when the value (or a fetch error) arrives."""
-        self.payload, self.error = payload, error
-        self.arrived.set()
+        with self.lock:
+            self.payload, self.error = payload, error
+            arrived = self.arrived
+        if arrived is not None:
+            arrived.set()
 
     def claim_fetch(self) -> bool:
         """True if the caller must ask for the value now (nobody asked yet, rank 0 lacks it)."""
         with self.lock:
             if self.loaded or self.payload is not None or self.requested:
                 return False
-            self.requested = True
-            self.arrived.clear()
+            self.requested, self.error = True, None
+            self.arrived = threading.Event()
             return True
 
     def get(self, fetch: Callable[[str], None], timeout: Optional[float]) -> Any:
         """Return the value, asking ``fetch(key)`` for it first if rank 0 lacks it."""
         if self.claim_fetch():
             fetch(self.key)
-        if not self.loaded and self.payload is None and not self.arrived.wait(timeout):
+        with self.lock:
+            ready = self.loaded or self.payload is not None or self.error is not None
+            arrived = self.arrived
+        if not ready and arrived is not None and not arrived.wait(timeout):
             raise cf.TimeoutError(f"the value of {self.key!r} did not arrive within {timeout} s")
         with self.lock:
             if self.loaded:
                 return self.value
-            if self.error is not None:
+            if self.payload is None:
                 self.requested = False  # a later call may try again
-                raise self.error
+                raise self.error or RuntimeError(f"no value arrived for {self.key!r}")
             try:
                 self.value = loads(self.payload)
             except Exception as exc:
@@ -106,6 +112,8 @@ class Future(cf.Future):
         self._key = key
         self._record = record
         self._executor = executor
+        self._ref: Any = None  # the scheduler's weak reference, whose death releases the key
+        self._released = False
 
     @property
     def key(self) -> str:
@@ -151,6 +159,46 @@ class Future(cf.Future):
             return False
         self._executor._cancel([self])
         return self._cancel_locally()
+
+    @property
+    def owner(self) -> Optional[int]:
+        """The rank holding the result (None if not computed, or released)."""
+        holders = self._executor.who_has([self]).get(self._key, [])
+        return holders[0] if holders else None
+
+    def traceback(self, timeout: Optional[float] = None) -> Optional[str]:
+        """The text of the task's traceback on its worker, or None if it did not fail."""
+        exc = self.exception(timeout)
+        cause = getattr(exc, "__cause__", None)
+        return getattr(cause, "text", None) if exc is not None else None
+
+    def release(self) -> None:
+        """Drop this future's claim on the data now (instead of when it is garbage-collected).
+
+        Once no future of the key is left, its worker frees the data. The future cannot be
+        used as an input any more.
+        """
+        if not self._released:
+            self._released = True
+            self._executor._release(self)
+
+    def retry(self) -> None:
+        """Run a failed (or cancelled) task again; the future becomes pending."""
+        if self.status not in ("error", "cancelled"):
+            raise ValueError(f"only a failed or cancelled task can be retried, not a "
+                             f"{self.status} one ({self._key!r})")
+        self._executor._retry(self)
+
+    def _reset(self) -> None:
+        with self._condition:
+            if self._state in (cf._base.FINISHED, cf._base.CANCELLED,
+                               cf._base.CANCELLED_AND_NOTIFIED) and self._result is not _REMOTE:
+                self._state, self._exception, self._result = cf._base.PENDING, None, None
+
+    def __await__(self) -> Any:
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
 
     def _cancel_locally(self) -> bool:
         with self._condition:

@@ -25,11 +25,20 @@ def prefix(fn: Callable) -> str:
 
 def pure_key(fn: Callable, fn_token: str, args: Payload) -> str:
     """A deterministic key from the function's pickle token and the arguments' payload."""
-    h = hashlib.blake2b(fn_token.encode(), digest_size=16)
-    h.update(args.header)
-    for buf in args.buffers:
+    return f"{prefix(fn)}-{_digest(fn_token.encode(), args)}"
+
+
+def data_key(name: str, payload: Payload) -> str:
+    """A deterministic key for scattered data: equal values get equal keys."""
+    return f"{name}-{_digest(b'data', payload)}"
+
+
+def _digest(first: bytes, payload: Payload) -> str:
+    h = hashlib.blake2b(first, digest_size=16)
+    h.update(payload.header)
+    for buf in payload.buffers:
         h.update(buf)
-    return f"{prefix(fn)}-{h.hexdigest()}"
+    return h.hexdigest()
 
 
 def unique_key(fn: Any) -> str:

@@ -6,12 +6,13 @@ scheduler → worker
     ``(RUN, key, fn_token, fn_bytes, args, deps, priority)``  run a task; ``deps`` pairs each
     input key with the rank to fetch it from (the worker itself: wait for it locally)
     ``(FREE, keys)``   drop these keys        ``(CANCEL, keys)``   do not run these tasks
-    ``(STORE, key, payload)``  keep a value sent by the client (scatter)
+    ``(STORE, key, payload, forward)``  keep a value sent by the client (scatter) and pass it
+    on to the ranks in ``forward`` (a binary tree: broadcast costs log2(N) steps)
     ``(TRACE, on)``    record the task stream or stop      ``(STOP,)``   leave the loop
-    ``(CALL, token, fn_bytes, args)``  run a function now and reply with ``CALLED``
+    ``(CALL, call_id, token, fn_bytes, args)``  run a function now, reply with ``CALLED``
 worker → scheduler
     ``(DONE, key, nbytes, inline_payload_or_None, fetched_keys, fetched_bytes)``
-    ``(FAILED, key, error)``   ``(STOPPED, stats)``   ``(CALLED, token, ok, payload)``
+    ``(FAILED, key, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
     ``(RECORDS, records)``  task-stream records
 any rank → any worker, and back
     ``(GET, key)`` → ``(DATA, key, payload)`` or ``(MISSING, key, reason)``

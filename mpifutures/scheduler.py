@@ -15,7 +15,9 @@ messages (one per destination per loop) and resolves client futures. It makes no
 
 from __future__ import annotations
 
+import itertools
 import logging
+import socket
 import threading
 import time
 import weakref
@@ -24,7 +26,7 @@ from concurrent.futures import Future as _Reply
 from typing import Any, Callable, Optional
 
 from . import failure, protocol as P
-from .backoff import Backoff
+from .backoff import Backoff, tighten_timer_slack
 from .callbacks import CallbackThread
 from .config import Config
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
@@ -52,10 +54,12 @@ class Scheduler:
         self.refs: dict[int, dict[str, int]] = {}
         self.outbox: dict[int, list] = defaultdict(list)
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
-        self.calls: dict[str, tuple[_Reply, dict]] = {}
+        self.calls: dict[int, tuple[_Reply, dict]] = {}
+        self._call_ids = itertools.count()
         self.task_records: list[dict] = []
         self.callbacks = CallbackThread()
         self.fatal: Optional[BaseException] = None
+        self._hosts: Optional[dict[int, str]] = None
         self._stopping: Optional[float] = None
         self._stopped: set[int] = set()
         self.thread = threading.Thread(target=self._run, name="mpifutures-scheduler",
@@ -72,7 +76,8 @@ class Scheduler:
         if self.fatal is not None:
             raise RuntimeError(f"the mpifutures scheduler has failed: {self.fatal!r}")
         self.inbox.append(item)
-        self.backoff.wake.set()
+        if self.backoff.asleep:
+            self.backoff.wake.set()
 
     def new_future(self, key: str, executor: Any, session: int) -> Future:
         """Make a future of ``key`` whose death (garbage collection) releases one reference."""
@@ -85,8 +90,56 @@ class Scheduler:
             future = Future(key, record, executor)
             if len(record.handles) > 8:
                 record.handles = [r for r in record.handles if r() is not None]
-            record.handles.append(weakref.ref(future, lambda _r: append(item)))
+            future._ref = weakref.ref(future, lambda _r: append(item))
+            record.handles.append(future._ref)
         return future
+
+    def release_future(self, future: Future, session: int) -> None:
+        """Drop ``future``'s reference now instead of at garbage collection."""
+        with self.records_lock:
+            record = future._record
+            if future._ref in record.handles:
+                record.handles.remove(future._ref)  # its GC callback will not fire now
+            else:
+                return
+        self.post(("decref", session, future.key))
+
+    def reset_futures(self, key: str) -> None:
+        """Make the failed or cancelled futures of ``key`` pending again (for a retry)."""
+        with self.records_lock:
+            record = self.records.get(key)
+            handles = [ref() for ref in record.handles] if record else []
+        for future in handles:
+            if future is not None:
+                future._reset()
+        if record is not None:
+            record.deliver(None)
+
+    def call(self, token: str, fn_bytes: bytes, payload: Any) -> dict:
+        """Run a function on every worker's loop; return ``{rank: (ok, payload)}``."""
+        reply: _Reply = _Reply()
+        self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply))
+        return reply.result()
+
+    def hosts(self) -> dict[int, str]:
+        """``{rank: host name}`` of the workers (asked once, then cached)."""
+        if self._hosts is None:
+            from .serialize import dumps_args, functions, loads
+            token, fn_bytes = functions.dumps(socket.gethostname)
+            replies = self.call(token, fn_bytes, dumps_args((), {})[0])
+            self._hosts = {rank: loads(p) for rank, (ok, p) in sorted(replies.items()) if ok}
+        return self._hosts
+
+    def statistics(self) -> dict:
+        """Counters of the cluster (call on the scheduler thread, through :meth:`query`)."""
+        return {
+            "tasks_completed": self.state.completed,
+            "tasks_failed": self.state.failed,
+            "tasks_in_scheduler": len(self.state.tasks),
+            "bytes_to_rank0": self.stats["bytes_to_rank0"],
+            "bytes_between_workers": self.stats["bytes_between_workers"],
+            "workers": len(self.workers),
+        }
 
     def query(self, fn: Callable[["Scheduler"], Any], timeout: float = 60.0) -> Any:
         """Run ``fn(self)`` on the scheduler thread and return its result."""
@@ -105,6 +158,7 @@ class Scheduler:
     # ------------------------------------------------------------ the loop
 
     def _run(self) -> None:
+        tighten_timer_slack()
         try:
             while self._step():
                 pass
@@ -135,7 +189,7 @@ class Scheduler:
         if active or self.t.busy():
             self.backoff.reset()
         else:
-            self.backoff.idle()
+            self.backoff.idle(self.inbox.__len__)
         return True
 
     def _drain_inbox(self, events: list) -> bool:
@@ -149,9 +203,17 @@ class Scheduler:
     # ------------------------------------------------------------ requests from clients
 
     def _rq_submit(self, item: tuple, events: list) -> None:
-        _, session, ev = item
+        _, session, submitted = item
+        counts = self.refs.setdefault(session, {})
+        for ev in submitted:
+            counts[ev.key] = counts.get(ev.key, 0) + 1
+        events.extend(submitted)
+
+    def _rq_scatter(self, item: tuple, events: list) -> None:
+        _, session, first, msg, ev = item
         counts = self.refs.setdefault(session, {})
         counts[ev.key] = counts.get(ev.key, 0) + 1
+        self.outbox[first].append(msg)
         events.append(ev)
 
     def _rq_event(self, item: tuple, events: list) -> None:
@@ -189,13 +251,18 @@ class Scheduler:
         self.outbox[item[1]].append(item[2])
 
     def _rq_call(self, item: tuple, events: list) -> None:
-        _, token, fn_bytes, args, reply = item
-        self.calls[token] = (reply, {})
+        _, call_id, token, fn_bytes, args, reply = item
+        self.calls[call_id] = (reply, {})
         for w in self.workers:
-            self.outbox[w].append((P.CALL, token, fn_bytes, args))
+            self.outbox[w].append((P.CALL, call_id, token, fn_bytes, args))
+        if not self.workers:
+            reply.set_result({})
 
     def _rq_query(self, item: tuple, events: list) -> None:
         _, fn, reply = item
+        if events:  # the query must see everything posted before it
+            self._execute(self.state.handle(*events))
+            events.clear()
         try:
             reply.set_result(fn(self))
         except Exception as exc:  # noqa: BLE001 - the caller gets it
@@ -207,7 +274,7 @@ class Scheduler:
             self.outbox[w].append((P.STOP,))
 
     _requests = {
-        "submit": _rq_submit, "event": _rq_event, "decref": _rq_decref, "close": _rq_close,
+        "submit": _rq_submit, "scatter": _rq_scatter, "event": _rq_event, "decref": _rq_decref, "close": _rq_close,
         "cancel": _rq_cancel, "fetch": _rq_fetch, "send": _rq_send, "call": _rq_call,
         "query": _rq_query, "stop": _rq_stop,
     }
@@ -253,11 +320,11 @@ class Scheduler:
             record.deliver(None, lost(msg[1], f"rank {source}: {msg[2]}"))
 
     def _on_called(self, source: int, msg: tuple) -> None:
-        _, token, ok, payload = msg
-        reply, results = self.calls[token]
+        _, call_id, ok, payload = msg
+        reply, results = self.calls[call_id]
         results[source] = (ok, payload)
         if len(results) == len(self.workers):
-            del self.calls[token]
+            del self.calls[call_id]
             reply.set_result(results)
 
     # ------------------------------------------------------------ commands
@@ -312,3 +379,5 @@ class Scheduler:
             item = self.inbox.popleft()
             if item[0] == "query" or item[0] == "call":
                 item[-1].set_exception(err)
+        for reply, _ in self.calls.values():
+            reply.set_exception(err)

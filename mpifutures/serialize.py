@@ -103,7 +103,8 @@ def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:
     pickler = cls(out, protocol=_PROTOCOL, buffer_callback=buffers.append)
     pickler.deps = []
     pickler.dump(obj)
-    return Payload(out.getvalue(), [b.raw() for b in buffers]), pickler.deps
+    return Payload(out.getvalue(), [b.raw() for b in buffers] if buffers else buffers), \
+        pickler.deps
 
 
 def _dumps(obj: Any, fast: type, slow: type) -> tuple[Payload, list]:
@@ -142,6 +143,8 @@ def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
             (or keyword) and type.
     """
     try:
+        if _atomic(args) and _atomic(kwargs.values()):
+            return _dumps((args, kwargs), _Pickler, _CloudPickler)[0], []
         return _dumps((args, kwargs), _ArgPickler, _CloudArgPickler)
     except Exception as exc:
         where, culprit = _find_unpicklable(args, kwargs)
@@ -150,6 +153,15 @@ def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
             f"be sent to a worker: {exc}. Pass data that pickles, or create the object "
             "inside the task."
         ) from exc
+
+
+_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, np.ndarray,
+                     np.float64, np.int64})
+
+
+def _atomic(values: Iterable[Any]) -> bool:
+    """True if no future can hide in ``values`` (so the C pickler needs no hook)."""
+    return all(type(v) in _ATOMIC for v in values)
 
 
 def _find_unpicklable(args: tuple, kwargs: dict) -> tuple[str, Any]:
@@ -175,11 +187,9 @@ class _FunctionCache:
         self._by_token: OrderedDict[str, Callable] = OrderedDict()
 
     def dumps(self, fn: Callable) -> tuple[str, bytes]:
-        with self._lock:
-            hit = self._by_id.get(id(fn))
-            if hit is not None and hit[0] is fn:
-                self._by_id.move_to_end(id(fn))
-                return hit[1], hit[2]
+        hit = self._by_id.get(id(fn))  # a dict read is atomic; eviction is first-in first-out
+        if hit is not None and hit[0] is fn:
+            return hit[1], hit[2]
         try:
             data = cloudpickle.dumps(fn, protocol=_PROTOCOL)
         except Exception as exc:
@@ -195,11 +205,9 @@ class _FunctionCache:
         return token, data
 
     def loads(self, token: str, data: bytes) -> Callable:
-        with self._lock:
-            fn = self._by_token.get(token)
-            if fn is not None:
-                self._by_token.move_to_end(token)
-                return fn
+        fn = self._by_token.get(token)
+        if fn is not None:
+            return fn
         fn = pickle.loads(data)
         with self._lock:
             self._by_token[token] = fn

@@ -25,7 +25,7 @@ from collections import defaultdict, deque
 from typing import Any, Optional
 
 from . import failure, protocol as P
-from .backoff import Backoff
+from .backoff import Backoff, tighten_timer_slack
 from .config import Config
 from .errors import DataLostError
 from .serialize import Payload, dumps, functions, loads, value_nbytes
@@ -85,6 +85,7 @@ class Worker:
 
     def run(self) -> None:
         """Serve until the scheduler says STOP."""
+        tighten_timer_slack()
         for thread in self.threads:
             thread.start()
         try:
@@ -101,7 +102,7 @@ class Worker:
                 if active or self.t.busy():
                     self.backoff.reset()
                 else:
-                    self.backoff.idle()
+                    self.backoff.idle(self.done.__len__)
         finally:
             with self.ready_cond:
                 self.ready_cond.notify_all()
@@ -154,8 +155,14 @@ class Worker:
                         self.waiters[dep].remove(task)
 
     def _on_store(self, source: int, msg: tuple) -> None:
-        _, key, payload = msg
-        self.store[key] = loads(payload)
+        """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
+        _, key, payload, forward = msg
+        half = (len(forward) + 1) // 2
+        for part in (forward[:half], forward[half:]):
+            if part:
+                self.outbox[part[0]].append((P.STORE, key, payload, part[1:]))
+        self.payloads[key] = payload
+        self._arrived(key, loads(payload))
 
     def _on_trace(self, source: int, msg: tuple) -> None:
         self.trace = bool(msg[1])
@@ -172,13 +179,13 @@ class Worker:
         self._flush()
 
     def _on_call(self, source: int, msg: tuple) -> None:
-        _, token, fn_bytes, args = msg
+        _, call_id, token, fn_bytes, args = msg
         try:
             fn = functions.loads(token, fn_bytes)
             a, kw = loads(args)
-            reply = (P.CALLED, token, True, dumps(fn(*a, **kw)))
+            reply = (P.CALLED, call_id, True, dumps(fn(*a, **kw)))
         except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
-            reply = (P.CALLED, token, False, failure.capture(exc, "run", self.rank))
+            reply = (P.CALLED, call_id, False, failure.capture(exc, "run", self.rank))
         self.outbox[source].append(reply)
 
     def _on_get(self, source: int, msg: tuple) -> None:
@@ -256,7 +263,8 @@ class Worker:
             if task.key in self.cancelled:
                 continue
             self.done.append(self._execute(task))
-            self.backoff.wake.set()
+            if self.backoff.asleep:
+                self.backoff.wake.set()
 
     def _execute(self, task: _Task) -> tuple:
         start = time.time()

@@ -67,3 +67,30 @@ def array_sum(a):
 
 def pid():
     return os.getpid()
+
+
+def flaky(path, fail_times):
+    """Fail the first ``fail_times`` calls (counted in a file, shared by all ranks)."""
+    with open(path, "a+") as fh:
+        fh.write("x")
+        fh.seek(0)
+        attempts = len(fh.read())
+    if attempts <= fail_times:
+        raise RuntimeError(f"attempt {attempts} fails")
+    return attempts
+
+
+def started_at(tag):
+    return tag, time.perf_counter()
+
+
+def touch(path):
+    time.sleep(0.2)
+    with open(path, "w") as fh:
+        fh.write("done")
+    return path
+
+
+def hostname():
+    import socket
+    return socket.gethostname()

@@ -150,7 +150,7 @@ def test_done_callbacks_run_off_the_scheduler_thread(executor):
 
 
 def test_cancel_a_pending_task_and_its_dependents(executor):
-    worker = executor.workers[0]
+    worker = list(executor.workers)[0]
     blocker = executor.submit(tasks.sleep, 0.5, workers=[worker], pure=False)
     queued = executor.submit(tasks.inc, 1, workers=[worker], pure=False)
     child = executor.submit(tasks.inc, queued)
@@ -213,9 +213,9 @@ def test_released_futures_free_worker_memory(executor):
 
 
 def test_statistics_count_bytes(executor):
-    x = executor.submit(tasks.make_array, 250_000, workers=[executor.workers[0]], pure=False)
+    x = executor.submit(tasks.make_array, 250_000, workers=[list(executor.workers)[0]], pure=False)
     before = executor.statistics()
-    total = executor.submit(tasks.array_sum, x, pure=False, workers=[executor.workers[-1]])
+    total = executor.submit(tasks.array_sum, x, pure=False, workers=[list(executor.workers)[-1]])
     assert total.result(10) == 250_000.0
     after = executor.statistics()
     assert after["tasks_completed"] >= before["tasks_completed"] + 1

@@ -1,0 +1,85 @@
+"""A drop-in ``concurrent.futures.Executor`` on the same workers.
+
+:class:`PoolExecutor` behaves as ``ProcessPoolExecutor`` and mpi4py's ``MPIPoolExecutor``:
+``map`` returns an iterator of results in order, ``timeout`` counts from the call to ``map``,
+an exception is raised when its result is reached, ``chunksize`` sends items in chunks, and
+``shutdown(wait, cancel_futures=...)`` has the standard meaning. Swap the class and code
+written for those runs unchanged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import time
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from .errors import ExecutorClosedError
+from .executor import Executor
+from .future import Future, check_timeout
+
+
+def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
+    return [fn(*args) for args in chunk]
+
+
+class PoolExecutor(cf.Executor):
+    """``concurrent.futures.Executor`` whose tasks run on the MPI job's workers.
+
+    Args:
+        max_workers: as for :class:`~mpifutures.Executor` (spawn mode only).
+        cluster: the scheduler to use; by default the job's.
+    """
+
+    def __init__(self, max_workers: Optional[int] = None, *, cluster: Any = None) -> None:
+        self._executor = Executor(max_workers, cluster=cluster)
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)``; every call runs (no deduplication)."""
+        try:
+            return self._executor.submit(fn, *args, pure=False, **kwargs)
+        except ExecutorClosedError:
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
+
+    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like the built-in ``map``, computed on the workers; yields results in order.
+
+        Raises:
+            TimeoutError: from the iterator, if a result is not ready ``timeout`` seconds
+                after this call.
+            Exception: a call's exception, when its result is reached.
+        """
+        return self._map(fn, zip(*iterables), timeout, chunksize)
+
+    def starmap(self, fn: Callable, iterable: Iterable[Iterable], timeout: Optional[float] = None,
+                chunksize: int = 1) -> Iterator[Any]:
+        """Like ``itertools.starmap``, computed on the workers; yields results in order."""
+        return self._map(fn, (tuple(args) for args in iterable), timeout, chunksize)
+
+    def _map(self, fn: Callable, calls: Iterator[tuple], timeout: Optional[float],
+             chunksize: int) -> Iterator[Any]:
+        timeout = check_timeout(timeout)
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if not callable(fn):
+            raise TypeError(f"map needs a callable, not {fn!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks = iter(lambda: list(itertools.islice(calls, chunksize)), [])
+        futures = [self.submit(_run_chunk, fn, chunk) for chunk in chunks]
+        return self._results(futures, deadline)
+
+    @staticmethod
+    def _results(futures: list[Future], deadline: Optional[float]) -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                yield from futures.pop().result(left)
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; ``wait`` for pending calls, or cancel them first."""
+        self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -1,0 +1,36 @@
+"""Walk and rebuild nested lists, tuples, sets and dicts of futures (for ``gather``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+#: returned by a leaf function to leave that item out of its container
+SKIP = object()
+
+
+def walk(obj: Any, found: Callable[[Any], None], leaf: type) -> None:
+    """Call ``found`` on every ``leaf`` instance; raise TypeError on any other item."""
+    if isinstance(obj, leaf):
+        found(obj)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for item in obj:
+            walk(item, found, leaf)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            walk(item, found, leaf)
+    else:
+        raise TypeError(f"gather takes futures, or lists, tuples, sets and dicts of them, "
+                        f"not {type(obj).__qualname__}: {obj!r}")
+
+
+def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
+    """The same shape as ``obj`` with each ``leaf`` replaced by ``value(leaf)``."""
+    if isinstance(obj, leaf):
+        return value(obj)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [v for v in (rebuild(i, leaf, value) for i in obj) if v is not SKIP]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    if isinstance(obj, dict):
+        pairs = ((k, rebuild(v, leaf, value)) for k, v in obj.items())
+        return type(obj)((k, v) for k, v in pairs if v is not SKIP)
+    return obj

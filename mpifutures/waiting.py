@@ -1,0 +1,90 @@
+"""Module-level helpers to wait on many futures: :func:`wait` and :func:`as_completed`."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from collections import deque
+from typing import Any, Iterable, Iterator, Optional
+
+from .future import check_timeout
+
+FIRST_COMPLETED = cf.FIRST_COMPLETED
+FIRST_EXCEPTION = cf.FIRST_EXCEPTION
+ALL_COMPLETED = cf.ALL_COMPLETED
+
+
+def wait(fs: Iterable[cf.Future], timeout: Optional[float] = None,
+         return_when: str = ALL_COMPLETED) -> cf._base.DoneAndNotDoneFutures:
+    """Wait for futures, as ``concurrent.futures.wait``; returns ``(done, not_done)`` sets.
+
+    Raises:
+        ValueError: ``return_when`` is not one of the three constants, or ``timeout`` < 0.
+    """
+    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
+        raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or "
+                         f"ALL_COMPLETED, not {return_when!r}")
+    return cf.wait(list(fs), check_timeout(timeout), return_when)
+
+
+class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futures
+    """Iterate over futures as they finish; more may be added while iterating.
+
+    ``for f in as_completed(fs): ...`` yields each future once it is done (finished, failed
+    or cancelled); with ``with_results=True`` it yields ``(future, result)`` pairs and
+    re-raises a failed task's exception. ``ac.add(f)`` adds a future at any time, also from
+    inside the loop. ``timeout`` bounds the whole iteration, from the call.
+    """
+
+    def __init__(self, fs: Iterable[cf.Future] = (), timeout: Optional[float] = None,
+                 with_results: bool = False) -> None:
+        timeout = check_timeout(timeout)
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._with_results = with_results
+        self._cond = threading.Condition()
+        self._ready: deque = deque()
+        self._pending = 0
+        for f in fs:
+            self.add(f)
+
+    def add(self, future: cf.Future) -> None:
+        """Also yield ``future`` once it is done."""
+        if not isinstance(future, cf.Future):
+            raise TypeError(f"as_completed takes futures, not {future!r}")
+        with self._cond:
+            self._pending += 1
+        future.add_done_callback(self._done)
+
+    def update(self, futures: Iterable[cf.Future]) -> None:
+        """Add several futures."""
+        for f in futures:
+            self.add(f)
+
+    def _done(self, future: cf.Future) -> None:
+        with self._cond:
+            self._ready.append(future)
+            self._cond.notify_all()
+
+    def count(self) -> int:
+        """Futures added and not yet yielded."""
+        with self._cond:
+            return self._pending
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        with self._cond:
+            if not self._pending:
+                raise StopIteration
+            while not self._ready:
+                left = None if self._deadline is None else self._deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise cf.TimeoutError(f"{self._pending} futures unfinished after timeout")
+                self._cond.wait(left)
+            future = self._ready.popleft()
+            self._pending -= 1
+        if self._with_results:
+            return future, future.result()
+        return future

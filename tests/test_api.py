@@ -1,0 +1,287 @@
+"""The whole client API (scatter, run, who_has, cancel, retries, priorities, interop, pool).
+
+Part of the behaviour suite: runs on an in-process cluster and again under mpiexec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import itertools
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mpifutures
+from mpifutures import PoolExecutor
+from tests import tasks
+
+
+def test_scatter_a_value_a_list_and_a_dict(executor):
+    x = executor.scatter(np.arange(10))
+    assert isinstance(x, mpifutures.Future)
+    np.testing.assert_array_equal(x.result(10), np.arange(10))
+    xs = executor.scatter([1, 2, 3])
+    assert executor.gather(xs) == [1, 2, 3]
+    d = executor.scatter({"a": 1, "b": np.ones(3)})
+    assert set(d) == {"a", "b"}
+    assert executor.submit(tasks.array_sum, d["b"]).result(10) == 3.0
+
+
+def test_scatter_places_data_where_who_has_says(executor):
+    ranks = list(executor.workers)
+    xs = executor.scatter(list(range(6)), workers=ranks)
+    holders = executor.who_has(xs)
+    assert [holders[f.key] for f in xs] == [[ranks[i % len(ranks)]] for i in range(6)]
+    one = executor.scatter(np.zeros(100), workers=[ranks[-1]])
+    assert executor.who_has([one]) == {one.key: [ranks[-1]]}
+    assert one.owner == ranks[-1]
+    assert executor.submit(tasks.rank, one).result(10) == ranks[-1]
+
+
+def test_broadcast_puts_a_copy_on_every_worker(executor):
+    b = executor.scatter(np.ones(1000), broadcast=True)
+    assert executor.who_has([b])[b.key] == sorted(executor.workers)
+    for rank in executor.workers:
+        assert executor.submit(tasks.array_sum, b, workers=[rank], pure=False).result(10) == 1000
+
+
+def test_scatter_hash_gives_shared_or_unique_keys(executor):
+    assert executor.scatter(5).key == executor.scatter(5).key
+    assert executor.scatter(5, hash=False).key != executor.scatter(5, hash=False).key
+
+
+def test_gather_can_skip_errors(executor):
+    good, bad = executor.submit(tasks.inc, 1), executor.submit(tasks.fail, "x")
+    assert executor.gather([good, bad, good], errors="skip") == [2, 2]
+    assert executor.gather({"g": good, "b": bad}, errors="skip") == {"g": 2}
+    with pytest.raises(ValueError):
+        executor.gather([good, bad])
+    with pytest.raises(ValueError, match="errors"):
+        executor.gather([good], errors="ignore")
+
+
+def test_map_in_batches_takes_endless_iterables(executor):
+    futures = executor.map(tasks.inc, itertools.count(), batch_size=10, pure=False)
+    first = [f.result(10) for f in itertools.islice(futures, 25)]
+    assert first == list(range(1, 26))
+    assert isinstance(executor.map(tasks.inc, [1]), list)
+    with pytest.raises(ValueError, match="batch_size"):
+        executor.map(tasks.inc, [1], batch_size=0)
+
+
+def test_starmap(executor):
+    assert [f.result(10) for f in executor.starmap(tasks.add, [(1, 2), (3, 4)])] == [3, 7]
+
+
+def test_priorities_order_execution_on_one_worker(executor):
+    rank = list(executor.workers)[0]
+    blocker = executor.submit(tasks.sleep, 0.5, workers=[rank], pure=False)
+    order = [0, 3, 1, 5, 2, 4]
+    fs = [executor.submit(tasks.started_at, p, priority=p, workers=[rank], pure=False)
+          for p in order]
+    blocker.result(10)
+    started = sorted((f.result(10)[1], f.result(10)[0]) for f in fs)
+    assert [p for _, p in started] == sorted(order, reverse=True)
+
+
+def test_equal_priorities_run_first_in_first_out(executor):
+    rank = list(executor.workers)[0]
+    executor.submit(tasks.sleep, 0.3, workers=[rank], pure=False)
+    fs = [executor.submit(tasks.started_at, i, workers=[rank], pure=False) for i in range(6)]
+    started = sorted((f.result(10)[1], f.result(10)[0]) for f in fs)
+    assert [i for _, i in started] == list(range(6))
+
+
+def test_retries_are_counted_exactly(executor, tmp_path):
+    ok = executor.submit(tasks.flaky, str(tmp_path / "a"), 2, retries=2, pure=False)
+    assert ok.result(20) == 3
+    bad = executor.submit(tasks.flaky, str(tmp_path / "b"), 2, retries=1, pure=False)
+    with pytest.raises(RuntimeError, match="attempt 2 fails"):
+        bad.result(20)
+    assert (tmp_path / "b").read_text() == "xx"
+    bad.retry()
+    assert bad.result(20) == 3
+    assert bad.status == "finished"
+
+
+def test_allow_other_workers_is_only_a_preference(executor):
+    rank = list(executor.workers)[0]
+    fs = [executor.submit(tasks.rank, i, workers=[rank], allow_other_workers=True, pure=False)
+          for i in range(20)]
+    assert set(f.result(10) for f in fs) <= set(executor.workers)
+
+
+def test_run_calls_every_worker(executor):
+    hosts = executor.run(tasks.hostname)
+    assert sorted(hosts) == sorted(executor.workers)
+    assert executor.run(tasks.add, 1, y=2) == {r: 3 for r in executor.workers}
+    with pytest.raises(ValueError, match="from run"):
+        executor.run(tasks.fail, "from run")
+    assert executor.workers == hosts
+    assert executor.nworkers == len(hosts)
+
+
+def test_cancel_and_fire_and_forget(executor, tmp_path):
+    rank = list(executor.workers)[0]
+    executor.submit(tasks.sleep, 0.3, workers=[rank], pure=False)
+    pending = executor.submit(tasks.inc, 5, workers=[rank], pure=False)
+    child = executor.submit(tasks.inc, pending)
+    executor.cancel([pending])
+    assert pending.cancelled()
+    with pytest.raises(cf.CancelledError):
+        child.result(10)
+    path = tmp_path / "forgotten"
+    f = executor.submit(tasks.touch, str(path), pure=False)
+    executor.fire_and_forget(f)
+    del f
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.read_text() == "done"
+
+
+def test_future_traceback_release_and_owner(executor):
+    bad = executor.submit(tasks.fail, "traced")
+    text = bad.traceback(10)
+    assert "ValueError: traced" in text and "in fail" in text
+    good = executor.submit(tasks.make_array, 10, pure=False)
+    assert good.traceback(10) is None
+    assert good.owner in executor.workers
+    good.release()
+    deadline = time.monotonic() + 10
+    while executor.who_has([good])[good.key] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert executor.who_has([good])[good.key] == []
+    with pytest.raises(ValueError, match="released"):
+        executor.submit(tasks.inc, good)
+
+
+def test_a_raising_callback_is_logged_and_others_still_run(executor):
+    ran = threading.Event()
+    f = executor.submit(tasks.inc, 1, pure=False)
+
+    def bad(_):
+        raise RuntimeError("callback failed on purpose")
+
+    f.add_done_callback(bad)
+    f.add_done_callback(lambda _: ran.set())
+    assert ran.wait(10)
+    assert executor.submit(tasks.inc, 2).result(10) == 3
+
+
+def test_await_in_asyncio(executor):
+    async def main():
+        a = executor.submit(tasks.inc, 1)
+        b = executor.submit(tasks.add, a, 10)
+        return await a, await b
+
+    assert asyncio.run(main()) == (2, 12)
+
+
+def test_module_level_wait_and_as_completed(executor):
+    fast = executor.submit(tasks.inc, 1, pure=False)
+    slow = executor.submit(tasks.sleep, 1.0, pure=False)
+    done, not_done = mpifutures.wait([fast, slow], return_when=mpifutures.FIRST_COMPLETED)
+    assert fast in done and slow in not_done
+    done, _ = mpifutures.wait([fast, slow], timeout=10)
+    assert done == {fast, slow}
+    with pytest.raises(ValueError):
+        mpifutures.wait([fast], return_when="SOMETIME")
+    with pytest.raises(ValueError):
+        mpifutures.wait([fast], timeout=-1)
+
+
+def test_as_completed_accepts_futures_added_while_iterating(executor):
+    ac = mpifutures.as_completed([executor.submit(tasks.inc, 0, pure=False)],
+                                 with_results=True)
+    seen = []
+    for future, value in ac:
+        seen.append(value)
+        if value < 5:
+            ac.add(executor.submit(tasks.inc, value, pure=False))
+    assert seen == [1, 2, 3, 4, 5]
+    slow = executor.submit(tasks.sleep, 2.0, pure=False)
+    with pytest.raises(cf.TimeoutError):
+        list(mpifutures.as_completed([slow], timeout=0.2))
+
+
+def test_shutdown_cancel_futures_and_calls_after_shutdown(cluster):
+    ex = mpifutures.Executor(cluster=cluster)
+    rank = list(ex.workers)[0]
+    ex.submit(tasks.sleep, 0.3, workers=[rank], pure=False)
+    queued = ex.submit(tasks.inc, 1, workers=[rank], pure=False)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert queued.cancelled()
+    calls = {
+        "submit": lambda: ex.submit(tasks.inc, 1), "map": lambda: ex.map(tasks.inc, [1]),
+        "scatter": lambda: ex.scatter(1), "run": lambda: ex.run(tasks.inc, 1),
+        "who_has": lambda: ex.who_has(), "cancel": lambda: ex.cancel([queued]),
+        "fire_and_forget": lambda: ex.fire_and_forget([queued]),
+        "starmap": lambda: ex.starmap(tasks.add, [(1, 2)]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError, match=f"cannot {name} after shutdown"):
+            call()
+
+
+def test_submits_from_four_threads_and_callbacks_that_submit(executor):
+    results: dict[int, list] = {}
+
+    def client(t):
+        fs = [executor.submit(tasks.add, t * 1000, i, pure=False) for i in range(300)]
+        results[t] = [f.result(30) for f in fs]
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert all(results[t] == [t * 1000 + i for i in range(300)] for t in range(4))
+    chained, done = [], threading.Event()
+
+    def resubmit(f):
+        chained.append(executor.submit(tasks.inc, f.result(), pure=False))
+        done.set()
+
+    executor.submit(tasks.inc, 1, pure=False).add_done_callback(resubmit)
+    assert done.wait(10) and chained[0].result(10) == 3
+
+
+class TestPoolExecutor:
+    @pytest.fixture
+    def pool(self, cluster):
+        p = PoolExecutor(cluster=cluster)
+        yield p
+        p.shutdown(wait=False, cancel_futures=True)
+
+    def test_map_yields_results_in_order(self, pool):
+        assert list(pool.map(tasks.add, range(10), range(10))) == list(range(0, 20, 2))
+        assert list(pool.map(tasks.inc, range(25), chunksize=4)) == list(range(1, 26))
+        assert list(pool.starmap(tasks.add, [(1, 1), (2, 2)])) == [2, 4]
+        assert isinstance(pool, cf.Executor)
+
+    def test_map_raises_at_iteration_and_times_out(self, pool):
+        results = pool.map(tasks.fail, ["first"])
+        with pytest.raises(ValueError, match="first"):
+            next(results)
+        it = pool.map(tasks.sleep, [0.01, 2.0], timeout=0.5)
+        assert next(it) == 0.01
+        with pytest.raises(cf.TimeoutError):
+            next(it)
+        with pytest.raises(ValueError):
+            pool.map(tasks.inc, [1], chunksize=0)
+
+    def test_submit_and_shutdown_follow_the_standard_library(self, pool):
+        f = pool.submit(tasks.inc, 1)
+        assert f.result(10) == 2
+        pool.shutdown(wait=True)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(tasks.inc, 1)
+        with PoolExecutor(cluster=pool._executor._cluster) as p2:
+            futures = [p2.submit(tasks.slow_inc, i, 0.05) for i in range(4)]
+        assert all(f.done() for f in futures)
