@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
 import traceback
 from typing import Optional, Sequence
@@ -93,10 +94,31 @@ def run_target(kind: str, target: str, args: list[str]) -> int:
             exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
     except SystemExit as exc:
         return _exit_code(exc.code)
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"mpifutures: the job was interrupted ({name}); stopping every rank.\n")
+        traceback.print_exc()
+        return 128 + signum
     except BaseException:  # noqa: BLE001 - print it as python would, then stop the job
         traceback.print_exc()
         return 1
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signum)
+
+
+def install_signal_handlers(rank: int) -> None:
+    """Rank 0 turns SIGTERM (Slurm's time limit, mpiexec's kill) into KeyboardInterrupt so
+    that its script unwinds and stops the workers; workers ignore SIGINT and SIGTERM and leave
+    when rank 0 tells them, so a Ctrl-C ends the job cleanly rather than in pieces."""
+    if rank == 0:
+        signal.signal(signal.SIGTERM, _interrupt)
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _exit_code(code: object) -> int:
@@ -120,6 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     launch.check_wiring(MPI)
     comm = MPI.COMM_WORLD.Dup()
     setup_logging(config, comm.Get_rank())
+    install_signal_handlers(comm.Get_rank())
     if comm.Get_rank() != 0:
         launch.serve(comm, config)
         return 0

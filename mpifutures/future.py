@@ -201,12 +201,11 @@ class Future(cf.Future):
         return asyncio.wrap_future(self).__await__()
 
     def _cancel_locally(self) -> bool:
-        with self._condition:
+        with self._condition:  # reentrant: the whole transition is atomic
             if self._state != cf._base.PENDING:
                 return self._state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
-        if not super().cancel():
-            return False
-        self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+            super().cancel()
+            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
         return True
 
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:

@@ -16,18 +16,20 @@ run tasks and append the outcome to a deque; the main loop owns the store.
 
 from __future__ import annotations
 
+import faulthandler
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import failure, protocol as P
 from .backoff import Backoff, tighten_timer_slack
 from .config import Config
-from .errors import DataLostError
+from .errors import DataLostError, SerializationError
 from .serialize import Payload, dumps, functions, loads, value_nbytes
 from .transport import Transport
 
@@ -35,11 +37,35 @@ log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _context = threading.local()
+_RUNNER = "def run_task(fn, args, kwargs):\n    return fn(*args, **kwargs)\n"
 
 
 def current_rank() -> Optional[int]:
     """The rank of the worker running the calling task (None outside a task)."""
     return getattr(_context, "rank", None)
+
+
+def current_worker() -> Optional["Worker"]:
+    """The worker whose thread calls this (a task, or a function given to ``run``)."""
+    return getattr(_context, "worker", None)
+
+
+def report_crashes(rank: int) -> None:
+    """In a worker process: make a dying worker name its rank and task on stderr.
+
+    A segfault prints every thread's stack (the task's frame names rank and task); a task
+    calling ``os._exit`` prints which task did so before the process ends.
+    """
+    faulthandler.enable(all_threads=True)
+    real_exit = os._exit
+
+    def _exit(code: int) -> None:
+        key = getattr(_context, "key", None)
+        os.write(2, (f"mpifutures: task {key!r} called os._exit({code}) on rank {rank}; "
+                     "this worker process ends, and the MPI job with it.\n").encode())
+        real_exit(code)
+
+    os._exit = _exit
 
 
 class _Task:
@@ -72,6 +98,7 @@ class Worker:
         self.seq = itertools.count()
         self.trace = False
         self.records: list[dict] = []
+        self._runners: dict[str, Callable] = {}
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
         transport.wake = self.backoff.wake
         self.running = True
@@ -86,6 +113,7 @@ class Worker:
     def run(self) -> None:
         """Serve until the scheduler says STOP."""
         tighten_timer_slack()
+        _context.worker, _context.rank = self, self.rank
         for thread in self.threads:
             thread.start()
         try:
@@ -210,7 +238,7 @@ class Worker:
             value = loads(payload)
         except Exception as exc:  # noqa: BLE001 - fail the tasks that needed it
             self._fail_waiters(key, f"input {key!r} fetched from rank {source} failed to "
-                                    f"unpickle on rank {self.rank}: {exc!r}")
+                                    f"unpickle on rank {self.rank}: {exc!r}", SerializationError)
             return
         self.stats["bytes_fetched"] += payload.nbytes
         for task in self.waiters.get(key, ()):
@@ -238,10 +266,10 @@ class Worker:
             if not task.missing and task.key in self.pending:
                 self._push_ready(task)
 
-    def _fail_waiters(self, key: str, message: str) -> None:
+    def _fail_waiters(self, key: str, message: str, kind: type = DataLostError) -> None:
         for task in self.waiters.pop(key, ()):
             if self.pending.pop(task.key, None) is not None:
-                err = failure.describe(message, task.key, self.rank, DataLostError)
+                err = failure.describe(message, task.key, self.rank, kind)
                 self.outbox[self.scheduler].append((P.FAILED, task.key, err))
 
     def _push_ready(self, task: _Task) -> None:
@@ -252,7 +280,7 @@ class Worker:
     # ------------------------------------------------------------ compute
 
     def _compute(self) -> None:
-        _context.rank = self.rank
+        _context.worker, _context.rank = self, self.rank
         while self.running:
             with self.ready_cond:
                 while not self.ready and self.running:
@@ -268,10 +296,17 @@ class Worker:
 
     def _execute(self, task: _Task) -> tuple:
         start = time.time()
+        _context.key = task.key
         try:
             fn = functions.loads(task.token, task.fn_bytes)
             args, kwargs = loads(task.args, self.store)
-            value = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a bad argument fails only this task
+            err = SerializationError(f"the function or arguments of task {task.key!r} failed "
+                                     f"to unpickle on rank {self.rank}: {exc!r}")
+            err.__cause__ = exc
+            return task, False, failure.capture(err, task.key, self.rank), None, start
+        try:
+            value = self._runner(task.key)(fn, args, kwargs)
         except BaseException as exc:  # noqa: BLE001 - the worker survives every task error
             return task, False, failure.capture(exc, task.key, self.rank), None, start
         try:
@@ -280,6 +315,17 @@ class Worker:
             return task, False, failure.unpicklable_result(value, task.key, self.rank, exc), \
                 None, start
         return task, True, value, payload, start
+
+    def _runner(self, key: str) -> Callable:
+        """A trampoline whose frame names the rank and task, for crash dumps (faulthandler)."""
+        prefix = key.rsplit("-", 1)[0]
+        runner = self._runners.get(prefix)
+        if runner is None:
+            where = f"<mpifutures worker rank {self.rank}, running a task {prefix!r}>"
+            namespace: dict = {}
+            exec(compile(_RUNNER, where, "exec"), namespace)
+            runner = self._runners[prefix] = namespace["run_task"]
+        return runner
 
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any, start: float) -> None:
         stop = time.time()

@@ -94,3 +94,15 @@ def touch(path):
 def hostname():
     import socket
     return socket.gethostname()
+
+
+def stored_keys():
+    from mpifutures.worker import current_worker
+    return set(current_worker().store)
+
+
+def node(i, fails, gate, *inputs):
+    """A node of a random graph: i plus the sum of its inputs, or an error."""
+    if fails:
+        raise ValueError(f"node {i} failed")
+    return i + sum(inputs)

@@ -161,6 +161,7 @@ def test_dropping_futures_of_big_arrays_keeps_worker_memory_flat():
 
 def test_behaviour_suite_under_mpiexec():
     r = mpiexec(3, ["-m", "mpifutures", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "tests/test_executor.py", "tests/test_api.py"], timeout=400)
+                    "tests/test_executor.py", "tests/test_api.py", "tests/test_faults.py",
+                    "tests/test_random_dags.py"], timeout=500)
     assert r.returncode == 0, r
     assert re.search(r"\d+ passed", r.stdout) and "failed" not in r.stdout, r

@@ -1,0 +1,145 @@
+"""Faults that end the job, and load: whole programs under mpiexec, each with a timeout."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.mpirun import ROOT, mpiexec
+
+ENV = {"PYTHONPATH": ROOT}
+
+
+def launch(n, code, timeout=60, env=None):
+    return mpiexec(n, ["-m", "mpifutures", "-c", textwrap.dedent(code)], timeout=timeout,
+                   env={**ENV, **(env or {})})
+
+
+@pytest.mark.parametrize("fault, expect", [
+    ("crash_exit", r"task 'crash_exit-\w+' called os._exit\(3\) on rank \d"),
+    ("crash_segfault", r"Segmentation fault[\s\S]*mpifutures worker rank \d, running a task "
+                       r"'crash_segfault'"),
+])
+def test_a_dying_worker_ends_the_job_and_names_rank_and_task(fault, expect):
+    start = time.monotonic()
+    r = launch(3, f"""
+        from mpifutures import Executor
+        from tests import faults
+        Executor().submit(faults.{fault}).result(timeout=60)
+    """)
+    assert not r.timed_out and r.returncode != 0, r
+    assert time.monotonic() - start < 30
+    assert re.search(expect, r.stderr), r
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_mpiexec_ends_every_rank_promptly(sig):
+    code = textwrap.dedent("""
+        import time
+        from mpifutures import Executor
+        ex = Executor()
+        ex.submit(time.sleep, 600)
+        print("running", flush=True)
+        time.sleep(600)
+    """)
+    cmd = ["mpiexec", "-n", "3", sys.executable, "-m", "mpifutures", "-c", code]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, **ENV})
+    try:
+        assert proc.stdout.readline().strip() == "running"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "mpifutures: the job was interrupted" in err, err
+
+
+def test_an_endless_task_times_out_and_the_job_still_ends():
+    start = time.monotonic()
+    r = launch(3, """
+        import concurrent.futures as cf
+        from mpifutures import Executor
+        from tests import faults
+        ex = Executor()
+        stuck = ex.submit(faults.hang_forever)
+        try:
+            stuck.result(timeout=2)
+        except cf.TimeoutError:
+            print("timed out as asked")
+        ex.shutdown(wait=True, cancel_futures=True)
+        print("shut down")
+    """, env={"MPIFUTURES_SHUTDOWN_TIMEOUT": "5"}, timeout=60)
+    assert "timed out as asked" in r.stdout and "shut down" in r.stdout, r
+    assert r.returncode == 0, r
+    assert time.monotonic() - start < 25
+
+
+@pytest.mark.slow
+def test_200k_dropped_tasks_keep_memory_flat():
+    r = launch(3, """
+        import os, time
+        from mpifutures import Executor
+        from tests import tasks
+
+        def rss(*_):
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+        ex = Executor()
+        def all_rss():
+            ranks = {w: ex.submit(rss, w, workers=[w], pure=False) for w in ex.workers}
+            return [rss()] + [f.result() for f in ranks.values()]
+        window = []
+        for i in range(200_000):
+            window.append(ex.submit(tasks.inc, i, pure=False))
+            if len(window) == 2000:
+                ex.gather(window)
+                window = []
+            if i == 20_000:
+                warm = all_rss()
+        end = all_rss()
+        print("growth MB", max(e - w for e, w in zip(end, warm)))
+        print("left", ex.statistics()["tasks_in_scheduler"])
+    """, timeout=600)
+    assert r.returncode == 0, r
+    growth = float(re.search(r"growth MB ([-\d.]+)", r.stdout).group(1))
+    assert growth < 50, r
+
+
+@pytest.mark.slow
+def test_a_3gb_array_moves_worker_to_worker_and_to_rank0_intact():
+    r = launch(3, """
+        import numpy as np
+        from mpifutures import Executor
+
+        def make(n):
+            a = np.arange(n, dtype=np.uint8)
+            return a
+
+        def checksum(a):
+            return int(a[::4096].astype(np.uint64).sum()), int(a.size), int(a[-1])
+
+        ex = Executor()
+        a, b = list(ex.workers)
+        n = 3 * 2**30 + 12345
+        x = ex.submit(make, n, workers=[a])
+        there = ex.submit(checksum, x, workers=[b]).result(timeout=300)
+        local = ex.submit(checksum, x, workers=[a]).result(timeout=300)
+        here = checksum(x.result(timeout=300))
+        print("sums", here == there == local, here)
+        print("moved", ex.statistics()["bytes_between_workers"] >= n)
+    """, timeout=600)
+    assert r.returncode == 0, r
+    assert "sums True" in r.stdout and "moved True" in r.stdout, r

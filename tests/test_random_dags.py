@@ -1,0 +1,73 @@
+"""Random task graphs with failures and cancellations end exactly as a serial evaluation says.
+
+Part of the behaviour suite (in-process and under mpiexec).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import time
+
+from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as st
+
+from tests import tasks
+
+
+@st.composite
+def graphs(draw):
+    n = draw(st.integers(1, 500))
+    nodes = []
+    for i in range(n):
+        deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
+        nodes.append((deps, draw(st.integers(0, 19)) == 0, draw(st.integers(0, 29)) == 0))
+    return nodes  # (inputs, fails, cancelled)
+
+
+def serial(nodes):
+    """What each node must end as: ("finished", value), ("error", {messages}), ("cancelled",)."""
+    out = []
+    for i, (deps, fails, cancelled) in enumerate(nodes):
+        ins = [out[d] for d in deps]
+        if cancelled or any(s[0] == "cancelled" for s in ins):
+            out.append(("cancelled",))  # cancels land before anything runs
+        elif any(s[0] == "error" for s in ins):  # never runs: fails as one of its inputs
+            out.append(("error", set().union(*(s[1] for s in ins if s[0] == "error"))))
+        elif fails:
+            out.append(("error", {f"node {i} failed"}))
+        else:
+            out.append(("finished", i + sum(s[1] for s in ins)))
+    return out
+
+
+# No shrinking: a failing 500-task graph would take minutes to shrink; it is printed whole.
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(nodes=graphs())
+def test_random_graphs_match_a_serial_evaluation(executor, nodes):
+    gate = executor.submit(tasks.sleep, 0.5, pure=False)  # holds every task until cancels land
+    futures = []
+    for i, (deps, fails, _) in enumerate(nodes):
+        futures.append(executor.submit(tasks.node, i, fails, gate, *[futures[d] for d in deps],
+                                       pure=False))
+    for f, (_, _, cancelled) in zip(futures, nodes):
+        if cancelled:
+            f.cancel()
+    assume(not gate.done())  # the cancels must land before any node can run
+    cf.wait(futures, timeout=120)
+    for i, (f, want) in enumerate(zip(futures, serial(nodes))):
+        assert f.status == want[0], (i, f, want)
+        if want[0] == "finished":
+            assert f.result() == want[1]
+        elif want[0] == "error":
+            assert str(f.exception()) in want[1]
+    keys = {f.key for f in futures} | {gate.key}
+    del futures, gate, f
+    gc.collect()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = set().union(*executor.run(tasks.stored_keys).values()) & keys
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"{len(left)} keys still held by workers"
