@@ -32,4 +32,6 @@ NP=${LSB_DJOB_NUMPROC:-4}
 echo "mpifutures: job ${LSB_JOBID:-?} with ${NP} processes on ${LSB_HOSTS:-?}: $*"
 
 # MPICH's and Open MPI's mpiexec read the LSF allocation themselves; -n keeps the count explicit.
+# If a rank dies before MPI is up (bad environment, import error), MPICH's mpiexec leaves
+# the others waiting in MPI_Init until the walltime: keep it short while trying things out.
 "$MPIEXEC" -n "$NP" "$PYTHON" -m mpifutures "$@"

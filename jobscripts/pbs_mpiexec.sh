@@ -33,4 +33,6 @@ NP=$(wc -l <"$PBS_NODEFILE")
 echo "mpifutures: job ${PBS_JOBID} with ${NP} processes: $*"
 
 # -machinefile is understood by both MPICH's and Open MPI's mpiexec.
+# If a rank dies before MPI is up (bad environment, import error), MPICH's mpiexec leaves
+# the others waiting in MPI_Init until the walltime: keep it short while trying things out.
 "$MPIEXEC" -n "$NP" -machinefile "$PBS_NODEFILE" "$PYTHON" -m mpifutures "$@"

@@ -29,6 +29,9 @@ echo "mpifutures: job ${SLURM_JOB_ID} on ${SLURM_JOB_NUM_NODES} node(s) ${SLURM_
     "${SLURM_NTASKS} tasks: $*"
 
 # Say -n explicitly: left alone, an mpiexec may count cores instead of Slurm tasks.
+# Caveat: if a rank dies before MPI is up (a bad environment, an import error), MPICH's mpiexec
+# leaves the other ranks waiting in MPI_Init until the job's time limit, so keep --time short
+# while trying things out; the srun scripts end such a job at once (--kill-on-bad-exit).
 # Open MPI run as root (containers) also needs OMPI_ALLOW_RUN_AS_ROOT=1 and
 # OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, and --oversubscribe if tasks outnumber cores.
 "$MPIEXEC" -n "$SLURM_NTASKS" "$PYTHON" -m mpifutures "$@"

@@ -8,7 +8,7 @@
 #   eval "$(tests/slurm/slurm.sh env)"   point sbatch/srun/squeue at this cluster
 #
 # Everything lives in $MPIFUTURES_SLURM_DIR (default /tmp/mpifutures-slurm): slurm.conf, a
-# private munge key and socket, spool and log folders, and "pids" with the daemons' PIDs.
+# private munge key and socket, spool folders, log/ (each daemon's stderr) and "pids".
 # Clients find the cluster through SLURM_CONF, so /etc/slurm is left alone. Daemons run in
 # the foreground (-D/-F) as plain background jobs of this script, so the PIDs we record are
 # the daemons themselves and `stop` never has to look processes up by name.
@@ -21,6 +21,10 @@ PIDS=$STATE/pids
 CTLD_PORT=${MPIFUTURES_SLURM_PORT:-16817}
 CPUS_PER_NODE=${MPIFUTURES_SLURM_CPUS:-4}   # more than the 2 cores: jobs of 4 ranks fit one node
 WAIT_S=${MPIFUTURES_SLURM_WAIT_S:-30}       # bound for every wait in this script
+# Job IDs would restart at 1 with every fresh state; start them at random instead. MPICH names
+# its shared memory after the PMI job ID ("4.0"), ranks that get killed leave that file in
+# /dev/shm, and a later job with the same ID on this host then hangs in MPI_Init on it.
+FIRST_JOB_ID=${MPIFUTURES_SLURM_FIRST_JOB_ID:-$(((RANDOM * 32768 + RANDOM) % 60000000 + 1))}
 
 export SLURM_CONF=$CONF
 
@@ -28,9 +32,18 @@ log() { echo "slurm.sh: $*" >&2; }
 
 die() {
     log "$*"
+    exit 1
+}
+
+# A start that went wrong: show why, and take down whatever did start.
+start_failed() {
+    log "$*"
+    local f
     for f in "$STATE"/log/*; do
-        [[ -f $f ]] && { echo "----- $f" >&2; tail -n 30 "$f" >&2; }
+        echo "----- $f" >&2
+        tail -n 30 "$f" >&2
     done
+    cmd_stop
     exit 1
 }
 
@@ -44,7 +57,8 @@ wait_for() {
 }
 
 cmd_install() {
-    if command -v sbatch >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then
+    if command -v sbatch >/dev/null && command -v slurmd >/dev/null &&
+        command -v munged >/dev/null; then
         log "slurm-wlm and munge already installed"
         return
     fi
@@ -54,13 +68,27 @@ cmd_install() {
         install -y -qq --no-install-recommends slurm-wlm munge
 }
 
-# The PIDs recorded by `start` that are still alive.
+# "PID name" for each daemon recorded by `start` that is still alive. A PID counts only while
+# its command line still names our state folder, so a reused PID is never signalled.
 alive_pids() {
     [[ -f $PIDS ]] || return 0
     local pid name
     while read -r pid name; do
-        kill -0 "$pid" 2>/dev/null && echo "$pid $name"
+        if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$STATE/"; then
+            echo "$pid $name"
+        fi
     done <"$PIDS"
+}
+
+# Remove the state folder, but only one that this script made (or an empty one): a mistaken
+# MPIFUTURES_SLURM_DIR must not cost anybody their files.
+remove_state() {
+    [[ -e $STATE ]] || return 0
+    if [[ -f $CONF || -f $PIDS || -z $(ls -A "$STATE") ]]; then
+        rm -rf "$STATE"
+    else
+        die "$STATE exists and is not ours (no slurm.conf or pids in it): not touching it"
+    fi
 }
 
 write_conf() {
@@ -82,8 +110,6 @@ SlurmdSpoolDir=$STATE/spool/%n
 TmpFS=$STATE/tmp/%n
 SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd-%n.pid
-SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd-%n.log
 # No cgroups in a container: track processes through /proc, no CPU binding.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -94,6 +120,7 @@ MpiDefault=pmi2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/builtin
+FirstJobId=$FIRST_JOB_ID
 MailProg=/bin/true
 ReturnToService=2
 # Refuse jobs that can never run, instead of leaving them PENDING and sbatch --wait hanging.
@@ -128,11 +155,11 @@ cmd_start() {
         return
     fi
     command -v slurmctld >/dev/null || die "slurmctld not found: run '$0 install' first"
-    rm -rf "$STATE"
+    remove_state
     # munged requires the socket's folder to be searchable by all, and the key private.
-    mkdir -p -m 755 "$STATE" "$STATE/munge"
-    mkdir -p -m 700 "$STATE/munge/key"
-    mkdir -p "$STATE/ctld" "$STATE/log"
+    mkdir -p "$STATE/munge/key" "$STATE/ctld" "$STATE/log"
+    chmod 755 "$STATE" "$STATE/munge"
+    chmod 700 "$STATE/munge/key"
     local i
     for ((i = 1; i <= nodes; i++)); do mkdir -p "$STATE/spool/n$i" "$STATE/tmp/n$i"; done
 
@@ -149,17 +176,18 @@ cmd_start() {
         --pid-file="$STATE/munge/munged.pid" --seed-file="$STATE/munge/seed" \
         >"$STATE/log/munged.log" 2>&1 &
     echo "$! munged" >>"$PIDS"
-    wait_for test -S "$STATE/munge/munge.socket" || die "munged did not create its socket"
+    wait_for test -S "$STATE/munge/munge.socket" || start_failed "munged did not create its socket"
 
-    slurmctld -D -f "$CONF" >>"$STATE/log/slurmctld.out" 2>&1 &
+    slurmctld -D -f "$CONF" >"$STATE/log/slurmctld.log" 2>&1 &
     echo "$! slurmctld" >>"$PIDS"
-    wait_for timeout 5 scontrol ping || die "slurmctld did not answer"
+    wait_for timeout 5 scontrol ping || start_failed "slurmctld did not answer"
 
     for ((i = 1; i <= nodes; i++)); do
-        slurmd -D -N "n$i" -f "$CONF" >>"$STATE/log/slurmd-n$i.out" 2>&1 &
+        slurmd -D -N "n$i" -f "$CONF" >"$STATE/log/slurmd-n$i.log" 2>&1 &
         echo "$! slurmd-n$i" >>"$PIDS"
     done
-    wait_for all_idle || die "nodes not idle after ${WAIT_S}s: $(sinfo -N 2>&1 | tr '\n' ' ')"
+    wait_for all_idle ||
+        start_failed "nodes not idle after ${WAIT_S}s: $(sinfo -N 2>&1 | tr '\n' ' ')"
     log "up: $nodes node(s); use it with: export SLURM_CONF=$CONF"
 }
 
@@ -172,22 +200,17 @@ cmd_stop() {
             sleep 0.5
         done
         local pid name
-        # Node daemons first, munged last: the others need it to say goodbye.
-        tac "$PIDS" | while read -r pid name; do
-            kill -TERM "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + WAIT_S))
-            while kill -0 "$pid" 2>/dev/null; do
-                if ((SECONDS >= deadline)); then
-                    log "$name ($pid) ignored SIGTERM for ${WAIT_S}s: SIGKILL"
-                    kill -KILL "$pid" 2>/dev/null || true
-                    break
-                fi
-                sleep 0.2
-            done
+        # All at once: each daemon takes a second or two to exit, none needs another to do so.
+        for pid in $(alive_pids | cut -d' ' -f1); do kill -TERM "$pid" 2>/dev/null || true; done
+        deadline=$((SECONDS + WAIT_S))
+        while [[ -n $(alive_pids) ]] && ((SECONDS < deadline)); do sleep 0.2; done
+        alive_pids | while read -r pid name; do
+            log "$name ($pid) ignored SIGTERM for ${WAIT_S}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
         done
+        wait_for test -z "$(alive_pids)" || log "still alive after SIGKILL: $(alive_pids)"
     fi
-    # Only our own folder, and only if it looks like ours.
-    [[ -f $CONF || -f $PIDS ]] && rm -rf "$STATE"
+    remove_state
     log "stopped"
 }
 
