@@ -13,7 +13,7 @@ from .errors import (DataLostError, ExecutorClosedError, MpiFuturesError, NoWork
                      RemoteTraceback, SerializationError, TaskExit, WorkerLostError)
 from .executor import Executor
 from .future import Future
-from .launch import init
+from .launch import init, spmd
 from .pool import PoolExecutor
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 
@@ -36,5 +36,6 @@ __all__ = [
     "WorkerLostError",
     "as_completed",
     "init",
+    "spmd",
     "wait",
 ]

@@ -37,6 +37,9 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
                              "(default 0.001)")
     parser.add_argument("--idle-backoff", type=float, metavar="SECONDS",
                         help="longest sleep after a second without traffic (default 0.01)")
+    parser.add_argument("--mpi-info", action="store_true",
+                        help="print one line naming the MPI library and thread level, and "
+                             "the world size, then exit")
     parser.add_argument("--report", metavar="FILE.html",
                         help="record the task stream and write a performance report here")
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module")
@@ -46,8 +49,10 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
         return opts, "module", opts.module, rest
     if opts.code is not None:
         return opts, "code", opts.code, rest
-    if not rest:
+    if not rest and not opts.mpi_info:
         parser.error("give a script, -m module or -c code to run")
+    if not rest:
+        return opts, "info", "", []
     return opts, "script", rest[0], rest[1:]
 
 
@@ -61,7 +66,7 @@ def _split(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.N
             return parser.parse_args(argv[:i + 2]), argv[i + 2:]
         if not arg.startswith("-"):
             return parser.parse_args(argv[:i]), argv[i:]
-        if arg in ("-h", "--help") or "=" in arg:
+        if arg in ("-h", "--help", "--mpi-info") or "=" in arg:
             i += 1
         else:
             i += 2
@@ -140,6 +145,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = configmod.load()
     MPI = launch.mpi(config)
     launch.check_wiring(MPI)
+    if kind == "info":
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            print(launch.describe(MPI))
+        return 0
     comm = MPI.COMM_WORLD.Dup()
     setup_logging(config, comm.Get_rank())
     install_signal_handlers(comm.Get_rank())

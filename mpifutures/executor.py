@@ -43,6 +43,7 @@ class Executor:
             from .launch import current_cluster
             cluster = current_cluster(max_workers)
         self._cluster = cluster
+        self._owns_cluster = getattr(cluster, "spawned", None) is not None
         self._session = next(_sessions)
         self._lock = threading.Lock()
         self._closed = False
@@ -369,6 +370,9 @@ class Executor:
         if wait and pending:
             cf.wait(pending)
         self._cluster.post(("close", self._session))
+        if self._owns_cluster:  # spawn mode: these workers are ours alone
+            from .spawn import stop
+            stop(self._cluster)
 
     def _check_open(self, what: str) -> None:
         if self._closed:

@@ -5,7 +5,8 @@ Three ways in, one branching point:
 * ``python -m mpifutures script.py`` (:func:`run_launcher`): the cluster lives as long as the
   launcher; rank 0 runs the script as ``__main__``, the others serve until it ends.
 * ``mpifutures.init()`` in an SPMD script (:func:`init`): workers serve and exit inside the
-  call; rank 0 returns and its cluster stops when the interpreter exits.
+  call; rank 0 returns and its cluster stops when the interpreter exits. The context manager
+  :func:`spmd` does the same within a ``with`` block and lets every rank go on after it.
 * spawn mode (:func:`current_cluster` in a 1-rank job): ``Executor(max_workers=k)`` spawns k
   worker processes with ``MPI.COMM_SELF.Spawn``.
 
@@ -16,11 +17,12 @@ itself is); everything else is passed explicitly.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from . import config as configmod
 from .errors import MpiFuturesError
@@ -48,6 +50,7 @@ def mpi(config: configmod.Config) -> Any:
     from mpi4py import MPI
 
     provided = MPI.Query_thread()
+    log.info(describe(MPI))
     if provided < MPI.THREAD_SERIALIZED:
         names = {MPI.THREAD_SINGLE: "SINGLE", MPI.THREAD_FUNNELED: "FUNNELED"}
         raise MpiFuturesError(
@@ -55,6 +58,15 @@ def mpi(config: configmod.Config) -> Any:
             "needs MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE (rank 0 calls MPI from its "
             "scheduler thread). Use an MPI built with thread support.")
     return MPI
+
+
+def describe(MPI: Any) -> str:
+    """One line: the MPI library, its version, the thread level and the world size."""
+    levels = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
+              MPI.THREAD_SERIALIZED: "serialized", MPI.THREAD_MULTIPLE: "multiple"}
+    library = MPI.Get_library_version().strip().splitlines()[0].strip()
+    return (f"MPI: {library}; MPI standard {'.'.join(map(str, MPI.Get_version()))}; thread "
+            f"level {levels.get(MPI.Query_thread(), '?')}; {MPI.COMM_WORLD.Get_size()} ranks")
 
 
 def check_wiring(MPI: Any) -> None:
@@ -72,16 +84,19 @@ def check_wiring(MPI: Any) -> None:
                 "or `srun --mpi=pmi2` under Slurm with the PyPI mpich wheel.")
 
 
-def start_scheduler(comm: Any, config: configmod.Config, owner: str) -> Any:
-    """Start rank 0's scheduler on ``comm`` and make it this process's cluster."""
+def start_scheduler(comm: Any, config: configmod.Config, owner: str,
+                    register: bool = True) -> Any:
+    """Start rank 0's scheduler on ``comm``; ``register``: make it this process's cluster."""
     from .mpi_transport import MPITransport
     from .scheduler import Scheduler
 
     scheduler = Scheduler(MPITransport(comm), config)
     scheduler.start()
-    with _state.lock:
-        _state.scheduler, _state.owner = scheduler, owner
-    log.info("mpifutures on %s, %d workers", scheduler.t.describe(), len(scheduler.workers))
+    if register:
+        with _state.lock:
+            _state.scheduler, _state.owner = scheduler, owner
+    log.info("mpifutures %s on %s, %d workers", owner, scheduler.t.describe(),
+             len(scheduler.workers))
     return scheduler
 
 
@@ -147,3 +162,37 @@ def init() -> Any:
     scheduler = start_scheduler(comm, config, "init")
     atexit.register(stop_scheduler, 0)
     return scheduler
+
+
+@contextlib.contextmanager
+def spmd(comm: Any = None) -> Iterator[Any]:
+    """SPMD block: rank 0 gets an :class:`~mpifutures.Executor`, every other rank ``None``.
+
+    ::
+
+        with mpifutures.spmd() as ex:
+            if ex is not None:          # rank 0 only; the workers serve meanwhile
+                print(ex.submit(f, 1).result())
+        # every rank goes on here once rank 0 left the block
+
+    Args:
+        comm: the communicator whose ranks form the cluster (default: ``COMM_WORLD``).
+    """
+    from .executor import Executor
+
+    config = configmod.load()
+    MPI = mpi(config)
+    comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
+    if comm.Get_rank() != 0:
+        serve(comm, config)
+        yield None
+        return
+    scheduler = start_scheduler(comm, config, "spmd", register=False)
+    executor = Executor(cluster=scheduler)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        if not scheduler.stop(config.shutdown_timeout):
+            sys.stderr.write("mpifutures: workers did not stop in time; aborting the job.\n")
+            scheduler.t.abort(1)

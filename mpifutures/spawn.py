@@ -1,15 +1,79 @@
-"""Spawn mode: a plain ``python`` process starts its own workers with ``MPI.COMM_SELF.Spawn``."""
+"""Spawn mode: a plain ``python`` process starts its own workers with ``MPI.COMM_SELF.Spawn``.
+
+``Executor(max_workers=k)`` outside ``mpiexec`` spawns ``k`` processes running
+``python -m mpifutures.spawn``, merges the intercommunicator into one communicator whose rank 0
+is this process, and drives them like any cluster. That executor owns the workers: its
+``shutdown()`` (or the interpreter's exit) stops them and disconnects.
+"""
 
 from __future__ import annotations
 
+import atexit
+import logging
+import sys
 from typing import Any, Optional
 
 from .config import Config
 from .errors import MpiFuturesError
 
+log = logging.getLogger(__name__)
+
 
 def spawn_cluster(MPI: Any, config: Config, max_workers: Optional[int]) -> Any:
-    """Spawn workers and return a scheduler that owns them (not implemented yet)."""
-    raise MpiFuturesError(
-        "no mpifutures cluster is running in this process. Start the script with "
-        "`mpiexec -n N python -m mpifutures script.py`, or call mpifutures.init() first.")
+    """Spawn workers; return a scheduler that owns them (stop it with :func:`stop`)."""
+    from .launch import start_scheduler
+
+    n = config.max_workers if max_workers is None else max_workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+    try:
+        inter = MPI.COMM_SELF.Spawn(sys.executable, args=["-m", "mpifutures.spawn"],
+                                    maxprocs=n)
+    except MPI.Exception as exc:
+        raise MpiFuturesError(
+            f"could not spawn {n} worker processes ({exc}). Some MPI set-ups cannot spawn "
+            "(Cray, srun with PMI, MPI built without a process manager). Start the script "
+            "under MPI instead: `mpiexec -n N python -m mpifutures script.py`.") from exc
+    comm = inter.Merge(high=False)
+    scheduler = start_scheduler(comm, config, "spawn", register=False)
+    scheduler.spawned = (comm, inter)
+    atexit.register(stop, scheduler)
+    return scheduler
+
+
+def stop(scheduler: Any) -> None:
+    """Stop spawned workers and disconnect from them; abort if they do not stop in time."""
+    comms = getattr(scheduler, "spawned", None)
+    if comms is None:
+        return
+    scheduler.spawned = None
+    atexit.unregister(stop)
+    if scheduler.stop(scheduler.config.shutdown_timeout):
+        for comm in comms:
+            comm.Disconnect()
+        return
+    log.error("spawned workers did not stop within %s s; aborting",
+              scheduler.config.shutdown_timeout)
+    scheduler.t.abort(1)
+
+
+def _worker_main() -> None:
+    """Entry of a spawned worker process."""
+    from . import config as configmod
+    from .launch import mpi, serve
+    from .logs import setup_logging
+
+    config = configmod.load()
+    MPI = mpi(config)
+    parent = MPI.Comm.Get_parent()
+    if parent == MPI.COMM_NULL:
+        raise SystemExit("mpifutures.spawn is started by Executor() in spawn mode, not by hand")
+    comm = parent.Merge(high=True)
+    setup_logging(config, comm.Get_rank())
+    serve(comm, config)
+    comm.Disconnect()
+    parent.Disconnect()
+
+
+if __name__ == "__main__":
+    _worker_main()

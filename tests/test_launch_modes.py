@@ -1,0 +1,134 @@
+"""Every way to start mpifutures: SPMD scripts, spawn mode, launcher options, wrong wiring."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+
+from mpifutures import config as configmod
+from mpifutures.errors import MpiFuturesError
+from tests.mpirun import ROOT, mpiexec, run
+
+ENV = {"PYTHONPATH": ROOT}
+
+
+def script(tmp_path, body, name="job.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_spmd_init_returns_on_rank0_and_workers_exit_with_the_job(tmp_path):
+    path = script(tmp_path, """
+        import sys
+        import mpifutures
+        mpifutures.init()                      # workers serve here and exit with the job
+        from mpi4py import MPI
+        ex = mpifutures.Executor()
+        print("rank", MPI.COMM_WORLD.rank, "got", ex.submit(sum, [1, 2]).result(), flush=True)
+        sys.exit(int(sys.argv[1]))
+    """)
+    r = mpiexec(3, [path, "0"], timeout=60, env=ENV)
+    assert r.returncode == 0, r
+    assert r.stdout.count("got 3") == 1 and "rank 0 got 3" in r.stdout, r
+    assert mpiexec(3, [path, "3"], timeout=60, env=ENV).returncode == 3
+
+
+def test_spmd_context_manager(tmp_path):
+    path = script(tmp_path, """
+        import mpifutures
+        from mpi4py import MPI
+        with mpifutures.spmd() as ex:
+            if ex is not None:
+                print("result", ex.gather(ex.map(abs, [-1, -2])), flush=True)
+        print("after", MPI.COMM_WORLD.rank, flush=True)
+    """)
+    r = mpiexec(3, [path], timeout=60, env=ENV)
+    assert r.returncode == 0, r
+    assert "result [1, 2]" in r.stdout and r.stdout.count("after") == 3, r
+
+
+def test_spawn_mode_spawns_and_shutdown_ends_the_workers(tmp_path):
+    path = script(tmp_path, """
+        import os, time
+        from mpifutures import Executor
+        with Executor(max_workers=2) as ex:
+            pids = set(ex.run(os.getpid).values())
+            print("workers", ex.nworkers, ex.gather(ex.map(abs, [-3, -4])), flush=True)
+        def alive(pid):                        # a zombie has ended, only not been reaped
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+        deadline = time.monotonic() + 10
+        while any(map(alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("ended", not any(map(alive, pids)))
+        ex2 = Executor()                       # MPIFUTURES_MAX_WORKERS decides
+        print("second", ex2.nworkers)          # no shutdown: ended at exit
+    """)
+    r = run([sys.executable, path], timeout=60, env={**ENV, "MPIFUTURES_MAX_WORKERS": "3"})
+    assert r.returncode == 0, r
+    assert "workers 2 [3, 4]" in r.stdout and "ended True" in r.stdout, r
+    assert "second 3" in r.stdout, r
+
+
+def test_spawn_failure_says_what_to_do_instead():
+    class FakeMPI:
+        class Exception(Exception):
+            pass
+
+        class COMM_SELF:
+            @staticmethod
+            def Spawn(*args, **kwargs):
+                raise FakeMPI.Exception("spawn not supported")
+
+    from mpifutures.spawn import spawn_cluster
+    with pytest.raises(MpiFuturesError, match="python -m mpifutures script.py"):
+        spawn_cluster(FakeMPI, configmod.Config(max_workers=2), None)
+    with pytest.raises(ValueError, match="max_workers"):
+        spawn_cluster(FakeMPI, configmod.Config(), 0)
+
+
+def test_a_launcher_of_another_mpi_is_detected(tmp_path):
+    r = run([sys.executable, "-c", "from mpifutures import Executor; Executor()"], timeout=60,
+            env={**ENV, "OMPI_COMM_WORLD_SIZE": "4"})
+    assert r.returncode != 0
+    assert "different MPI libraries" in r.stderr and "every process thinks it is rank 0" \
+        in r.stderr, r
+
+
+def test_launcher_options(tmp_path):
+    r = mpiexec(2, ["-m", "mpifutures", "--mpi-info"], timeout=60, env=ENV)
+    assert r.returncode == 0 and "thread level multiple" in r.stdout and "2 ranks" in r.stdout
+    path = script(tmp_path, """
+        import threading, time
+        from mpifutures import Executor
+        def overlap(_):
+            time.sleep(0.3)
+            return threading.current_thread().name
+        ex = Executor()
+        start = time.monotonic()
+        names = set(ex.gather(ex.map(overlap, range(4))))
+        print("threads", len(names), "elapsed", round(time.monotonic() - start, 2))
+    """)
+    r = mpiexec(2, ["-m", "mpifutures", "--threads-per-worker", "4", "--backoff", "0.002",
+                    path], timeout=60, env=ENV)
+    assert r.returncode == 0 and "threads 4" in r.stdout, r
+    r = run([sys.executable, "-m", "mpifutures", "--help"], timeout=60, env=ENV)
+    assert "--threads-per-worker" in r.stdout and "MPIFUTURES_BACKOFF" in r.stdout
+
+
+def test_bad_configuration_is_named(monkeypatch):
+    monkeypatch.setenv("MPIFUTURES_BACKOFF", "fast")
+    with pytest.raises(ValueError, match="MPIFUTURES_BACKOFF"):
+        configmod.load()
+    monkeypatch.setenv("MPIFUTURES_BACKOFF", "0.001")
+    monkeypatch.setenv("MPIFUTURES_THREADS_PER_WORKER", "0")
+    with pytest.raises(ValueError, match="MPIFUTURES_THREADS_PER_WORKER"):
+        configmod.load()
