@@ -11,10 +11,12 @@ Run a script with ``mpiexec -n 4 python -m mpifutures script.py``; inside it::
 
 from .errors import (DataLostError, ExecutorClosedError, MpiFuturesError, NoWorkersError,
                      RemoteTraceback, SerializationError, TaskExit, WorkerLostError)
+from .diagnostics import performance_report
 from .executor import Executor
 from .future import Future
 from .launch import init, spmd
 from .pool import PoolExecutor
+from .progress import progress
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 
 __version__ = "0.1.0"
@@ -36,6 +38,8 @@ __all__ = [
     "WorkerLostError",
     "as_completed",
     "init",
+    "performance_report",
+    "progress",
     "spmd",
     "wait",
 ]

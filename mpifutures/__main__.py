@@ -155,10 +155,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if comm.Get_rank() != 0:
         launch.serve(comm, config)
         return 0
-    launch.start_scheduler(comm, config, "launcher")
-    code = run_target(kind, target, args)
+    scheduler = launch.start_scheduler(comm, config, "launcher")
+    if opts.report:
+        from .diagnostics import performance_report
+
+        with performance_report(opts.report, executor=None):
+            code = run_target(kind, target, args)
+    else:
+        code = run_target(kind, target, args)
     sys.stdout.flush()
     sys.stderr.flush()
+    del scheduler
     return launch.stop_scheduler(code)
 
 

@@ -12,6 +12,8 @@ MPIFUTURES_SHUTDOWN_TIMEOUT    10.0       seconds to wait for workers at exit, t
 MPIFUTURES_MAX_WORKERS         (cores)    workers spawned by ``Executor()`` in spawn mode
 MPIFUTURES_THREADS_PER_WORKER  1          compute threads on each worker
 MPIFUTURES_LOG_LEVEL           WARNING    level of the ``mpifutures`` loggers
+MPIFUTURES_TASK_STREAM         0          1: record the task stream from the start
+MPIFUTURES_TASK_STREAM_MAX     1000000    task-stream records kept on rank 0 (oldest dropped)
 =============================  =========  ==================================================
 """
 
@@ -60,6 +62,8 @@ class Config:
     max_workers: int = 0
     threads_per_worker: int = 1
     log_level: str = "WARNING"
+    task_stream: bool = False
+    task_stream_max: int = 1_000_000
 
 
 def load() -> Config:
@@ -74,4 +78,6 @@ def load() -> Config:
         max_workers=_int("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),
         threads_per_worker=_int("MPIFUTURES_THREADS_PER_WORKER", 1),
         log_level=os.environ.get("MPIFUTURES_LOG_LEVEL", "WARNING").upper(),
+        task_stream=_int("MPIFUTURES_TASK_STREAM", 0, minimum=0) > 0,
+        task_stream_max=_int("MPIFUTURES_TASK_STREAM_MAX", 1_000_000),
     )

@@ -316,6 +316,18 @@ class Executor:
         for f in [futures] if isinstance(futures, Future) else futures:
             self._cluster.post(("event", KeepRequested(f.key)))
 
+    def get_task_stream(self, *, record: Optional[bool] = None) -> list[dict]:
+        """The task-stream records collected so far, one dict per task, oldest first.
+
+        Records exist only while recording is on: inside :func:`mpifutures.performance_report`,
+        with ``--report`` or ``MPIFUTURES_TASK_STREAM=1``, or after ``record=True`` here
+        (``record=False`` stops it).
+        """
+        self._check_open("get_task_stream")
+        from .diagnostics import set_recording
+
+        return set_recording(self._cluster, record)
+
     # ------------------------------------------------------------ used by Future
 
     def _fetch(self, key: str) -> None:

@@ -8,7 +8,7 @@ scheduler → worker
     ``(FREE, keys)``   drop these keys        ``(CANCEL, keys)``   do not run these tasks
     ``(STORE, key, payload, forward)``  keep a value sent by the client (scatter) and pass it
     on to the ranks in ``forward`` (a binary tree: broadcast costs log2(N) steps)
-    ``(TRACE, on)``    record the task stream or stop      ``(STOP,)``   leave the loop
+    ``(STOP,)``   leave the loop
     ``(CALL, call_id, token, fn_bytes, args)``  run a function now, reply with ``CALLED``
 worker → scheduler
     ``(DONE, key, nbytes, inline_payload_or_None, fetched_keys, fetched_bytes)``
@@ -22,7 +22,6 @@ RUN = 1
 FREE = 2
 CANCEL = 3
 STORE = 4
-TRACE = 5
 STOP = 6
 CALL = 7
 DONE = 10

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _context = threading.local()
+_RECORDS_BATCH = 256  # task-stream records go to rank 0 in batches of this many
 _RUNNER = "def run_task(fn, args, kwargs):\n    return fn(*args, **kwargs)\n"
 
 
@@ -48,6 +49,18 @@ def current_rank() -> Optional[int]:
 def current_worker() -> Optional["Worker"]:
     """The worker whose thread calls this (a task, or a function given to ``run``)."""
     return getattr(_context, "worker", None)
+
+
+def task_stream_control(on: Optional[bool]) -> list[dict]:
+    """Run on a worker's loop: switch task-stream recording (None: leave it); return and
+    forget the records not yet sent to rank 0."""
+    worker = current_worker()
+    if worker is None:
+        raise RuntimeError("task_stream_control runs on workers only")
+    if on is not None:
+        worker.trace = on
+    records, worker.records = worker.records, []
+    return records
 
 
 def report_crashes(rank: int) -> None:
@@ -96,7 +109,7 @@ class Worker:
         self.ready: list = []
         self.ready_cond = threading.Condition()
         self.seq = itertools.count()
-        self.trace = False
+        self.trace = config.task_stream
         self.records: list[dict] = []
         self._runners: dict[str, Callable] = {}
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
@@ -137,7 +150,7 @@ class Worker:
             self._drain()
 
     def _flush(self) -> None:
-        if self.trace and self.records and len(self.records) >= 256:
+        if len(self.records) >= _RECORDS_BATCH:
             self.outbox[self.scheduler].append((P.RECORDS, self.records))
             self.records = []
         for dest, msgs in self.outbox.items():
@@ -191,12 +204,6 @@ class Worker:
                 self.outbox[part[0]].append((P.STORE, key, payload, part[1:]))
         self.payloads[key] = payload
         self._arrived(key, loads(payload))
-
-    def _on_trace(self, source: int, msg: tuple) -> None:
-        self.trace = bool(msg[1])
-        if not self.trace and self.records:
-            self.outbox[self.scheduler].append((P.RECORDS, self.records))
-            self.records = []
 
     def _on_stop(self, source: int, msg: tuple) -> None:
         self.running = False
@@ -253,7 +260,7 @@ class Worker:
 
     _handlers = {
         P.RUN: _on_run, P.FREE: _on_free, P.CANCEL: _on_cancel, P.STORE: _on_store,
-        P.TRACE: _on_trace, P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get,
+        P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get,
         P.DATA: _on_data, P.MISSING: _on_missing,
     }
 
@@ -295,7 +302,12 @@ class Worker:
                 self.backoff.wake.set()
 
     def _execute(self, task: _Task) -> tuple:
-        start = time.time()
+        start = time.time() if self.trace else 0.0
+        ok, value, payload = self._run(task)
+        return task, ok, value, payload, (start, time.time() if self.trace else 0.0)
+
+    def _run(self, task: _Task) -> tuple[bool, Any, Optional[Payload]]:
+        """Run one task: (True, value, payload) or (False, failure, None)."""
         _context.key = task.key
         try:
             fn = functions.loads(task.token, task.fn_bytes)
@@ -304,17 +316,15 @@ class Worker:
             err = SerializationError(f"the function or arguments of task {task.key!r} failed "
                                      f"to unpickle on rank {self.rank}: {exc!r}")
             err.__cause__ = exc
-            return task, False, failure.capture(err, task.key, self.rank), None, start
+            return False, failure.capture(err, task.key, self.rank), None
         try:
             value = self._runner(task.key)(fn, args, kwargs)
         except BaseException as exc:  # noqa: BLE001 - the worker survives every task error
-            return task, False, failure.capture(exc, task.key, self.rank), None, start
+            return False, failure.capture(exc, task.key, self.rank), None
         try:
-            payload: Optional[Payload] = dumps(value)
+            return True, value, dumps(value)
         except Exception as exc:  # noqa: BLE001 - unpicklable result fails only this task
-            return task, False, failure.unpicklable_result(value, task.key, self.rank, exc), \
-                None, start
-        return task, True, value, payload, start
+            return False, failure.unpicklable_result(value, task.key, self.rank, exc), None
 
     def _runner(self, key: str) -> Callable:
         """A trampoline whose frame names the rank and task, for crash dumps (faulthandler)."""
@@ -327,14 +337,14 @@ class Worker:
             runner = self._runners[prefix] = namespace["run_task"]
         return runner
 
-    def _finish(self, task: _Task, ok: bool, value: Any, payload: Any, start: float) -> None:
-        stop = time.time()
+    def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
+                times: tuple[float, float]) -> None:
         if self.pending.pop(task.key, None) is None or task.key in self.cancelled:
             self.cancelled.discard(task.key)
             return
         self.stats["tasks"] += 1
         if self.trace:
-            self._record(task, ok, start, stop, payload)
+            self._record(task, ok, times, payload)
         if not ok:
             self.outbox[self.scheduler].append((P.FAILED, task.key, value))
             return
@@ -347,10 +357,10 @@ class Worker:
             (P.DONE, task.key, value_nbytes(value, payload), inline, fetched, fetched_bytes))
         self._arrived(task.key, value)
 
-    def _record(self, task: _Task, ok: bool, start: float, stop: float, payload: Any) -> None:
+    def _record(self, task: _Task, ok: bool, times: tuple[float, float], payload: Any) -> None:
         self.records.append({
             "key": task.key, "prefix": task.key.rsplit("-", 1)[0], "rank": self.rank,
-            "start": start, "stop": stop, "status": "finished" if ok else "error",
+            "start": times[0], "stop": times[1], "status": "finished" if ok else "error",
             "nbytes": payload.nbytes if payload is not None else 0,
             "fetches": [{"from": s, "nbytes": n, "seconds": t} for _, s, n, t in task.fetched],
         })

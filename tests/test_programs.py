@@ -165,3 +165,31 @@ def test_behaviour_suite_under_mpiexec():
                     "tests/test_random_dags.py"], timeout=500)
     assert r.returncode == 0, r
     assert re.search(r"\d+ passed", r.stdout) and "failed" not in r.stdout, r
+
+
+def test_report_option_records_the_whole_script_and_renders(tmp_path):
+    import subprocess
+
+    from tests.test_report import _chrome_cmd, _chromium, _png_pixels
+
+    html = tmp_path / "tree.html"
+    r = mpiexec(4, ["-m", "mpifutures", "--report", str(html), "examples/tree_reduction.py",
+                    "--seed", "1"], 120)
+    assert r.returncode == 0, r
+    page = html.read_text()
+    assert "random" in page or "seeded_random" in page
+    from tests.conftest import require
+
+    binary = _chromium()
+    require(binary is not None, "no chromium binary on PATH (apt-get install -y chromium)")
+    dom = subprocess.run(_chrome_cmd(binary, tmp_path / "p") + ["--dump-dom", html.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "report-ready: 31 timeline shapes" in dom.stdout, dom.stdout[-1000:]
+    png = tmp_path / "tree.png"
+    subprocess.run(_chrome_cmd(binary, tmp_path / "p2") + [f"--screenshot={png}",
+                   "--window-size=1200,900", html.as_uri()], capture_output=True,
+                   timeout=120, check=True)
+    width, height, ch, rows = _png_pixels(png.read_bytes())
+    coloured = sum(1 for y in range(200, 400, 4) for x in range(0, width * ch, ch * 4)
+                   if max(rows[y][x:x + 3]) - min(rows[y][x:x + 3]) > 60)
+    assert coloured > 500, coloured

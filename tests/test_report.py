@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
+
 from mpifutures import report, trace
 
 SETTINGS = {"ranks": 8, "hosts": "node01,node02", "MPI library": "MPICH 4.1", "python": "3.11"}
@@ -284,7 +286,7 @@ def _png_pixels(data: bytes) -> tuple:
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     binary = _chromium()
     if binary is None:
-        pytest.skip("no chromium binary on PATH (apt-get install -y chromium); CI installs it")
+        require(False, "no chromium binary on PATH (apt-get install -y chromium); CI installs it")
     html_path, png = tmp_path / "r.html", tmp_path / "r.png"
     report.write_report(str(html_path), synth(400), SETTINGS)
     url = html_path.resolve().as_uri()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
+
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +67,7 @@ class Job:
 def slurm_env() -> Iterator[dict[str, str]]:
     """Start the test cluster (unless one is already up) and give the environment to use it."""
     if shutil.which("sbatch") is None:
-        pytest.skip("Slurm is not installed (sbatch not found): run tests/slurm/slurm.sh install")
+        require(False, "Slurm is not installed (sbatch not found): run tests/slurm/slurm.sh install")
     # Variables of an enclosing Slurm job (or a user's SBATCH_* defaults) would leak into ours.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}

@@ -1,0 +1,89 @@
+"""The task stream and the performance report.
+
+Workers record one dict per task (key, prefix, rank, start, stop, status, result bytes, and
+each input fetched: from which rank, how many bytes, how long) only while recording is on, so
+the cost is one flag test per task when nobody asks. Records go to rank 0 in batches; the rest
+are collected when someone reads the stream. :func:`performance_report` turns recording on
+for a block and writes one self-contained HTML file (see :mod:`mpifutures.report`) and,
+optionally, a Chrome trace-event file that Perfetto opens (see :mod:`mpifutures.trace`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import socket
+import sys
+import time
+from typing import Any, Iterator, Optional
+
+from .serialize import dumps_args, functions, loads
+
+
+def set_recording(cluster: Any, on: Optional[bool]) -> list[dict]:
+    """Switch recording on every worker (None: leave it); return the records collected."""
+    from .worker import task_stream_control
+
+    token, fn_bytes = functions.dumps(task_stream_control)
+    replies = cluster.call(token, fn_bytes, dumps_args((on,), {})[0])
+    fresh = [r for ok, payload in replies.values() if ok for r in loads(payload)]
+    return cluster.query(lambda s: _merge(s, fresh))
+
+
+def _merge(scheduler: Any, fresh: list[dict]) -> list[dict]:
+    scheduler.task_records.extend(fresh)
+    return sorted(scheduler.task_records, key=lambda r: r["start"])
+
+
+def settings(cluster: Any) -> dict[str, Any]:
+    """The job's settings shown in reports: ranks, hosts, MPI library, versions."""
+    import cloudpickle
+    import numpy
+
+    from . import __version__
+
+    hosts = cluster.hosts()
+    return {
+        "ranks": len(cluster.workers) + 1,
+        "workers": len(cluster.workers),
+        "hosts": ", ".join(sorted(set(hosts.values()) | {socket.gethostname()})),
+        "MPI": cluster.t.describe(),
+        "mpifutures": __version__,
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "cloudpickle": cloudpickle.__version__,
+        "platform": platform.platform(),
+        "threads per worker": cluster.config.threads_per_worker,
+    }
+
+
+@contextlib.contextmanager
+def performance_report(path: str, *, trace: Optional[str] = None,
+                       executor: Any = None) -> Iterator[None]:
+    """Record the task stream inside the block; then write an HTML report to ``path``.
+
+    Args:
+        path: the HTML file (self-contained: it opens offline, e.g. after ``scp``).
+        trace: also write the timeline as Chrome trace-event JSON here (open in Perfetto).
+        executor: whose cluster to record (default: this process's cluster).
+    """
+    from .report import write_report
+    from .trace import write_chrome_trace
+
+    cluster = executor._cluster if executor is not None else _current()
+    started = time.time()
+    set_recording(cluster, True)
+    try:
+        yield
+    finally:
+        records = [r for r in set_recording(cluster, cluster.config.task_stream)
+                   if r["stop"] >= started]
+        write_report(path, records, settings(cluster))
+        if trace is not None:
+            write_chrome_trace(trace, records)
+
+
+def _current() -> Any:
+    from .launch import current_cluster
+
+    return current_cluster()
