@@ -234,8 +234,9 @@ class Future(cf.Future):
 
     def _invoke_callbacks(self) -> None:
         # Runs on the scheduler thread: hand user callbacks to the callback thread.
-        callbacks, self._done_callbacks = self._done_callbacks, []
-        self._executor._run_callbacks(self, callbacks)
+        if self._done_callbacks:  # only futures with callbacks were kept alive for them
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            self._executor._run_callbacks(self, callbacks)
 
     def __reduce__(self) -> Any:
         raise TypeError(

@@ -143,7 +143,10 @@ def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
             (or keyword) and type.
     """
     try:
-        if _atomic(args) and _atomic(kwargs.values()):
+        kind = _kind(args, kwargs)
+        if kind == _SCALARS:  # the C pickler alone: no futures, no arrays, no __main__
+            return Payload(pickle.dumps((args, kwargs), _PROTOCOL), []), []
+        if kind == _ATOMIC:
             return _dumps((args, kwargs), _Pickler, _CloudPickler)[0], []
         return _dumps((args, kwargs), _ArgPickler, _CloudArgPickler)
     except Exception as exc:
@@ -155,13 +158,23 @@ def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
         ) from exc
 
 
-_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, np.ndarray,
-                     np.float64, np.int64})
+_SCALAR_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
+_SCALARS, _ATOMIC, _ANY = 0, 1, 2
 
 
-def _atomic(values: Iterable[Any]) -> bool:
-    """True if no future can hide in ``values`` (so the C pickler needs no hook)."""
-    return all(type(v) in _ATOMIC for v in values)
+def _kind(args: tuple, kwargs: dict) -> int:
+    """_SCALARS: plain scalars only; _ATOMIC: also arrays (no future can hide); else _ANY."""
+    kind = _SCALARS
+    for values in (args, kwargs.values()):
+        for v in values:
+            t = type(v)
+            if t in _SCALAR_TYPES:
+                continue
+            if t is np.ndarray or t is np.float64 or t is np.int64:
+                kind = _ATOMIC
+            else:
+                return _ANY
+    return kind
 
 
 def _find_unpicklable(args: tuple, kwargs: dict) -> tuple[str, Any]:

@@ -287,21 +287,25 @@ class SchedulerState:
 
     def _fill(self) -> None:
         """Hand queued tasks to workers that have free slots, highest priority first."""
-        while self.queue and self.workers:
-            worker = min(self.workers, key=self.load.__getitem__)
-            if self.load[worker] >= self.slots:
+        if not self.queue or not self.workers:
+            return
+        load, queue, tasks, out = self.load, self.queue, self.tasks, self._out
+        while queue:
+            worker = min(load, key=load.__getitem__)
+            if load[worker] >= self.slots:
                 return
-            _, _, key = heapq.heappop(self.queue)
-            task = self.tasks.get(key)
+            key = heapq.heappop(queue)[2]
+            task = tasks.get(key)
             if task is not None and task.status == "queued":
-                self._out.append(self._dispatch(task, worker))
+                out.append(self._dispatch(task, worker))
 
     def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
         if task.status != "processing":
             self.load[worker] += 1
         task.status, task.worker = "processing", worker
-        self._early.extend(task.dependents)
-        deps = tuple((d, self._source(d, worker)) for d in task.deps)
+        if task.dependents:
+            self._early.extend(task.dependents)
+        deps = tuple([(d, self._source(d, worker)) for d in task.deps]) if task.deps else ()
         return Dispatch(worker, task.key, task.spec, deps, task.priority)
 
     def _source(self, key: str, worker: int) -> int:
