@@ -2,11 +2,14 @@
 
 from setuptools import find_packages, setup
 
+with open("README.md", encoding="utf-8") as fh:
+    README = fh.read()
+
 setup(
     name="mpifutures",
     version="0.1.0",
     description="Futures whose data stays on the MPI ranks that made it",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=README,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mpifutures", "mpifutures.*"]),
     package_data={"mpifutures": ["report_template.html"]},
