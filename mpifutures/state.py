@@ -127,10 +127,15 @@ class SchedulerState:
                          ev.workers, ev.loose, ev.retries)
         task.clients.add(ev.client)
         self.tasks[ev.key] = task
-        for dep_key in ev.deps:
+        self._start(task)
+
+    def _start(self, task: TaskState) -> None:
+        """Link a new (or retried) task to its inputs; then run, queue or wait."""
+        for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is None:
-                err = DataLostError(f"input {dep_key!r} of task {ev.key!r} was already released")
+                err = DataLostError(f"input {dep_key!r} of task {task.key!r} was already "
+                                    "released")
                 self._end(task, "erred", err)
                 return
             if dep.status in ("erred", "cancelled"):
@@ -211,17 +216,7 @@ class SchedulerState:
         if task is None or task.status not in ("erred", "cancelled") or task.spec is None:
             return
         task.status, task.error, task.waiting_on = "waiting", None, set()
-        for dep_key in task.deps:
-            dep = self.tasks.get(dep_key)
-            if dep is None or dep.status in ("erred", "cancelled"):
-                err = dep.error if dep else DataLostError(f"input {dep_key!r} was released")
-                self._end(task, dep.status if dep else "erred", err)
-                return
-            dep.dependents.add(task.key)
-            if dep.status != "memory":
-                task.waiting_on.add(dep_key)
-        if not task.waiting_on:
-            self._ready(task)
+        self._start(task)
 
     def _keep(self, ev: KeepRequested) -> None:
         task = self.tasks.get(ev.key)
