@@ -260,6 +260,7 @@ class Executor:
         other item raises TypeError. With ``errors="skip"``, failed and cancelled futures
         are left out of lists (and dicts).
         """
+        self._check_open("gather")
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
         found: list[Future] = []
@@ -362,6 +363,7 @@ class Executor:
 
     def statistics(self) -> dict:
         """Counters of the cluster: tasks, bytes moved, tasks in memory."""
+        self._check_open("statistics")
         return self._cluster.query(lambda s: s.statistics())
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

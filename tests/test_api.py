@@ -223,6 +223,8 @@ def test_shutdown_cancel_futures_and_calls_after_shutdown(cluster):
         "who_has": lambda: ex.who_has(), "cancel": lambda: ex.cancel([queued]),
         "fire_and_forget": lambda: ex.fire_and_forget([queued]),
         "starmap": lambda: ex.starmap(tasks.add, [(1, 2)]),
+        "gather": lambda: ex.gather([queued]), "statistics": lambda: ex.statistics(),
+        "get_task_stream": lambda: ex.get_task_stream(),
     }
     for name, call in calls.items():
         with pytest.raises(RuntimeError, match=f"cannot {name} after shutdown"):

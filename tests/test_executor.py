@@ -186,6 +186,8 @@ def test_closed_and_foreign_executors_refuse_work(executor, cluster):
     with pytest.raises(ValueError, match="another executor"):
         executor.submit(tasks.inc, theirs)
     other.shutdown()
+    with pytest.raises(ValueError, match="another executor"):
+        executor.submit(tasks.inc, theirs)  # a future of a shut-down executor
     with pytest.raises(ExecutorClosedError, match="submit after shutdown"):
         other.submit(tasks.inc, 1)
     with pytest.raises(ExecutorClosedError):
