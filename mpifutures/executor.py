@@ -91,37 +91,31 @@ class Executor:
         ahead of the consumer, so iterables may be endless.
         """
         options = self._options(workers, allow_other_workers, priority, retries)
-        self._check_open("map")
+        return self._map_calls("map", fn, zip(*iterables), key, pure, options, batch_size)
+
+    def starmap(self, fn: Callable, iterable: Iterable[Sequence], *,
+                key: Union[str, Sequence[str], None] = None, pure: bool = True,
+                workers: Optional[Sequence[int]] = None, allow_other_workers: bool = False,
+                priority: int = 0, retries: int = 0,
+                batch_size: Optional[int] = None) -> Union[list[Future], Iterator[Future]]:
+        """Like :meth:`map`, with each item of ``iterable`` unpacked as the arguments."""
+        options = self._options(workers, allow_other_workers, priority, retries)
+        calls = (tuple(args) for args in iterable)
+        return self._map_calls("starmap", fn, calls, key, pure, options, batch_size)
+
+    def _map_calls(self, name: str, fn: Callable, calls: Iterator[tuple],
+                   key: Union[str, Sequence[str], None], pure: bool, options: dict,
+                   batch_size: Optional[int]) -> Union[list[Future], Iterator[Future]]:
+        self._check_open(name)
         if not callable(fn):
-            raise TypeError(f"map needs a callable, not {type(fn).__qualname__}: {fn!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise TypeError(f"{name} needs a callable, not {type(fn).__qualname__}: {fn!r}")
+        if batch_size is not None and (isinstance(batch_size, bool)
+                                       or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        calls = zip(*iterables)
         task_keys = self._map_keys(key)
         if batch_size is None:
             return self._submit_batch(fn, list(calls), task_keys, pure, options)
         return self._map_lazily(fn, calls, task_keys, pure, options, batch_size)
-
-    def starmap(self, fn: Callable, iterable: Iterable[Sequence], **options: Any) -> Any:
-        """Like :meth:`map`, with each item of ``iterable`` unpacked as the arguments.
-
-        Takes the same keyword options as :meth:`map`.
-        """
-        return self._starmap(fn, iterable, options)
-
-    def _starmap(self, fn: Callable, iterable: Iterable[Sequence], options: dict) -> Any:
-        batch_size = options.pop("batch_size", None)
-        key, pure = options.pop("key", None), options.pop("pure", True)
-        opts = self._options(options.pop("workers", None),
-                             options.pop("allow_other_workers", False),
-                             options.pop("priority", 0), options.pop("retries", 0))
-        if options:
-            raise TypeError(f"starmap got unexpected options {sorted(options)}")
-        self._check_open("starmap")
-        calls = (tuple(args) for args in iterable)
-        if batch_size is None:
-            return self._submit_batch(fn, list(calls), self._map_keys(key), pure, opts)
-        return self._map_lazily(fn, calls, self._map_keys(key), pure, opts, batch_size)
 
     def _map_keys(self, key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
         if key is None:
