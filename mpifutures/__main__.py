@@ -87,15 +87,12 @@ def run_target(kind: str, target: str, args: list[str]) -> int:
     try:
         if kind == "script":
             sys.argv = [target, *args]
-            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
             runpy.run_path(target, run_name="__main__")
         elif kind == "module":
             sys.argv = [target, *args]
-            sys.path.insert(0, os.getcwd())
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             sys.argv = ["-c", *args]
-            sys.path.insert(0, "")
             exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
     except SystemExit as exc:
         return _exit_code(exc.code)
@@ -139,6 +136,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The launcher: decide this rank's role, run it, return the job's exit status."""
     opts, kind, target, args = parse(sys.argv[1:] if argv is None else argv)
     _apply(opts)
+    # As `python script.py` would, on every rank: workers unpickle what the script imports.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(target)) if kind == "script"
+                    else os.getcwd() if kind == "module" else "")
     from . import config as configmod, launch
     from .logs import setup_logging
 

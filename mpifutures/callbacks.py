@@ -47,3 +47,4 @@ class CallbackThread:
                     callback(future)
                 except Exception:  # noqa: BLE001 - a user callback must never kill the thread
                     log.exception("done-callback %r of %r raised", callback, future)
+            del item, future, callbacks, callback  # keep no future alive while idle

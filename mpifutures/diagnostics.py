@@ -22,7 +22,7 @@ from .serialize import dumps_args, functions, loads
 
 def set_recording(cluster: Any, on: Optional[bool]) -> list[dict]:
     """Switch recording on every worker (None: leave it); return the records collected."""
-    from .worker import task_stream_control
+    from .taskrun import task_stream_control
 
     token, fn_bytes = functions.dumps(task_stream_control)
     replies = cluster.call(token, fn_bytes, dumps_args((on,), {})[0])

@@ -30,7 +30,7 @@ class TaskSubmitted:
 
 @dataclass(slots=True)
 class DataScattered:
-    """A client placed a value under ``key`` on ``workers`` itself."""
+    """A client sent a value for ``key`` to ``workers[0]``, which forwards it to the others."""
 
     key: str
     workers: tuple[int, ...]
@@ -39,22 +39,31 @@ class DataScattered:
 
 
 @dataclass(slots=True)
+class ReplicaStored:
+    """``worker`` keeps a copy of ``key`` (an input it fetched, or forwarded scattered data)."""
+
+    key: str
+    worker: int
+
+
+@dataclass(slots=True)
 class TaskFinished:
-    """``worker`` computed ``key``; it also kept copies of the keys in ``fetched``."""
+    """``worker`` computed dispatch number ``attempt`` of ``key``."""
 
     key: str
     worker: int
     nbytes: int
-    fetched: tuple[str, ...] = ()
+    attempt: int = 0
 
 
 @dataclass(slots=True)
 class TaskFailed:
-    """The task ``key`` raised on ``worker``; ``error`` is opaque for the client."""
+    """Dispatch ``attempt`` of ``key`` raised on ``worker``; ``error`` is opaque here."""
 
     key: str
     worker: int
     error: Any
+    attempt: int = 0
 
 
 @dataclass(slots=True)
@@ -103,6 +112,7 @@ class Dispatch:
     spec: Any
     deps: tuple[tuple[str, int], ...]
     priority: int = 0
+    attempt: int = 0
 
 
 @dataclass(slots=True)

@@ -191,6 +191,7 @@ class Executor:
             self._check_open("submit")
             for future, _ in pairs:
                 self._futures.add(future)
+                self._cluster.registry.arm(future, self._session)
             self._cluster.post(("submit", self._session, [event for _, event in pairs]))
 
     def _own(self, future: Future) -> str:
@@ -227,6 +228,7 @@ class Executor:
         for i, (_, value) in enumerate(items):
             ranks = targets if broadcast else (targets[i % len(targets)],)
             out.append(self._scatter_one(value, ranks, hash))
+        cf.wait(out)  # done once every copy is stored (a broadcast confirms each one)
         if isinstance(data, dict):
             return {k: f for (k, _), f in zip(items, out)}
         if isinstance(data, (list, tuple)):
@@ -243,6 +245,7 @@ class Executor:
         with self._lock:
             self._check_open("scatter")
             self._futures.add(future)
+            self._cluster.registry.arm(future, self._session)
             self._cluster.post(("scatter", self._session, first, (P.STORE, key, payload, rest),
                                 event))
         return future
@@ -264,7 +267,7 @@ class Executor:
                 raise ValueError(f"{f!r} belongs to another executor")
         cf.wait(found)
         wanted = {f.key: f._record for f in found if f.status == "finished"}
-        remote = tuple(k for k, record in wanted.items() if record.claim_fetch())
+        remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
         if remote:
             self._cluster.post(("fetch", remote))
         return rebuild(futures, Future, lambda f: SKIP if errors == "skip" and f.status in
@@ -325,17 +328,19 @@ class Executor:
 
     # ------------------------------------------------------------ used by Future
 
-    def _fetch(self, key: str) -> None:
-        self._cluster.post(("fetch", (key,)))
+    def _fetch(self, record: Any) -> None:
+        self._cluster.post(("fetch", ((record.key, record),)))
 
     def _cancel(self, futures: Iterable[Future]) -> None:
-        keys = tuple(f.key for f in futures)
-        if keys:
+        futures = list(futures)
+        if futures:
+            self._cluster.registry.mark_cancel(futures)
+            keys = tuple(f.key for f in futures)
             self._cluster.post(("event", CancelRequested(keys, self._session)))
 
     def _retry(self, future: Future) -> None:
         self._check_open("retry")
-        self._cluster.reset_futures(future.key)
+        self._cluster.registry.reset(future.key)
         self._cluster.post(("event", RetryRequested(future.key)))
 
     def _release(self, future: Future) -> None:

@@ -29,12 +29,24 @@ def capture(exc: BaseException, key: str, rank: int) -> Failure:
     if not isinstance(exc, Exception):
         exc = TaskExit(f"task {key!r} raised {type(exc).__name__}({_args(exc)}) on rank {rank}; "
                        "the worker kept running")
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        text = f"{type(exc).__qualname__}: {safe_str(exc)}\n"
     try:
         pickled: Optional[bytes] = cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - an unpicklable exception still travels as text
+        cloudpickle.loads(pickled)  # an exception that cannot come back travels as text
+    except BaseException:  # noqa: BLE001 - an unpicklable exception still travels as text
         pickled = None
-    return (pickled, type(exc).__qualname__, str(exc), text, key, rank, _HOST)
+    return (pickled, type(exc).__qualname__, safe_str(exc), text, key, rank, _HOST)
+
+
+def safe_str(obj: object) -> str:
+    """``str(obj)``, or a placeholder if its ``__str__`` raises."""
+    try:
+        return str(obj)
+    except BaseException:  # noqa: BLE001 - describing an error must never raise
+        return f"<{type(obj).__qualname__} whose str() failed>"
 
 
 def describe(message: str, key: str, rank: int, exc_type: type = MpiFuturesError) -> Failure:
@@ -61,10 +73,13 @@ def unpicklable_result(value: object, key: str, rank: int, err: BaseException) -
     """The failure of a task whose result cannot be pickled."""
     return describe(
         f"the result of task {key!r} (of type {type(value).__qualname__}) cannot be pickled, "
-        f"so it cannot leave rank {rank}: {err}. Return data that pickles.",
+        f"so it cannot leave rank {rank}: {safe_str(err)}. Return data that pickles.",
         key, rank, SerializationError,
     )
 
 
 def _args(exc: BaseException) -> str:
-    return ", ".join(repr(a) for a in exc.args)
+    try:
+        return ", ".join(repr(a) for a in exc.args)
+    except BaseException:  # noqa: BLE001 - describing an error must never raise
+        return "..."

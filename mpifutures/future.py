@@ -43,7 +43,7 @@ class KeyRecord:
     """What rank 0 knows of one key's value, shared by all of its futures."""
 
     __slots__ = ("key", "handles", "payload", "value", "loaded", "error", "requested",
-                 "arrived", "lock", "__weakref__")
+                 "arrived", "lock", "cancel_mark", "__weakref__")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -55,6 +55,7 @@ class KeyRecord:
         self.requested = False
         self.arrived: Optional[threading.Event] = None  # made when a fetch is requested
         self.lock = threading.Lock()
+        self.cancel_mark: Optional[int] = None  # see Registry.mark_cancel
 
     def deliver(self, payload: Optional[Payload], error: Optional[BaseException] = None) -> None:
         """Called by the scheduler thread when the value (or a fetch error) arrives."""
@@ -73,10 +74,10 @@ class KeyRecord:
             self.arrived = threading.Event()
             return True
 
-    def get(self, fetch: Callable[[str], None], timeout: Optional[float]) -> Any:
-        """Return the value, asking ``fetch(key)`` for it first if rank 0 lacks it."""
+    def get(self, fetch: Callable[["KeyRecord"], None], timeout: Optional[float]) -> Any:
+        """Return the value, asking ``fetch(record)`` for it first if rank 0 lacks it."""
         if self.claim_fetch():
-            fetch(self.key)
+            fetch(self)
         with self.lock:
             ready = self.loaded or self.payload is not None or self.error is not None
             arrived = self.arrived
@@ -112,7 +113,9 @@ class Future(cf.Future):
         self._key = key
         self._record = record
         self._executor = executor
-        self._ref: Any = None  # the scheduler's weak reference, whose death releases the key
+        self._ref: Any = None  # the registry's weak reference, whose death releases the key
+        self._cell: list = []  # holds the decref that the reference's callback posts
+        self._serial = 0
         self._released = False
 
     @property
@@ -181,6 +184,7 @@ class Future(cf.Future):
         if not self._released:
             self._released = True
             self._executor._release(self)
+            self._fail(lost(self._key, "this future was released before it finished"))
 
     def retry(self) -> None:
         """Run a failed (or cancelled) task again; the future becomes pending."""
@@ -219,6 +223,8 @@ class Future(cf.Future):
                                    cf._base.FINISHED):
                 self._executor._keep_until_done(self)
         super().add_done_callback(fn)
+        if self.done():  # it may have finished in between: then nothing will un-keep it
+            self._executor._run_callbacks(self, [])
 
     def _finish(self) -> None:
         try:

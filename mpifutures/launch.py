@@ -103,7 +103,8 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
 def serve(comm: Any, config: configmod.Config) -> None:
     """Run the worker loop on this rank until rank 0 stops it."""
     from .mpi_transport import MPITransport
-    from .worker import Worker, report_crashes
+    from .taskrun import report_crashes
+    from .worker import Worker
 
     report_crashes(comm.Get_rank())
     Worker(MPITransport(comm), config).run()

@@ -3,16 +3,18 @@
 Tuples pickle several times faster than records, and thousands travel per second.
 
 scheduler → worker
-    ``(RUN, key, fn_token, fn_bytes, args, deps, priority)``  run a task; ``deps`` pairs each
-    input key with the rank to fetch it from (the worker itself: wait for it locally)
+    ``(RUN, key, fn_token, fn_bytes, args, deps, priority, attempt)``  run a task; ``deps``
+    pairs each input key with the rank to fetch it from (the worker itself: wait for it
+    locally); ``attempt`` counts the dispatches of this key and comes back with the outcome
     ``(FREE, keys)``   drop these keys        ``(CANCEL, keys)``   do not run these tasks
     ``(STORE, key, payload, forward)``  keep a value sent by the client (scatter) and pass it
     on to the ranks in ``forward`` (a binary tree: broadcast costs log2(N) steps)
     ``(STOP,)``   leave the loop
     ``(CALL, call_id, token, fn_bytes, args)``  run a function now, reply with ``CALLED``
 worker → scheduler
-    ``(DONE, key, nbytes, inline_payload_or_None, fetched_keys, fetched_bytes)``
-    ``(FAILED, key, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
+    ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes)``
+    ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
+    ``(STORED, key)``  this worker now keeps a copy of ``key`` (fetched, or scattered to it)
     ``(RECORDS, records)``  task-stream records
 any rank → any worker, and back
     ``(GET, key)`` → ``(DATA, key, payload)`` or ``(MISSING, key, reason)``
@@ -29,6 +31,7 @@ FAILED = 11
 STOPPED = 12
 CALLED = 13
 RECORDS = 14
+STORED = 15
 GET = 20
 DATA = 21
 MISSING = 22

@@ -8,9 +8,10 @@
                                                               transport.send (coalesced)
 
 Client threads never touch MPI or the state: they append requests to the inbox and wait on
-their futures. The scheduler thread collects events from the inbox and from workers' messages,
-feeds them to :class:`~mpifutures.state.SchedulerState`, turns its commands into coalesced
-messages (one per destination per loop) and resolves client futures. It makes no decision.
+their futures. The scheduler thread collects events from the inbox and from workers'
+messages, feeds them to :class:`~mpifutures.state.SchedulerState`, turns its commands into
+messages — in the order the state emitted them, coalesced into one list per destination per
+loop — and resolves client futures. It makes no decision.
 """
 
 from __future__ import annotations
@@ -20,18 +21,19 @@ import logging
 import socket
 import threading
 import time
-import weakref
 from collections import defaultdict, deque
 from concurrent.futures import Future as _Reply
 from typing import Any, Callable, Optional
 
-from . import failure, protocol as P
+from . import protocol as P
 from .backoff import Backoff, tighten_timer_slack
 from .callbacks import CallbackThread
 from .config import Config
+from .errors import ExecutorClosedError
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
-                     ResolveFuture, TaskFailed, TaskFinished, TaskSubmitted)
+                     ReplicaStored, ResolveFuture, TaskFailed, TaskFinished)
 from .future import Future, KeyRecord, lost
+from .registry import Registry
 from .state import SchedulerState
 from .transport import Transport
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    """Owns rank 0's side of a cluster: the state machine, the records and the thread."""
+    """Owns rank 0's side of a cluster: the state machine, the futures and the thread."""
 
     def __init__(self, transport: Transport, config: Config) -> None:
         self.t = transport
@@ -47,12 +49,12 @@ class Scheduler:
         self.workers = tuple(range(1, transport.size))
         self.state = SchedulerState(self.workers, config.tasks_per_worker)
         self.inbox: deque = deque()
+        self.registry = Registry(self.inbox.append)
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
         transport.wake = self.backoff.wake
-        self.records: dict[str, KeyRecord] = {}
-        self.records_lock = threading.Lock()
         self.refs: dict[int, dict[str, int]] = {}
         self.outbox: dict[int, list] = defaultdict(list)
+        self.fetches: dict[str, list[KeyRecord]] = {}
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
         self.calls: dict[int, tuple[_Reply, dict]] = {}
         self._call_ids = itertools.count()
@@ -72,48 +74,30 @@ class Scheduler:
         self.thread.start()
 
     def post(self, item: tuple) -> None:
-        """Queue a request for the scheduler thread and wake it."""
-        if self.fatal is not None:
-            raise RuntimeError(f"the mpifutures scheduler has failed: {self.fatal!r}")
+        """Queue a request for the scheduler thread and wake it.
+
+        Raises:
+            ExecutorClosedError: the cluster was stopped, or its scheduler failed.
+        """
+        self._check_alive()
         self.inbox.append(item)
         if self.backoff.asleep:
             self.backoff.wake.set()
+        self._check_alive()  # it may have ended while we appended: nobody would answer
+
+    def _check_alive(self) -> None:
+        if self.fatal is not None:
+            raise ExecutorClosedError(f"the mpifutures cluster is gone: {self.fatal}")
 
     def new_future(self, key: str, executor: Any, session: int) -> Future:
-        """Make a future of ``key`` whose death (garbage collection) releases one reference."""
-        item = ("decref", session, key)
-        append = self.inbox.append  # only a deque append may run from the GC callback
-        with self.records_lock:
-            record = self.records.get(key)
-            if record is None:
-                record = self.records[key] = KeyRecord(key)
-            future = Future(key, record, executor)
-            if len(record.handles) > 8:
-                record.handles = [r for r in record.handles if r() is not None]
-            future._ref = weakref.ref(future, lambda _r: append(item))
-            record.handles.append(future._ref)
-        return future
+        """A future of ``key`` (its submit arms it: see :class:`~mpifutures.registry.Registry`)."""
+        return self.registry.new_future(key, executor)
 
     def release_future(self, future: Future, session: int) -> None:
-        """Drop ``future``'s reference now instead of at garbage collection."""
-        with self.records_lock:
-            record = future._record
-            if future._ref in record.handles:
-                record.handles.remove(future._ref)  # its GC callback will not fire now
-            else:
-                return
-        self.post(("decref", session, future.key))
-
-    def reset_futures(self, key: str) -> None:
-        """Make the failed or cancelled futures of ``key`` pending again (for a retry)."""
-        with self.records_lock:
-            record = self.records.get(key)
-            handles = [ref() for ref in record.handles] if record else []
-        for future in handles:
-            if future is not None:
-                future._reset()
-        if record is not None:
-            record.deliver(None)
+        """Drop ``future``'s claim on its key now instead of at garbage collection."""
+        item = self.registry.release(future)
+        if item is not None:
+            self.post(item)
 
     def call(self, token: str, fn_bytes: bytes, payload: Any) -> dict:
         """Run a function on every worker's loop; return ``{rank: (ok, payload)}``."""
@@ -149,7 +133,7 @@ class Scheduler:
 
     def stop(self, timeout: float) -> bool:
         """Stop every worker; True if all confirmed within ``timeout`` seconds."""
-        if self.thread.is_alive():
+        if self.thread.is_alive() and self.fatal is None:
             self.post(("stop", time.monotonic() + timeout))
             self.thread.join(timeout + 1.0)
         self.callbacks.stop(timeout=2.0)
@@ -164,7 +148,10 @@ class Scheduler:
                 pass
         except BaseException as exc:  # noqa: BLE001 - fail every future, never hang
             log.exception("the scheduler thread failed")
-            self._fail_everything(exc)
+            self._fail_everything(RuntimeError(f"the scheduler thread failed: {exc!r}"))
+            return
+        self._fail_everything(ExecutorClosedError("the cluster was stopped; its workers "
+                                                  "have left"))
 
     def _step(self) -> bool:
         events: list = []
@@ -173,8 +160,7 @@ class Scheduler:
             active = True
             for msg in msgs:
                 self._on_message(source, msg, events)
-        if events:
-            self._execute(self.state.handle(*events))
+        self._handle(events)
         for dest, msgs in self.outbox.items():
             if msgs:
                 self.t.send(dest, msgs)
@@ -183,14 +169,20 @@ class Scheduler:
             if self._stopped == set(self.workers) and not self.t.busy():
                 return False
             if time.monotonic() > self._stopping:
-                log.error("workers %s did not stop in time", sorted(set(self.workers)
-                                                                   - self._stopped))
+                log.error("workers %s did not stop in time",
+                          sorted(set(self.workers) - self._stopped))
                 return False
         if active or self.t.busy():
             self.backoff.reset()
         else:
             self.backoff.idle(self.inbox.__len__)
         return True
+
+    def _handle(self, events: list) -> None:
+        """Feed ``events`` to the state now and carry out its commands (empties the list)."""
+        if events:
+            self._execute(self.state.handle(*events))
+            events.clear()
 
     def _drain_inbox(self, events: list) -> bool:
         active = False
@@ -202,17 +194,20 @@ class Scheduler:
 
     # ------------------------------------------------------------ requests from clients
 
+    def _count(self, session: int, key: str) -> None:
+        counts = self.refs.setdefault(session, {})
+        counts[key] = counts.get(key, 0) + 1
+
     def _rq_submit(self, item: tuple, events: list) -> None:
         _, session, submitted = item
-        counts = self.refs.setdefault(session, {})
         for ev in submitted:
-            counts[ev.key] = counts.get(ev.key, 0) + 1
+            self._count(session, ev.key)
         events.extend(submitted)
 
     def _rq_scatter(self, item: tuple, events: list) -> None:
         _, session, first, msg, ev = item
-        counts = self.refs.setdefault(session, {})
-        counts[ev.key] = counts.get(ev.key, 0) + 1
+        self._handle(events)  # a FREE of an earlier copy of this key must go out first
+        self._count(session, ev.key)
         self.outbox[first].append(msg)
         events.append(ev)
 
@@ -222,36 +217,37 @@ class Scheduler:
     def _rq_decref(self, item: tuple, events: list) -> None:
         _, session, key = item
         counts = self.refs.get(session)
-        if counts is None or key not in counts:
-            return  # the session already closed
-        counts[key] -= 1
-        if counts[key] <= 0:
+        if counts is not None and key in counts:
+            counts[key] -= 1
+            if counts[key] > 0:
+                return
             del counts[key]
             events.append(FutureReleased(key, session))
-            self._drop_record(key)
+        self.registry.drop((key,))
 
     def _rq_close(self, item: tuple, events: list) -> None:
-        for key in self.refs.pop(item[1], {}):
-            events.append(FutureReleased(key, item[1]))
+        keys = self.refs.pop(item[1], {})
+        events.extend(FutureReleased(key, item[1]) for key in keys)
+        self.registry.drop(keys)
 
     def _rq_cancel(self, item: tuple, events: list) -> None:
         events.append(CancelRequested(tuple(item[2]), item[1]))
 
     def _rq_fetch(self, item: tuple, events: list) -> None:
-        for key in item[1]:
+        self._handle(events)  # fetch from where the data is after what was posted before
+        for key, record in item[1]:
             holders = self.state.who_has(key)
-            if holders:
+            if not holders:
+                record.deliver(None, lost(key, "it was released"))
+                continue
+            waiting = self.fetches.setdefault(key, [])
+            if not waiting:
                 self.outbox[holders[0]].append((P.GET, key))
-            else:
-                record = self.records.get(key)
-                if record is not None:
-                    record.deliver(None, lost(key, "it was released"))
-
-    def _rq_send(self, item: tuple, events: list) -> None:
-        self.outbox[item[1]].append(item[2])
+            waiting.append(record)
 
     def _rq_call(self, item: tuple, events: list) -> None:
         _, call_id, token, fn_bytes, args, reply = item
+        self._handle(events)  # the call sees the effects of everything posted before it
         self.calls[call_id] = (reply, {})
         for w in self.workers:
             self.outbox[w].append((P.CALL, call_id, token, fn_bytes, args))
@@ -260,9 +256,7 @@ class Scheduler:
 
     def _rq_query(self, item: tuple, events: list) -> None:
         _, fn, reply = item
-        if events:  # the query must see everything posted before it
-            self._execute(self.state.handle(*events))
-            events.clear()
+        self._handle(events)  # the query must see everything posted before it
         try:
             reply.set_result(fn(self))
         except Exception as exc:  # noqa: BLE001 - the caller gets it
@@ -270,36 +264,32 @@ class Scheduler:
 
     def _rq_stop(self, item: tuple, events: list) -> None:
         self._stopping = item[1]
+        self._handle(events)
         for w in self.workers:
             self.outbox[w].append((P.STOP,))
 
     _requests = {
-        "submit": _rq_submit, "scatter": _rq_scatter, "event": _rq_event, "decref": _rq_decref, "close": _rq_close,
-        "cancel": _rq_cancel, "fetch": _rq_fetch, "send": _rq_send, "call": _rq_call,
-        "query": _rq_query, "stop": _rq_stop,
+        "submit": _rq_submit, "scatter": _rq_scatter, "event": _rq_event,
+        "decref": _rq_decref, "close": _rq_close, "cancel": _rq_cancel, "fetch": _rq_fetch,
+        "call": _rq_call, "query": _rq_query, "stop": _rq_stop,
     }
-
-    def _drop_record(self, key: str) -> None:
-        with self.records_lock:
-            record = self.records.get(key)
-            if record is not None and not any(ref() is not None for ref in record.handles):
-                del self.records[key]
 
     # ------------------------------------------------------------ messages from workers
 
     def _on_message(self, source: int, msg: tuple, events: list) -> None:
         op = msg[0]
         if op == P.DONE:
-            _, key, nbytes, inline, fetched, fetched_bytes = msg
+            _, key, attempt, nbytes, inline, fetched_bytes = msg
             self.stats["bytes_between_workers"] += fetched_bytes
-            if inline is not None:
+            record = self.registry.get(key)
+            if inline is not None and record is not None and not record.loaded:
                 self.stats["bytes_to_rank0"] += inline.nbytes
-                record = self.records.get(key)
-                if record is not None and not record.loaded:
-                    record.deliver(inline)
-            events.append(TaskFinished(key, source, nbytes, fetched))
+                record.deliver(inline)
+            events.append(TaskFinished(key, source, nbytes, attempt))
         elif op == P.FAILED:
-            events.append(TaskFailed(msg[1], source, msg[2]))
+            events.append(TaskFailed(msg[1], source, msg[3], msg[2]))
+        elif op == P.STORED:
+            events.append(ReplicaStored(msg[1], source))
         elif op in (P.DATA, P.MISSING):
             self._on_data(source, msg)
         elif op == P.CALLED:
@@ -310,14 +300,12 @@ class Scheduler:
             self._stopped.add(source)
 
     def _on_data(self, source: int, msg: tuple) -> None:
-        record = self.records.get(msg[1])
-        if record is None:
-            return
-        if msg[0] == P.DATA:
-            self.stats["bytes_to_rank0"] += msg[2].nbytes
-            record.deliver(msg[2])
-        else:
-            record.deliver(None, lost(msg[1], f"rank {source}: {msg[2]}"))
+        for record in self.fetches.pop(msg[1], ()):
+            if msg[0] == P.DATA:
+                self.stats["bytes_to_rank0"] += msg[2].nbytes
+                record.deliver(msg[2])
+            else:
+                record.deliver(None, lost(msg[1], f"rank {source}: {msg[2]}"))
 
     def _on_called(self, source: int, msg: tuple) -> None:
         _, call_id, ok, payload = msg
@@ -330,54 +318,39 @@ class Scheduler:
     # ------------------------------------------------------------ commands
 
     def _execute(self, commands: list) -> None:
-        frees: dict[int, list] = defaultdict(list)
-        cancels: dict[int, list] = defaultdict(list)
+        """Turn commands into messages, in order per destination (a FREE or CANCEL must not
+        overtake the RUN before it, nor a RUN the FREE before it)."""
+        outbox = self.outbox
         for cmd in commands:
             kind = type(cmd)
             if kind is Dispatch:
                 token, fn_bytes, args = cmd.spec
-                self.outbox[cmd.worker].append(
-                    (P.RUN, cmd.key, token, fn_bytes, args, cmd.deps, cmd.priority))
+                outbox[cmd.worker].append((P.RUN, cmd.key, token, fn_bytes, args, cmd.deps,
+                                           cmd.priority, cmd.attempt))
             elif kind is ResolveFuture:
-                self._resolve(cmd)
+                self.registry.resolve(cmd.key, cmd.status, cmd.error)
             elif kind is FreeData:
-                frees[cmd.worker].append(cmd.key)
+                self._append_key(outbox[cmd.worker], P.FREE, cmd.key)
             elif kind is CancelTask:
-                cancels[cmd.worker].append(cmd.key)
-        for worker, keys in cancels.items():
-            self.outbox[worker].append((P.CANCEL, keys))
-        for worker, keys in frees.items():
-            self.outbox[worker].append((P.FREE, keys))
+                self._append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
 
-    def _resolve(self, cmd: ResolveFuture) -> None:
-        record = self.records.get(cmd.key)
-        if record is None:
-            return
-        handles = [f for f in (ref() for ref in record.handles) if f is not None]
-        if cmd.status == "memory":
-            for f in handles:
-                f._finish()
-        elif cmd.status == "erred":
-            exc = failure.rebuild(cmd.error) if isinstance(cmd.error, tuple) else cmd.error
-            for f in handles:
-                f._fail(exc)
+    @staticmethod
+    def _append_key(msgs: list, op: int, key: str) -> None:
+        """Add ``key`` to the last message if it is an ``op`` list, else start one."""
+        if msgs and msgs[-1][0] == op:
+            msgs[-1][1].append(key)
         else:
-            for f in handles:
-                f._cancel_locally()
+            msgs.append((op, [key]))
 
     def _fail_everything(self, exc: BaseException) -> None:
         self.fatal = exc
-        err = RuntimeError(f"the mpifutures scheduler thread failed: {exc!r}")
-        with self.records_lock:
-            records = list(self.records.values())
-        for record in records:
-            record.deliver(None, err)
-            for f in (ref() for ref in record.handles):
-                if f is not None:
-                    f._fail(err)
+        self.registry.fail_all(exc)
+        for records in self.fetches.values():
+            for record in records:
+                record.deliver(None, exc)
         while self.inbox:
             item = self.inbox.popleft()
-            if item[0] == "query" or item[0] == "call":
-                item[-1].set_exception(err)
+            if item[0] in ("query", "call"):
+                item[-1].set_exception(exc)
         for reply, _ in self.calls.values():
-            reply.set_exception(err)
+            reply.set_exception(exc)

@@ -39,6 +39,7 @@ from .events import (
     FreeData,
     FutureReleased,
     KeepRequested,
+    ReplicaStored,
     ResolveFuture,
     RetryRequested,
     TaskFailed,
@@ -68,8 +69,10 @@ class TaskState:
     keep: bool = False
     worker: Optional[int] = None
     holders: set[int] = field(default_factory=set)
+    expected: set[int] = field(default_factory=set)  # scatter copies not yet confirmed
     nbytes: int = 0
     error: Any = None
+    attempt: int = 0  # the number of its latest dispatch; outcomes of older ones are stale
 
 
 class SchedulerState:
@@ -84,6 +87,7 @@ class SchedulerState:
         self.completed = 0
         self.failed = 0
         self._seq = itertools.count()
+        self._dispatches = itertools.count(1)
         self._out: list = []
         self._early: list[str] = []
 
@@ -151,30 +155,43 @@ class SchedulerState:
 
     def _scattered(self, ev: DataScattered) -> None:
         task = self.tasks.get(ev.key)
-        if task is None or task.status != "memory":
-            if task is not None:
-                self._forget(task)
-            task = TaskState(ev.key, None, (), next(self._seq))
-            self.tasks[ev.key] = task
-            task.status = "memory"
-        task.holders.update(ev.workers)
-        task.nbytes = ev.nbytes
+        if task is not None and task.status == "memory":
+            task.clients.add(ev.client)
+            task.expected.update(set(ev.workers) - task.holders)
+            self._resolve_scattered(task)
+            return
+        if task is not None:
+            self._forget(task)
+        task = TaskState(ev.key, None, (), next(self._seq))
+        self.tasks[ev.key] = task
+        task.status, task.nbytes = "memory", ev.nbytes
+        task.holders, task.expected = {ev.workers[0]}, set(ev.workers[1:])
         task.clients.add(ev.client)
-        self._out.append(ResolveFuture(task.key, "memory"))
+        self._resolve_scattered(task)
+
+    def _resolve_scattered(self, task: TaskState) -> None:
+        if not task.expected:  # every copy is in place: the future is done
+            self._out.append(ResolveFuture(task.key, "memory"))
+
+    def _replica(self, ev: ReplicaStored) -> None:
+        task = self.tasks.get(ev.key)
+        if task is None or task.status != "memory":
+            self._out.append(FreeData(ev.worker, ev.key))  # a copy nobody needs any more
+            return
+        task.holders.add(ev.worker)
+        if ev.worker in task.expected:
+            task.expected.discard(ev.worker)
+            self._resolve_scattered(task)
 
     def _finished(self, ev: TaskFinished) -> None:
         task = self.tasks.get(ev.key)
-        for key in ev.fetched:
-            copy = self.tasks.get(key)
-            if copy is not None and copy.status == "memory":
-                copy.holders.add(ev.worker)
-            else:
-                self._out.append(FreeData(ev.worker, key))
-        if task is None or task.status != "processing" or task.worker != ev.worker:
-            self._out.append(FreeData(ev.worker, ev.key))
+        if task is None or task.status != "processing" or task.worker != ev.worker \
+                or task.attempt != ev.attempt:
+            self._stale(ev.key, task, ev.worker)
             return
         self._unload(task)
         task.status, task.holders, task.nbytes = "memory", {ev.worker}, ev.nbytes
+        task.keep = False  # fire and forget: it ran; now it lives as long as it is needed
         self.completed += 1
         self._out.append(ResolveFuture(task.key, "memory"))
         for dep_key in list(task.dependents):
@@ -185,10 +202,18 @@ class SchedulerState:
         self._drop_inputs(task)
         self._maybe_forget(task)
 
+    def _stale(self, key: str, task: Optional[TaskState], worker: int) -> None:
+        """An outcome of a dispatch that no longer counts (cancelled, released, re-sent)."""
+        if task is not None and (worker in task.holders or (
+                task.status == "processing" and task.worker == worker)):
+            return  # the worker's copy of the key is the current one, or will be
+        self._out.append(FreeData(worker, key))
+
     def _failed(self, ev: TaskFailed) -> None:
         task = self.tasks.get(ev.key)
-        if task is None or task.status != "processing" or task.worker != ev.worker:
-            return
+        if task is None or task.status != "processing" or task.worker != ev.worker \
+                or task.attempt != ev.attempt:
+            return  # a stale attempt: it left nothing in the worker's store
         if task.retries > 0:
             # Same worker: dependents sent there early wait for this key in its store.
             task.retries -= 1
@@ -214,6 +239,12 @@ class SchedulerState:
     def _retry(self, ev: RetryRequested) -> None:
         task = self.tasks.get(ev.key)
         if task is None or task.status not in ("erred", "cancelled") or task.spec is None:
+            # Nothing to re-run; the client reset its futures, so tell them how it stands.
+            if task is None:
+                self._out.append(ResolveFuture(ev.key, "erred", DataLostError(
+                    f"{ev.key!r} cannot be retried: it was released")))
+            elif task.status in _ENDED:
+                self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
         task.status, task.error, task.waiting_on = "waiting", None, set()
         self._start(task)
@@ -226,6 +257,7 @@ class SchedulerState:
     _handlers = {
         TaskSubmitted: _submitted,
         DataScattered: _scattered,
+        ReplicaStored: _replica,
         TaskFinished: _finished,
         TaskFailed: _failed,
         FutureReleased: _released,
@@ -298,10 +330,11 @@ class SchedulerState:
         if task.status != "processing":
             self.load[worker] += 1
         task.status, task.worker = "processing", worker
+        task.attempt = next(self._dispatches)  # unique, even across re-created tasks
         if task.dependents:
             self._early.extend(task.dependents)
         deps = tuple([(d, self._source(d, worker)) for d in task.deps]) if task.deps else ()
-        return Dispatch(worker, task.key, task.spec, deps, task.priority)
+        return Dispatch(worker, task.key, task.spec, deps, task.priority, task.attempt)
 
     def _source(self, key: str, worker: int) -> int:
         dep = self.tasks[key]
@@ -325,7 +358,7 @@ class SchedulerState:
             if t.status == "processing":
                 self._unload(t)
                 self._out.append(CancelTask(t.worker, t.key))
-            t.status, t.error = status, error
+            t.status, t.error, t.keep = status, error, False
             self._out.append(ResolveFuture(t.key, status, error))
             stack.extend(self.tasks[k] for k in t.dependents
                          if self.tasks[k].status not in _ENDED)
@@ -380,5 +413,15 @@ class SchedulerState:
                 assert task.holders, f"{task.key} in memory without holders"
             else:
                 assert not task.holders, f"{task.key} ({task.status}) has holders"
+            if task.status not in _ENDED:
+                for d in task.deps:
+                    assert d in self.tasks and task.key in self.tasks[d].dependents, \
+                        f"{task.key} is not linked to its input {d}"
+                missing = {d for d in task.deps if self.tasks[d].status != "memory"}
+                assert task.waiting_on <= missing, f"{task.key} waits on computed inputs"
+            else:
+                assert not task.keep, f"{task.key} ended but is still kept"
+            if task.status == "queued":
+                assert any(k == task.key for *_, k in self.queue), f"{task.key} not queued"
             assert task.clients or task.keep or task.dependents, f"{task.key} is unwanted"
         assert loads == self.load, f"load {self.load} != counted {loads}"

@@ -5,89 +5,52 @@
     scheduler (rank 0)           this worker                         peer workers
        RUN/FREE/CANCEL ──► main loop ── ready heap ──► compute thread(s): run the task
              ◄── DONE/FAILED ◄──   ◄──── done deque ◄──┘
-                                 GET ──►   (inputs it lacks)   ──► owner
+             ◄── STORED             GET ──►   (inputs it lacks)   ──► owner
                                  ◄── DATA  (and it serves GETs from peers and rank 0)
 
 The main loop receives messages, fetches missing inputs straight from the ranks that hold
 them, starts tasks whose inputs are all in the store, sends results' metadata to the
-scheduler, and answers fetches from peers even while a long task runs. Compute threads only
-run tasks and append the outcome to a deque; the main loop owns the store.
+scheduler, and answers fetches from peers even while a long task runs. It alone touches the
+store: a task gets its inputs handed over when it becomes ready, and compute threads only run
+tasks and append the outcome to a deque. Every copy of data the worker keeps besides its own
+results (a fetched input, scattered data) is reported to the scheduler (``STORED``), which
+frees it with the original.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Callable, Optional
+from typing import Any
 
-from . import failure, protocol as P
+from . import failure, protocol as P, taskrun
 from .backoff import Backoff, tighten_timer_slack
 from .config import Config
 from .errors import DataLostError, SerializationError
 from .serialize import Payload, dumps, functions, loads, value_nbytes
+from .taskrun import Broken
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
-_context = threading.local()
 _RECORDS_BATCH = 256  # task-stream records go to rank 0 in batches of this many
-_RUNNER = "def run_task(fn, args, kwargs):\n    return fn(*args, **kwargs)\n"
-
-
-def current_rank() -> Optional[int]:
-    """The rank of the worker running the calling task (None outside a task)."""
-    return getattr(_context, "rank", None)
-
-
-def current_worker() -> Optional["Worker"]:
-    """The worker whose thread calls this (a task, or a function given to ``run``)."""
-    return getattr(_context, "worker", None)
-
-
-def task_stream_control(on: Optional[bool]) -> list[dict]:
-    """Run on a worker's loop: switch task-stream recording (None: leave it); return and
-    forget the records not yet sent to rank 0."""
-    worker = current_worker()
-    if worker is None:
-        raise RuntimeError("task_stream_control runs on workers only")
-    if on is not None:
-        worker.trace = on
-    records, worker.records = worker.records, []
-    return records
-
-
-def report_crashes(rank: int) -> None:
-    """In a worker process: make a dying worker name its rank and task on stderr.
-
-    A segfault prints every thread's stack (the task's frame names rank and task); a task
-    calling ``os._exit`` prints which task did so before the process ends.
-    """
-    faulthandler.enable(all_threads=True)
-    real_exit = os._exit
-
-    def _exit(code: int) -> None:
-        key = getattr(_context, "key", None)
-        os.write(2, (f"mpifutures: task {key!r} called os._exit({code}) on rank {rank}; "
-                     "this worker process ends, and the MPI job with it.\n").encode())
-        real_exit(code)
-
-    os._exit = _exit
 
 
 class _Task:
-    __slots__ = ("key", "token", "fn_bytes", "args", "deps", "priority", "missing", "fetched")
+    __slots__ = ("key", "token", "fn_bytes", "args", "deps", "priority", "attempt",
+                 "missing", "fetched", "inputs")
 
     def __init__(self, msg: tuple) -> None:
-        _, self.key, self.token, self.fn_bytes, self.args, self.deps, self.priority = msg
+        (_, self.key, self.token, self.fn_bytes, self.args, self.deps, self.priority,
+         self.attempt) = msg
         self.missing: set[str] = set()
         self.fetched: list[tuple[str, int, int, float]] = []  # key, source, bytes, seconds
+        self.inputs: dict[str, Any] = {}
 
 
 class Worker:
@@ -102,8 +65,7 @@ class Worker:
         self.payloads: dict[str, Payload] = {}
         self.waiters: dict[str, list[_Task]] = defaultdict(list)
         self.fetching: dict[str, float] = {}
-        self.pending: dict[str, _Task] = {}  # received, not finished
-        self.cancelled: set[str] = set()
+        self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
         self.outbox: dict[int, list] = defaultdict(list)
         self.done: deque = deque()
         self.ready: list = []
@@ -111,7 +73,6 @@ class Worker:
         self.seq = itertools.count()
         self.trace = config.task_stream
         self.records: list[dict] = []
-        self._runners: dict[str, Callable] = {}
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
         transport.wake = self.backoff.wake
         self.running = True
@@ -126,7 +87,7 @@ class Worker:
     def run(self) -> None:
         """Serve until the scheduler says STOP."""
         tighten_timer_slack()
-        _context.worker, _context.rank = self, self.rank
+        taskrun.enter(self)
         for thread in self.threads:
             thread.start()
         try:
@@ -135,7 +96,7 @@ class Worker:
                 for source, msgs in self.t.poll():
                     active = True
                     for msg in msgs:
-                        self._handlers[msg[0]](self, source, msg)
+                        self._handle(source, msg)
                 while self.done:
                     active = True
                     self._finish(*self.done.popleft())
@@ -148,6 +109,13 @@ class Worker:
             with self.ready_cond:
                 self.ready_cond.notify_all()
             self._drain()
+
+    def _handle(self, source: int, msg: tuple) -> None:
+        try:
+            self._handlers[msg[0]](self, source, msg)
+        except Exception:  # noqa: BLE001 - one bad message must not stop the worker
+            log.exception("rank %d could not handle message %r from rank %d",
+                          self.rank, msg[0], source)
 
     def _flush(self) -> None:
         if len(self.records) >= _RECORDS_BATCH:
@@ -168,8 +136,7 @@ class Worker:
 
     def _on_run(self, source: int, msg: tuple) -> None:
         task = _Task(msg)
-        self.cancelled.discard(task.key)
-        self.pending[task.key] = task
+        self.pending[task.key] = task  # replaces an older attempt, whose outcome is dropped
         for key, owner in task.deps:
             if key in self.store:
                 continue
@@ -189,11 +156,14 @@ class Worker:
     def _on_cancel(self, source: int, msg: tuple) -> None:
         for key in msg[1]:
             task = self.pending.pop(key, None)
-            if task is not None:
-                self.cancelled.add(key)
-                for dep in task.missing:
-                    if task in self.waiters.get(dep, ()):
-                        self.waiters[dep].remove(task)
+            if task is None:
+                continue
+            for dep in task.missing:
+                waiting = self.waiters.get(dep)
+                if waiting is not None and task in waiting:
+                    waiting.remove(task)
+                    if not waiting:
+                        del self.waiters[dep]
 
     def _on_store(self, source: int, msg: tuple) -> None:
         """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
@@ -203,7 +173,12 @@ class Worker:
             if part:
                 self.outbox[part[0]].append((P.STORE, key, payload, part[1:]))
         self.payloads[key] = payload
-        self._arrived(key, loads(payload))
+        try:
+            value: Any = loads(payload)
+        except Exception as exc:  # noqa: BLE001 - tasks reading it fail with the reason
+            value = Broken(f"scattered data failed to unpickle on rank {self.rank}: {exc!r}")
+        self.outbox[self.scheduler].append((P.STORED, key))
+        self._arrived(key, value)
 
     def _on_stop(self, source: int, msg: tuple) -> None:
         self.running = False
@@ -225,15 +200,16 @@ class Worker:
 
     def _on_get(self, source: int, msg: tuple) -> None:
         key = msg[1]
-        if key not in self.store:
+        value = self.store.get(key, self)
+        if value is self or type(value) is Broken:
             self.outbox[source].append((P.MISSING, key, f"rank {self.rank} does not hold it"))
             return
         payload = self.payloads.get(key)
         if payload is None:
             try:
-                payload = dumps(self.store[key])
+                payload = dumps(value)
             except Exception as exc:  # noqa: BLE001 - the requester gets the reason
-                self.outbox[source].append((P.MISSING, key, str(exc)))
+                self.outbox[source].append((P.MISSING, key, failure.safe_str(exc)))
                 return
         self.outbox[source].append((P.DATA, key, payload))
 
@@ -250,6 +226,7 @@ class Worker:
         self.stats["bytes_fetched"] += payload.nbytes
         for task in self.waiters.get(key, ()):
             task.fetched.append((key, source, payload.nbytes, seconds))
+        self.outbox[self.scheduler].append((P.STORED, key))  # a copy: freed with the original
         self._arrived(key, value)
 
     def _on_missing(self, source: int, msg: tuple) -> None:
@@ -260,8 +237,8 @@ class Worker:
 
     _handlers = {
         P.RUN: _on_run, P.FREE: _on_free, P.CANCEL: _on_cancel, P.STORE: _on_store,
-        P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get,
-        P.DATA: _on_data, P.MISSING: _on_missing,
+        P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get, P.DATA: _on_data,
+        P.MISSING: _on_missing,
     }
 
     # ------------------------------------------------------------ inputs arriving
@@ -270,16 +247,20 @@ class Worker:
         self.store[key] = value
         for task in self.waiters.pop(key, ()):
             task.missing.discard(key)
-            if not task.missing and task.key in self.pending:
+            if not task.missing and self.pending.get(task.key) is task:
                 self._push_ready(task)
 
     def _fail_waiters(self, key: str, message: str, kind: type = DataLostError) -> None:
         for task in self.waiters.pop(key, ()):
-            if self.pending.pop(task.key, None) is not None:
+            if self.pending.get(task.key) is task:
+                del self.pending[task.key]
                 err = failure.describe(message, task.key, self.rank, kind)
-                self.outbox[self.scheduler].append((P.FAILED, task.key, err))
+                self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
 
     def _push_ready(self, task: _Task) -> None:
+        # The inputs are handed over now, on the main loop: a FREE handled later cannot pull
+        # them from under the running task.
+        task.inputs = {key: self.store[key] for key, _ in task.deps}
         with self.ready_cond:
             heapq.heappush(self.ready, (-task.priority, next(self.seq), task))
             self.ready_cond.notify()
@@ -287,7 +268,7 @@ class Worker:
     # ------------------------------------------------------------ compute
 
     def _compute(self) -> None:
-        _context.worker, _context.rank = self, self.rank
+        taskrun.enter(self)
         while self.running:
             with self.ready_cond:
                 while not self.ready and self.running:
@@ -295,66 +276,34 @@ class Worker:
                 if not self.running:
                     return
                 task = heapq.heappop(self.ready)[2]
-            if task.key in self.cancelled:
-                continue
-            self.done.append(self._execute(task))
+            if self.pending.get(task.key) is not task:
+                continue  # cancelled, or replaced by a newer attempt
+            start = time.time() if self.trace else 0.0
+            outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
+                                      task.inputs, self.rank)
+            task.inputs = {}
+            self.done.append((task, *outcome, (start, time.time() if self.trace else 0.0)))
             if self.backoff.asleep:
                 self.backoff.wake.set()
 
-    def _execute(self, task: _Task) -> tuple:
-        start = time.time() if self.trace else 0.0
-        ok, value, payload = self._run(task)
-        return task, ok, value, payload, (start, time.time() if self.trace else 0.0)
-
-    def _run(self, task: _Task) -> tuple[bool, Any, Optional[Payload]]:
-        """Run one task: (True, value, payload) or (False, failure, None)."""
-        _context.key = task.key
-        try:
-            fn = functions.loads(task.token, task.fn_bytes)
-            args, kwargs = loads(task.args, self.store)
-        except Exception as exc:  # noqa: BLE001 - a bad argument fails only this task
-            err = SerializationError(f"the function or arguments of task {task.key!r} failed "
-                                     f"to unpickle on rank {self.rank}: {exc!r}")
-            err.__cause__ = exc
-            return False, failure.capture(err, task.key, self.rank), None
-        try:
-            value = self._runner(task.key)(fn, args, kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the worker survives every task error
-            return False, failure.capture(exc, task.key, self.rank), None
-        try:
-            return True, value, dumps(value)
-        except Exception as exc:  # noqa: BLE001 - unpicklable result fails only this task
-            return False, failure.unpicklable_result(value, task.key, self.rank, exc), None
-
-    def _runner(self, key: str) -> Callable:
-        """A trampoline whose frame names the rank and task, for crash dumps (faulthandler)."""
-        prefix = key.rsplit("-", 1)[0]
-        runner = self._runners.get(prefix)
-        if runner is None:
-            where = f"<mpifutures worker rank {self.rank}, running a task {prefix!r}>"
-            namespace: dict = {}
-            exec(compile(_RUNNER, where, "exec"), namespace)
-            runner = self._runners[prefix] = namespace["run_task"]
-        return runner
-
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
                 times: tuple[float, float]) -> None:
-        if self.pending.pop(task.key, None) is None or task.key in self.cancelled:
-            self.cancelled.discard(task.key)
-            return
+        if self.pending.get(task.key) is not task:
+            return  # cancelled, or replaced by a newer attempt: drop the outcome
+        del self.pending[task.key]
         self.stats["tasks"] += 1
         if self.trace:
             self._record(task, ok, times, payload)
         if not ok:
-            self.outbox[self.scheduler].append((P.FAILED, task.key, value))
+            self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, value))
             return
-        fetched = tuple(k for k, *_ in task.fetched if k in self.store)
         fetched_bytes = sum(f[2] for f in task.fetched)
         inline = payload if payload.nbytes <= self.config.inline_bytes else None
         if len(payload.header) <= _CACHE_HEADER:
             self.payloads[task.key] = payload
         self.outbox[self.scheduler].append(
-            (P.DONE, task.key, value_nbytes(value, payload), inline, fetched, fetched_bytes))
+            (P.DONE, task.key, task.attempt, value_nbytes(value, payload), inline,
+             fetched_bytes))
         self._arrived(task.key, value)
 
     def _record(self, task: _Task, ok: bool, times: tuple[float, float], payload: Any) -> None:
@@ -364,3 +313,4 @@ class Worker:
             "nbytes": payload.nbytes if payload is not None else 0,
             "fetches": [{"from": s, "nbytes": n, "seconds": t} for _, s, n, t in task.fetched],
         })
+

@@ -13,7 +13,7 @@ def _raise_on_load(where):
 
 
 def _fail_on_rank0():
-    from mpifutures.worker import current_rank
+    from mpifutures.taskrun import current_rank
     if current_rank() is None:
         raise RuntimeError("injected failure while unpickling on rank 0")
     return UnpicklesOnlyOnWorkers()

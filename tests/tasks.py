@@ -53,7 +53,7 @@ def unpicklable_result():
 
 
 def rank(*inputs):
-    from mpifutures.worker import current_rank
+    from mpifutures.taskrun import current_rank
     return current_rank()
 
 
@@ -97,7 +97,7 @@ def hostname():
 
 
 def stored_keys():
-    from mpifutures.worker import current_worker
+    from mpifutures.taskrun import current_worker
     return set(current_worker().store)
 
 
@@ -106,3 +106,18 @@ def node(i, fails, gate, *inputs):
     if fails:
         raise ValueError(f"node {i} failed")
     return i + sum(inputs)
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ is broken too")
+
+
+def raise_bad_str():
+    raise BadStr("x")
+
+
+def big(n):
+    import numpy as np
+    return np.ones(n)
+

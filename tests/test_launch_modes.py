@@ -59,6 +59,8 @@ def test_spawn_mode_spawns_and_shutdown_ends_the_workers(tmp_path):
         with Executor(max_workers=2) as ex:
             pids = set(ex.run(os.getpid).values())
             print("workers", ex.nworkers, ex.gather(ex.map(abs, [-3, -4])), flush=True)
+            late = ex.submit(bytes, 100_000)   # finished, never fetched
+            late.exception()
         def alive(pid):                        # a zombie has ended, only not been reaped
             try:
                 with open(f"/proc/{pid}/stat") as fh:
@@ -69,13 +71,17 @@ def test_spawn_mode_spawns_and_shutdown_ends_the_workers(tmp_path):
         while any(map(alive, pids)) and time.monotonic() < deadline:
             time.sleep(0.05)
         print("ended", not any(map(alive, pids)))
+        try:
+            late.result(timeout=10)            # its workers are gone: an error, not a hang
+        except Exception as exc:
+            print("late", type(exc).__name__)
         ex2 = Executor()                       # MPIFUTURES_MAX_WORKERS decides
         print("second", ex2.nworkers)          # no shutdown: ended at exit
     """)
     r = run([sys.executable, path], timeout=60, env={**ENV, "MPIFUTURES_MAX_WORKERS": "3"})
     assert r.returncode == 0, r
     assert "workers 2 [3, 4]" in r.stdout and "ended True" in r.stdout, r
-    assert "second 3" in r.stdout, r
+    assert "second 3" in r.stdout and "late ExecutorClosedError" in r.stdout, r
 
 
 def test_spawn_failure_says_what_to_do_instead():

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
-                               FutureReleased, KeepRequested, ResolveFuture, RetryRequested,
-                               TaskFailed, TaskFinished, TaskSubmitted)
+                               FutureReleased, KeepRequested, ReplicaStored, ResolveFuture,
+                               RetryRequested, TaskFailed, TaskFinished, TaskSubmitted)
 from mpifutures.state import SchedulerState
+
+
+class Checked(SchedulerState):
+    """Checks its invariants after every call; dispatch numbers are left out of the output
+    (tests compare placement), except through :meth:`raw`."""
+
+    def handle(self, *events):
+        out = self.raw(*events)
+        return [replace(c, attempt=0) if isinstance(c, Dispatch) else c for c in out]
+
+    def raw(self, *events):
+        out = super().handle(*(self._current(e) for e in events))
+        self.check_invariants()
+        return out
+
+    def _current(self, ev):
+        # Outcomes written without a dispatch number refer to the task's latest dispatch.
+        if isinstance(ev, (TaskFinished, TaskFailed)) and ev.attempt == 0 and ev.key in self.tasks:
+            return replace(ev, attempt=self.tasks[ev.key].attempt)
+        return ev
 
 
 @pytest.fixture
 def state():
-    s = SchedulerState(workers=[1, 2], slots=2)
-    yield s
-    s.check_invariants()
+    return Checked(workers=[1, 2], slots=2)
 
 
 def submit(key, *deps, **kw):
@@ -50,7 +70,7 @@ def test_task_goes_to_the_worker_holding_most_input_bytes(state):
 
 
 def test_ties_go_to_the_least_loaded_worker(state):
-    state.handle(DataScattered("d", (1, 2), 100))
+    state.handle(DataScattered("d", (1, 2), 100), ReplicaStored("d", 2))
     state.handle(submit("busy", workers=(1,)))
     out = state.handle(submit("t", "d"))
     assert out == [Dispatch(2, "t", "spec-t", (("d", 2),))]
@@ -95,9 +115,29 @@ def test_copies_fetched_by_a_worker_are_freed_too(state):
     state.handle(submit("a"), submit("b"))
     state.handle(TaskFinished("a", 1, 8), TaskFinished("b", 2, 8))
     state.handle(submit("c", "a", "b"))
-    state.handle(TaskFinished("c", 1, 8, fetched=("b",)))
+    state.handle(ReplicaStored("b", 1), TaskFinished("c", 1, 8))
     assert state.who_has("b") == (1, 2)
     assert state.handle(FutureReleased("b")) == [FreeData(1, "b"), FreeData(2, "b")]
+    assert state.handle(ReplicaStored("b", 2)) == [FreeData(2, "b")]  # too late: free it
+
+
+def test_broadcast_copies_count_once_confirmed(state):
+    assert state.handle(DataScattered("d", (1, 2), 100)) == []
+    assert state.who_has("d") == (1,)
+    assert state.handle(ReplicaStored("d", 2)) == [ResolveFuture("d", "memory")]
+    assert state.who_has("d") == (1, 2)
+
+
+def test_a_stale_attempt_never_frees_the_current_copy(state):
+    first = state.raw(submit("k"))[0].attempt
+    state.handle(CancelRequested(("k",)))
+    second = state.raw(submit("k"))[0].attempt     # the same key, dispatched again
+    assert first != second
+    assert state.raw(TaskFinished("k", 1, 8, first)) == []
+    assert state.raw(TaskFinished("k", 1, 8, second)) == [ResolveFuture("k", "memory")]
+    assert state.raw(TaskFinished("k", 1, 8, first)) == []   # this worker holds the key
+    assert state.raw(TaskFinished("k", 2, 8, first)) == [FreeData(2, "k")]
+    assert state.raw(TaskFailed("k", 1, "late", first)) == []
 
 
 def test_releasing_a_pending_task_cancels_it_on_its_worker(state):
@@ -122,6 +162,7 @@ def test_retries_rerun_on_the_same_worker_then_fail(state):
     assert state.handle(TaskFailed("a", 1, "e2")) == [ResolveFuture("a", "erred", "e2")]
     assert state.failed == 1
     assert state.handle(RetryRequested("a")) == [Dispatch(1, "a", "spec-a", ())]
+    assert state.handle(RetryRequested("a")) == []  # running again: nothing to answer
 
 
 def test_cancel_cascades_and_a_late_result_is_dropped(state):
@@ -149,10 +190,12 @@ def test_equal_keys_share_one_task(state):
     assert state.handle(FutureReleased("a", 3)) == [FreeData(1, "a")]
 
 
-def test_fire_and_forget_keeps_the_task(state):
+def test_fire_and_forget_runs_the_task_then_lets_it_go(state):
     state.handle(submit("a"), KeepRequested("a"))
     assert state.handle(FutureReleased("a")) == []
-    assert state.handle(TaskFinished("a", 1, 8)) == [ResolveFuture("a", "memory")]
+    assert state.handle(TaskFinished("a", 1, 8)) == [ResolveFuture("a", "memory"),
+                                                    FreeData(1, "a")]
+    assert state.tasks == {}
 
 
 def test_a_released_input_fails_the_new_task_clearly(state):

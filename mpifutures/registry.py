@@ -1,0 +1,122 @@
+"""Rank 0's futures, by key: made on client threads, resolved on the scheduler thread.
+
+Each key has one :class:`~mpifutures.future.KeyRecord` shared by all of its futures. A future
+releases its claim on the key when it is garbage-collected: a weak-reference callback appends
+``("decref", session, key)`` to the scheduler's inbox (a deque append is the only thing safe to
+do from a GC callback). That callback is armed only once the future's submit is posted, so a
+future made for a submit that then failed releases nothing, and it is disarmed by an explicit
+``release()``, so no claim is released twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from typing import Any, Callable, Iterable, Optional
+
+from .future import Future, KeyRecord
+
+
+class Registry:
+    """The records of every key that has futures on rank 0."""
+
+    def __init__(self, inbox_append: Callable[[tuple], None]) -> None:
+        self.records: dict[str, KeyRecord] = {}
+        self.lock = threading.Lock()
+        self._append = inbox_append
+        self._serials = itertools.count(1)
+
+    def new_future(self, key: str, executor: Any) -> Future:
+        """A future of ``key``; call :meth:`arm` once its submit is posted."""
+        with self.lock:
+            record = self.records.get(key)
+            if record is None:
+                record = self.records[key] = KeyRecord(key)
+            future = Future(key, record, executor)
+            future._serial = next(self._serials)
+            cell: list = []
+            append = self._append
+            future._cell = cell
+            future._ref = weakref.ref(future, lambda _r: cell and append(cell[0]))
+            if len(record.handles) > 8:
+                record.handles = [r for r in record.handles if r() is not None]
+            record.handles.append(future._ref)
+        return future
+
+    @staticmethod
+    def arm(future: Future, session: int) -> None:
+        """From now on, the future's garbage collection releases its claim on the key."""
+        future._cell.append(("decref", session, future.key))
+
+    def release(self, future: Future) -> Optional[tuple]:
+        """Disarm the future and forget it; return the decref to post (None if unarmed)."""
+        with self.lock:
+            item = future._cell.pop() if future._cell else None
+            record = future._record
+            if future._ref in record.handles:
+                record.handles.remove(future._ref)
+        return item
+
+    def get(self, key: str) -> Optional[KeyRecord]:
+        return self.records.get(key)
+
+    def handles(self, key: str) -> list[Future]:
+        """The live futures of ``key`` (a snapshot)."""
+        with self.lock:
+            record = self.records.get(key)
+            refs = list(record.handles) if record is not None else []
+        return [f for f in (ref() for ref in refs) if f is not None]
+
+    def drop(self, keys: Iterable[str]) -> None:
+        """Forget the records of ``keys`` that have no live future left."""
+        with self.lock:
+            for key in keys:
+                record = self.records.get(key)
+                if record is not None and not any(r() is not None for r in record.handles):
+                    del self.records[key]
+
+    def mark_cancel(self, futures: Iterable[Future]) -> None:
+        """A client cancelled these: futures of their keys made from now on stay untouched
+        by that cancellation (a resubmit of the key runs it again)."""
+        mark = next(self._serials)
+        for f in futures:
+            f._record.cancel_mark = mark
+
+    def resolve(self, key: str, status: str, error: Any) -> None:
+        """Finish, fail or cancel every live future of ``key``."""
+        record = self.records.get(key)
+        if record is None:
+            return
+        handles = self.handles(key)
+        if status == "memory":
+            for f in handles:
+                f._finish()
+        elif status == "erred":
+            from .failure import rebuild
+            exc = rebuild(error) if isinstance(error, tuple) else error
+            for f in handles:
+                f._fail(exc)
+        else:
+            mark, record.cancel_mark = record.cancel_mark, None
+            for f in handles:
+                if mark is None or f._serial < mark:
+                    f._cancel_locally()
+
+    def reset(self, key: str) -> None:
+        """Make the failed or cancelled futures of ``key`` pending again (for a retry)."""
+        for future in self.handles(key):
+            future._reset()
+        record = self.records.get(key)
+        if record is not None:
+            record.deliver(None)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every future and every pending fetch (the scheduler is gone)."""
+        with self.lock:
+            records = list(self.records.values())
+        for record in records:
+            record.deliver(None, error)
+            for f in (ref() for ref in list(record.handles)):
+                if f is not None:
+                    f._fail(error)

@@ -1,0 +1,118 @@
+"""Races and leaks found in review, each pinned by a test. Part of the behaviour suite."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from mpifutures import DataLostError, Executor
+from tests import tasks
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def held_anywhere(executor, keys):
+    return set().union(*executor.run(tasks.stored_keys).values()) & set(keys)
+
+
+def test_cancel_then_resubmit_the_same_key_runs_it_again(executor):
+    rank = list(executor.workers)[0]
+    executor.submit(tasks.sleep, 0.3, workers=[rank], pure=False)
+    first = executor.submit(tasks.slow_inc, 1, 0.05, workers=[rank])
+    first.cancel()
+    again = executor.submit(tasks.slow_inc, 1, 0.05, workers=[rank])
+    assert again.key == first.key
+    assert again.result(10) == 2 and first.cancelled()
+
+
+def test_release_then_garbage_collection_releases_once(executor):
+    a = executor.submit(tasks.big, 1000)
+    b = executor.submit(tasks.big, 1000)
+    a.result(10)
+    a.release()
+    del a
+    gc.collect()
+    time.sleep(0.1)
+    assert executor.submit(tasks.array_sum, b, pure=False).result(10) == 1000.0
+
+
+def test_a_failed_map_releases_nothing_it_did_not_claim(executor):
+    a = executor.submit(tasks.big, 500)
+    a.result(10)
+    with pytest.raises(TypeError):
+        executor.map(tasks.big, [500, threading.Lock()])
+    gc.collect()
+    time.sleep(0.1)
+    assert executor.submit(tasks.array_sum, a, pure=False).result(10) == 500.0
+
+
+def test_scatter_drop_and_scatter_the_same_value_again(executor):
+    data = np.arange(1000.0)
+    x = executor.scatter(data)
+    assert executor.submit(tasks.array_sum, x, pure=False).result(10) == data.sum()
+    del x
+    y = executor.scatter(data)
+    assert executor.submit(tasks.array_sum, y, pure=False).result(10) == data.sum()
+
+
+def test_dropped_broadcasts_and_fetched_copies_leave_every_worker(executor):
+    keys = []
+    for _ in range(3):
+        b = executor.scatter(np.ones(10_000), broadcast=True, hash=False)
+        keys.append(b.key)
+        del b
+    ranks = list(executor.workers)
+    x = executor.submit(tasks.big, 100, workers=[ranks[0]], pure=False)
+    bad = executor.submit(tasks.fail, x, workers=[ranks[-1]], pure=False)
+    bad.exception(10)
+    keys += [x.key, bad.key]
+    del x, bad
+    gc.collect()
+    assert wait_until(lambda: not held_anywhere(executor, keys)), held_anywhere(executor, keys)
+
+
+def test_an_exception_whose_str_raises_fails_only_its_task(executor):
+    f = executor.submit(tasks.raise_bad_str, pure=False)
+    assert f.exception(10) is not None
+    assert executor.submit(tasks.inc, 1, pure=False).result(10) == 2
+
+
+def test_releasing_a_pending_future_ends_its_wait(executor):
+    f = executor.submit(tasks.sleep, 0.5, pure=False)
+    f.release()
+    with pytest.raises(DataLostError, match="released"):
+        f.result(5)
+
+
+def test_fire_and_forget_results_are_freed_after_they_ran(executor):
+    f = executor.submit(tasks.big, 100, pure=False)
+    key = f.key
+    executor.fire_and_forget(f)
+    del f
+    gc.collect()
+    # The scheduler keeps the task until it ran, then forgets it; then no worker holds it.
+    assert wait_until(lambda: executor._cluster.query(lambda s: s.state.status(key)) is None)
+    assert executor.statistics()["tasks_completed"] > 0
+    assert wait_until(lambda: not held_anywhere(executor, [key]))
+
+
+def test_closed_sessions_leave_no_records_behind(cluster):
+    before = len(cluster.registry.records)
+    for _ in range(3):
+        with Executor(cluster=cluster) as ex:
+            ex.submit(tasks.big, 100_000, pure=False).result(10)
+    gc.collect()
+    time.sleep(0.2)
+    ex = Executor(cluster=cluster)
+    ex.statistics()  # one round trip: the scheduler has handled the closes
+    assert len(cluster.registry.records) <= before
+    ex.shutdown()
