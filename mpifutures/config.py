@@ -21,32 +21,30 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
 
-def _float(name: str, default: float) -> float:
+def _number(name: str, default: Any, cast: Callable[[str], Any], minimum: float) -> Any:
+    """Read ``name`` as a number (``cast``) not below ``minimum``; None or "" gives default."""
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = float(raw)
+        value = cast(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r} must not be negative")
-    return value
-
-
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
+        raise ValueError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}"
+                         ) from None
     if value < minimum:
         raise ValueError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def _float(name: str, default: float) -> float:
+    return _number(name, default, float, 0.0)
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    return _number(name, default, int, minimum)
 
 
 @dataclass(frozen=True)
