@@ -153,7 +153,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(config, comm.Get_rank())
     install_signal_handlers(comm.Get_rank())
     if comm.Get_rank() != 0:
-        launch.serve(comm, config)
+        try:
+            launch.serve(comm, config)
+        except BaseException:  # noqa: BLE001 - a worker that cannot serve ends the job now
+            traceback.print_exc()
+            sys.stderr.write(f"mpifutures: worker rank {comm.Get_rank()} failed; aborting "
+                             "the MPI job.\n")
+            sys.stderr.flush()
+            MPI.COMM_WORLD.Abort(1)
         return 0
     scheduler = launch.start_scheduler(comm, config, "launcher")
     if opts.report:

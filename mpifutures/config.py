@@ -5,7 +5,7 @@ variable                       default    meaning
 =============================  =========  ==================================================
 MPIFUTURES_BACKOFF             0.001      longest idle sleep between polls, in seconds
 MPIFUTURES_IDLE_BACKOFF        0.01       sleep cap after ``MPIFUTURES_IDLE_AFTER`` s idle
-MPIFUTURES_IDLE_AFTER          1.0        seconds without traffic before the idle cap applies
+MPIFUTURES_IDLE_AFTER          0.25       seconds without traffic before the idle cap applies
 MPIFUTURES_INLINE_BYTES        4096       results up to this size travel with the reply
 MPIFUTURES_TASKS_PER_WORKER    64         tasks without inputs queued on each worker
 MPIFUTURES_SHUTDOWN_TIMEOUT    10.0       seconds to wait for workers at exit, then Abort
@@ -53,7 +53,7 @@ class Config:
 
     backoff: float = 0.001
     idle_backoff: float = 0.01
-    idle_after: float = 1.0
+    idle_after: float = 0.25
     inline_bytes: int = 4096
     tasks_per_worker: int = 64
     shutdown_timeout: float = 10.0
@@ -69,7 +69,7 @@ def load() -> Config:
     return Config(
         backoff=_float("MPIFUTURES_BACKOFF", 0.001),
         idle_backoff=_float("MPIFUTURES_IDLE_BACKOFF", 0.01),
-        idle_after=_float("MPIFUTURES_IDLE_AFTER", 1.0),
+        idle_after=_float("MPIFUTURES_IDLE_AFTER", 0.25),
         inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
         tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
         shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),

@@ -18,7 +18,6 @@ import logging
 import struct
 from typing import Any
 
-import numpy as np
 from mpi4py import MPI
 
 from .transport import Transport, pack, unpack
@@ -29,6 +28,13 @@ _TAG_HEAD = 11
 _TAG_DATA = 12
 _CHUNK = 1 << 30
 _SIZE = struct.Struct("<Q")
+
+
+def _empty(size: int) -> Any:
+    """Uninitialised receive memory (numpy's; bytearray would zero every byte first)."""
+    import numpy as np  # only once a message carries buffers: arrays are in use by then
+
+    return np.empty(size, dtype=np.uint8)
 
 
 def _chunks(view: memoryview) -> list[memoryview]:
@@ -89,7 +95,7 @@ class MPITransport(Transport):
         header = bytes(memoryview(head)[8 * (count + 1):])
         bufs, reqs = [], []
         for size in sizes:
-            buf = np.empty(size, dtype=np.uint8)
+            buf = _empty(size)
             bufs.append(buf)
             for chunk in _chunks(memoryview(buf)):
                 reqs.append(self.comm.Irecv([chunk, MPI.BYTE], source, _TAG_DATA))

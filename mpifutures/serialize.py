@@ -17,28 +17,40 @@ import copyreg
 import hashlib
 import io
 import pickle
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
 import cloudpickle
-import numpy as np
 
 from .errors import SerializationError
 
 _PROTOCOL = 5
 
 
-def _reduce_ndarray(a: np.ndarray) -> Any:
+def _numpy() -> Any:
+    """numpy if this process imported it (a value can only hold arrays once it has): so
+    that mpifutures itself starts without paying numpy's import time."""
+    return sys.modules.get("numpy")
+
+
+def _reduce_ndarray(a: Any) -> Any:
     # numpy pickles non-contiguous arrays in-band (bytes copied into the pickle); a contiguous
     # copy goes out-of-band instead. Object arrays hold Python objects: leave them to numpy.
     if not a.dtype.hasobject and not (a.flags.c_contiguous or a.flags.f_contiguous):
-        a = np.ascontiguousarray(a)
+        a = _numpy().ascontiguousarray(a)
     return a.__reduce_ex__(_PROTOCOL)
 
 
 _DISPATCH = copyreg.dispatch_table.copy()
-_DISPATCH[np.ndarray] = _reduce_ndarray
+
+
+def _dispatch_table() -> dict:
+    np = _numpy()
+    if np is not None and np.ndarray not in _DISPATCH:
+        _DISPATCH[np.ndarray] = _reduce_ndarray
+    return _DISPATCH
 
 
 class Payload:
@@ -61,12 +73,15 @@ class Payload:
 
 
 class _Pickler(pickle.Pickler):
-    dispatch_table = _DISPATCH
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dispatch_table = _dispatch_table()
 
 
 class _CloudPickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is np.ndarray:
+        np = _numpy()
+        if np is not None and type(obj) is np.ndarray:
             return _reduce_ndarray(obj)
         return super().reducer_override(obj)
 
@@ -170,7 +185,8 @@ def _kind(args: tuple, kwargs: dict) -> int:
             t = type(v)
             if t in _SCALAR_TYPES:
                 continue
-            if t is np.ndarray or t is np.float64 or t is np.int64:
+            np = _numpy()
+            if np is not None and (t is np.ndarray or t is np.float64 or t is np.int64):
                 kind = _ATOMIC
             else:
                 return _ANY
@@ -234,7 +250,8 @@ functions = _FunctionCache()
 
 def value_nbytes(value: Any, payload: Payload | None = None) -> int:
     """Approximate memory held by a value (used to place tasks near their inputs)."""
-    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+    np = _numpy()
+    if np is not None and isinstance(value, np.ndarray) and not value.dtype.hasobject:
         return int(value.nbytes)
     if payload is not None:
         return payload.nbytes

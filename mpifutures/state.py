@@ -313,18 +313,26 @@ class SchedulerState:
                 self._maybe_run_early(dependent)
 
     def _fill(self) -> None:
-        """Hand queued tasks to workers that have free slots, highest priority first."""
+        """Hand queued tasks to workers that have free slots, highest priority first.
+
+        Neighbours in the queue go to the same worker in runs (a fair share each), so that
+        tasks submitted together — ``map`` results later combined pairwise — sit together.
+        """
         if not self.queue or not self.workers:
             return
         load, queue, tasks, out = self.load, self.queue, self.tasks, self._out
+        share = -(-len(queue) // len(self.workers))
         while queue:
             worker = min(load, key=load.__getitem__)
-            if load[worker] >= self.slots:
+            run = min(share, self.slots - load[worker])
+            if run <= 0:
                 return
-            key = heapq.heappop(queue)[2]
-            task = tasks.get(key)
-            if task is not None and task.status == "queued":
-                out.append(self._dispatch(task, worker))
+            while run > 0 and queue:
+                key = heapq.heappop(queue)[2]
+                task = tasks.get(key)
+                if task is not None and task.status == "queued":
+                    out.append(self._dispatch(task, worker))
+                    run -= 1
 
     def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
         if task.status != "processing":

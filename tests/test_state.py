@@ -41,10 +41,16 @@ def submit(key, *deps, **kw):
     return TaskSubmitted(key, f"spec-{key}", tuple(deps), **kw)
 
 
-def test_free_tasks_fill_the_least_loaded_workers_up_to_their_slots(state):
+def test_neighbours_share_a_worker_and_the_work_is_shared_fairly():
+    state = Checked(workers=[1, 2], slots=64)
+    out = state.handle(*(submit(f"x{i}") for i in range(16)))
+    assert [c.worker for c in out] == [1] * 8 + [2] * 8
+
+
+def test_free_tasks_fill_workers_in_runs_up_to_their_slots(state):
     out = state.handle(*(submit(k) for k in "abcde"))
-    assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(2, "b", "spec-b", ()),
-                   Dispatch(1, "c", "spec-c", ()), Dispatch(2, "d", "spec-d", ())]
+    assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(1, "b", "spec-b", ()),
+                   Dispatch(2, "c", "spec-c", ()), Dispatch(2, "d", "spec-d", ())]
     assert state.status("e") == "queued"
     out = state.handle(TaskFinished("a", 1, 8))
     assert out == [ResolveFuture("a", "memory"), Dispatch(1, "e", "spec-e", ())]
