@@ -11,13 +11,19 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-from mpi4py.futures import MPIPoolExecutor
-
 import harness
+import numpy as np
 from harness import emit, median, time_repeats
-from workloads_common import add, add_all, inc, make_array_stamped, nbytes_of, noop
-from workloads_common import wait_for_file
+from mpi4py.futures import MPIPoolExecutor
+from workloads_common import (
+    add,
+    add_all,
+    inc,
+    make_array_stamped,
+    nbytes_of,
+    noop,
+    wait_for_file,
+)
 
 THROUGH_RANK0 = "values through rank 0"
 
@@ -65,13 +71,15 @@ def w3(args, ex, prefix="W3"):
 def w4(args, ex):
     """Array made on a worker, consumed on a worker: worker -> rank 0 -> worker."""
     nbytes, rates = args.sizes["w4_bytes"], []
-    for _ in range(args.sizes["repeats"]):
+
+    def once():
         array, ready = ex.submit(make_array_stamped, nbytes).result()
         leg1 = time.time() - ready
         start = time.perf_counter()
         assert ex.submit(nbytes_of, array).result() == nbytes
         rates.append(nbytes / (leg1 + time.perf_counter() - start) / 1e9)
-        del array
+
+    time_repeats(once, args.sizes["repeats"])
     emit("W4", median(rates), "GB/s", rates=rates, nbytes=nbytes,
          note="worker -> rank 0 -> worker; workers cannot be chosen")
 
@@ -111,8 +119,8 @@ def w9(args, ex):
         return [ex.submit(wait_for_file, blocker.path, blocker.markers)
                 for _ in range(ex.num_workers)]
 
-    harness.w9_scaling(args, lambda n: [ex.submit(inc, i) for i in range(n)],
-                       lambda fs: [f.result() for f in fs], start_blockers)
+    # ``ex.map`` returns an iterator; its futures are all submitted before it returns
+    harness.w9_scaling(args, lambda n: ex.map(inc, range(n)), list, start_blockers)
 
 
 def w10(args, ex):

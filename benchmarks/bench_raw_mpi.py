@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 
+import harness
 import numpy as np
 from mpi4py import MPI
-
-import harness
 from workloads_common import noop
 
 comm = MPI.COMM_WORLD
@@ -76,35 +75,50 @@ def _pickle_exchange(buf, peer, first):
         comm.send(comm.recv(source=peer), dest=peer)
 
 
-def main():
-    args = harness.parse_args()
-    size, rank, sz = comm.size, comm.rank, args.sizes
-    a, b = size - 2, size - 1  # the bandwidth pair
-    if rank == 0:
+def wanted(args, workload):
+    return not args.only or workload in args.only
+
+
+def rank0_side(args, pair):
+    """Rank 0: play W1, start W4 on the pair, report."""
+    sz = args.sizes
+    if wanted(args, "W1"):
         harness.emit("_start", workload="W1")
         times = ping_pong_us(sz["w1_trips"])
         harness.emit("W1", harness.median(times), "µs", min=min(times), trips=len(times),
                      what="pickled comm.send/recv round trip, rank 0 <-> rank 1")
-        for r in range(1, size):
-            comm.send("go", dest=r, tag=TAG_GO)
+        harness.emit("_done", workload="W1")
+    for r in range(1, comm.size):
+        comm.send("go", dest=r, tag=TAG_GO)
+    if wanted(args, "W4"):
         harness.emit("_start", workload="W4")
-        if size >= 3:
-            raw, pickled = lazy_recv(a, TAG_RESULT)
+        if pair:
+            raw, pickled = lazy_recv(pair[0], TAG_RESULT)
             harness.emit("W4", raw, "GB/s", pickled_GBps=pickled, nbytes=sz["w4_bytes"],
-                         what=f"Send/Recv ping-pong rank {a} <-> rank {b}, one-way GB/s")
+                         what=f"Send/Recv ping-pong rank {pair[0]} <-> rank {pair[1]}")
         else:
             harness.not_applicable(["W4"], "needs two ranks besides rank 0")
-        harness.not_applicable(["W2", "W3", "W5", "W6", "W7", "W9"],
-                               "raw MPI has no tasks; it is the limit for W1, W4 and W8")
-    else:
-        if rank == 1:
-            pong()
-        lazy_recv(0, TAG_GO)
-        if size >= 3 and rank in (a, b):
-            result = bandwidth_gbps(b if rank == a else a, sz["w4_bytes"], sz["repeats"],
-                                    rank == a)
-            if rank == a:
-                comm.send(result, dest=0, tag=TAG_RESULT)
+        harness.emit("_done", workload="W4")
+    harness.not_applicable(["W2", "W3", "W5", "W6", "W7", "W9"],
+                           "raw MPI has no tasks; it is the limit for W1, W4 and W8")
+
+
+def main():
+    args = harness.parse_args()
+    rank = comm.rank
+    pair = (comm.size - 2, comm.size - 1) if comm.size >= 3 else None  # bandwidth pair
+    if rank == 0:
+        rank0_side(args, pair)
+        return
+    if rank == 1 and wanted(args, "W1"):
+        pong()
+    lazy_recv(0, TAG_GO)
+    if pair and rank in pair and wanted(args, "W4"):
+        first = rank == pair[0]
+        result = bandwidth_gbps(pair[1] if first else pair[0], args.sizes["w4_bytes"],
+                                args.sizes["repeats"], first)
+        if first:
+            comm.send(result, dest=0, tag=TAG_RESULT)
 
 
 if __name__ == "__main__":

@@ -70,13 +70,19 @@ def median(values):
     return statistics.median(values)
 
 
-def time_repeats(fn, repeats):
-    """Call ``fn()`` ``repeats`` times; return the wall times in seconds."""
+def time_repeats(fn, repeats, budget_s=20.0):
+    """Call ``fn()`` up to ``repeats`` times; return the wall times in seconds.
+
+    Stops early (after at least one call) once ``budget_s`` is spent, so that a system
+    that is very slow at a workload does not stall the whole run.
+    """
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        if sum(times) > budget_s:
+            break
     return times
 
 
@@ -86,14 +92,22 @@ def cpu_seconds(pid):
     return times.user + times.system
 
 
-def idle_cpu_percent(pids, seconds):
-    """CPU% of each process over a window of ``seconds`` during which we only sleep."""
-    before = {pid: cpu_seconds(pid) for pid in pids}
-    start = time.monotonic()
-    time.sleep(seconds)
-    elapsed = time.monotonic() - start
-    after = {pid: cpu_seconds(pid) for pid in pids}
-    return {pid: 100.0 * (after[pid] - before[pid]) / elapsed for pid in pids}
+def idle_cpu_percent(pids, seconds, split=1.0):
+    """CPU% of each process over a window of ``seconds`` during which we only sleep.
+
+    Returns ``{pid: (whole window, first split seconds, rest)}``: runtimes often poll
+    faster right after the last task and settle later, so both parts are kept.
+    """
+    marks = []
+    for pause in (0.0, min(split, seconds), max(0.0, seconds - split)):
+        time.sleep(pause)
+        marks.append((time.monotonic(), {pid: cpu_seconds(pid) for pid in pids}))
+
+    def percent(a, b, pid):
+        (t0, c0), (t1, c1) = marks[a], marks[b]
+        return 100.0 * (c1[pid] - c0[pid]) / (t1 - t0) if t1 > t0 else None
+
+    return {pid: (percent(0, 2, pid), percent(0, 1, pid), percent(1, 2, pid)) for pid in pids}
 
 
 def sibling_rank_pids():
@@ -106,13 +120,34 @@ def rss_bytes():
     return psutil.Process().memory_info().rss
 
 
-def report_idle(prefix, rank0_pid, worker_pids, seconds):
-    """Measure an idle window and emit worker and rank-0 CPU% rows."""
-    cpu = idle_cpu_percent([rank0_pid, *worker_pids], seconds)
-    workers = [cpu[pid] for pid in worker_pids]
+def settled_rss_bytes(step=0.2, tolerance=0.005, timeout=30.0):
+    """RSS once it stops growing: schedulers that run in a thread of this process
+    (mpifutures, dask) take in a batch of submissions after ``submit`` has returned."""
+    deadline = time.monotonic() + timeout
+    previous = rss_bytes()
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        current = rss_bytes()
+        if abs(current - previous) <= tolerance * previous:
+            return current
+        previous = current
+    return previous
+
+
+def report_idle(prefix, rank0_pid, worker_pids, seconds, others=()):
+    """Measure an idle window and emit worker and rank-0 CPU% rows.
+
+    ``others`` are further processes (dask's nannies) reported only in the JSON.
+    """
+    cpu = idle_cpu_percent([rank0_pid, *worker_pids, *others], seconds)
+    workers = [cpu[pid][0] for pid in worker_pids]
     emit(f"{prefix}.workers", max(workers), "%", per_worker=workers,
-         median_worker=median(workers), window_s=seconds)
-    emit(f"{prefix}.rank0", cpu[rank0_pid], "%", window_s=seconds)
+         median_worker=median(workers), window_s=seconds,
+         first_second=[cpu[pid][1] for pid in worker_pids],
+         after_first_second=[cpu[pid][2] for pid in worker_pids])
+    emit(f"{prefix}.rank0", cpu[rank0_pid][0], "%", window_s=seconds,
+         first_second=cpu[rank0_pid][1], after_first_second=cpu[rank0_pid][2],
+         other_processes=[cpu[pid][0] for pid in others])
 
 
 def run_workloads(workloads, args, *context):
@@ -125,7 +160,7 @@ def run_workloads(workloads, args, *context):
             faulthandler.dump_traceback_later(args.hang_dump, exit=False, file=sys.stderr)
         try:
             fn(args, *context)
-        except Exception as exc:  # report and go on with the next workload
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the next one
             traceback.print_exc()
             emit("_error", workload=wid, error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -174,9 +209,11 @@ def w9_memory(n, submit_batch, gather, start_blockers):
         gc.collect()
         before = rss_bytes()
         futures = submit_batch(n)
-        growth = rss_bytes() - before
+        growth = settled_rss_bytes() - before
         blocker.release()
-        gather(list(blockers) + list(futures))
+        gather(futures)
+        for future in blockers:
+            future.result()
     finally:
         blocker.close()
     return growth / n
@@ -184,6 +221,9 @@ def w9_memory(n, submit_batch, gather, start_blockers):
 
 def w9_scaling(args, submit_batch, gather, start_blockers):
     """W9: time per task at three sizes, and rank-0 memory per pending task.
+
+    ``submit_batch(n)`` submits ``n`` independent tasks (each system's ``map``);
+    ``gather(batch)`` waits for all of them and returns their values.
 
     Memory is measured first, smallest size first, so that freed memory from an
     earlier, larger batch cannot hide the growth of a later one.
@@ -193,7 +233,7 @@ def w9_scaling(args, submit_batch, gather, start_blockers):
     per_task = []
     for i, n in enumerate(ns):
         repeats = 1 if (args.quick or n > 10_000) else 3
-        times = time_repeats(lambda: gather(submit_batch(n)), repeats)
+        times = time_repeats(lambda n=n: gather(submit_batch(n)), repeats)
         per_task.append(median(times) / n * 1e6)
         emit(f"W9.n{i + 1}", per_task[-1], "µs/task", tasks=n, repeats=repeats)
     emit("W9.flat", max(per_task) / min(per_task), "ratio", per_task_us=per_task,

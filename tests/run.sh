@@ -20,5 +20,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export MPIFUTURES_REQUIRE_ALL=1
 fi
 
-timeout 900 "$PYTHON" -m pip install -q -e ".[mpich,test]"
+timeout 900 "$PYTHON" -m pip install -q -e ".[mpich,test,bench]"
 timeout 2400 "$PYTHON" -m pytest "$@"
+
+# Benchmark smoke run at tiny sizes: it must work here, not be fast (targets are for full
+# sizes, see README.md "Benchmarks").
+timeout 600 "$PYTHON" benchmarks/run.py --workers 2 --quick --json bench-results/ci-quick.json
