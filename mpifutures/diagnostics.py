@@ -21,7 +21,8 @@ from .serialize import dumps_args, functions, loads
 
 
 def set_recording(cluster: Any, on: Optional[bool]) -> list[dict]:
-    """Switch recording on every worker (None: leave it); return the records collected."""
+    """Switch recording on every worker (None: leave it); return the records collected, as
+    dicts, oldest first."""
     from .taskrun import task_stream_control
 
     token, fn_bytes = functions.dumps(task_stream_control)
@@ -30,9 +31,17 @@ def set_recording(cluster: Any, on: Optional[bool]) -> list[dict]:
     return cluster.query(lambda s: _merge(s, fresh))
 
 
-def _merge(scheduler: Any, fresh: list[dict]) -> list[dict]:
+def _merge(scheduler: Any, fresh: list[tuple]) -> list[dict]:
     scheduler.task_records.extend(fresh)
-    return sorted(scheduler.task_records, key=lambda r: r["start"])
+    return [as_dict(r) for r in sorted(scheduler.task_records, key=lambda r: r[2])]
+
+
+def as_dict(record: tuple) -> dict:
+    """A worker's record tuple as the documented dict."""
+    key, rank, start, stop, ok, nbytes, fetches = record
+    return {"key": key, "prefix": key.rsplit("-", 1)[0], "rank": rank, "start": start,
+            "stop": stop, "status": "finished" if ok else "error", "nbytes": nbytes,
+            "fetches": [{"from": s, "nbytes": n, "seconds": t} for s, n, t in fetches]}
 
 
 def settings(cluster: Any) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class Scheduler:
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
         self.calls: dict[int, tuple[_Reply, dict]] = {}
         self._call_ids = itertools.count()
-        self.task_records: deque[dict] = deque(maxlen=config.task_stream_max)
+        self.task_records: deque[tuple] = deque(maxlen=config.task_stream_max)
         self.callbacks = CallbackThread()
         self.fatal: Optional[BaseException] = None
         self._hosts: Optional[dict[int, str]] = None

@@ -113,7 +113,7 @@ def report_crashes(rank: int) -> None:
     os._exit = _exit
 
 
-def task_stream_control(on: Optional[bool]) -> list[dict]:
+def task_stream_control(on: Optional[bool]) -> list[tuple]:
     """Run on a worker's loop: switch task-stream recording (None: leave it); return and
     forget the records not yet sent to rank 0."""
     worker = current_worker()
