@@ -99,7 +99,9 @@ def run_target(kind: str, target: str, args: list[str]) -> int:
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         name = signal.Signals(signum).name
-        sys.stderr.write(f"mpifutures: the job was interrupted ({name}); stopping every rank.\n")
+        sys.stderr.write(f"mpifutures: the job was interrupted ({name}: Ctrl-C, a time limit, "
+                         "scancel, or the launcher ending the job because another rank died);"
+                         " stopping every rank.\n")
         traceback.print_exc()
         return 128 + signum
     except BaseException:  # noqa: BLE001 - print it as python would, then stop the job

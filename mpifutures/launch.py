@@ -64,9 +64,24 @@ def describe(MPI: Any) -> str:
     """One line: the MPI library, its version, the thread level and the world size."""
     levels = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
               MPI.THREAD_SERIALIZED: "serialized", MPI.THREAD_MULTIPLE: "multiple"}
-    library = MPI.Get_library_version().strip().splitlines()[0].strip()
-    return (f"MPI: {library}; MPI standard {'.'.join(map(str, MPI.Get_version()))}; thread "
+    return (f"MPI: {library_name(MPI)}; "
+            f"MPI standard {'.'.join(map(str, MPI.Get_version()))}; thread "
             f"level {levels.get(MPI.Query_thread(), '?')}; {MPI.COMM_WORLD.Get_size()} ranks")
+
+
+def library_name(MPI: Any) -> str:
+    """The MPI library and its version, short: "MPICH 5.0.2", "Open MPI v5.0.11", ...
+
+    Open MPI's version string is one long line ending in a NUL character; MPICH's is a table
+    whose first line is "MPICH Version:      5.0.2". Others: their first line, cleaned.
+    """
+    text = MPI.Get_library_version().replace("\x00", " ").strip()
+    first = " ".join(text.splitlines()[0].split()) if text else "unknown MPI library"
+    if first.startswith("MPICH Version:"):
+        return "MPICH " + first[len("MPICH Version:"):].strip()
+    if first.startswith("Open MPI "):
+        return first.split(",", 1)[0]
+    return first
 
 
 def check_wiring(MPI: Any) -> None:

@@ -67,13 +67,17 @@ class MPITransport(Transport):
     def poll(self) -> list[tuple[int, list]]:
         if self._sends:
             self._sends = [(r, m) for r, m in self._sends if not r.Test()]
-        arrived = []
+        # Lists from one source are handed over in the order they were sent: a list whose
+        # buffers are still arriving holds back every later list from the same source.
+        arrived: list[tuple[int, list]] = []
+        waiting: set[int] = set()
         if self._recvs:
             pending = []
             for entry in self._recvs:
-                if MPI.Request.Testall(entry[3]):
+                if entry[0] not in waiting and MPI.Request.Testall(entry[3]):
                     arrived.append((entry[0], unpack(entry[1], entry[2])))
                 else:
+                    waiting.add(entry[0])
                     pending.append(entry)
             self._recvs = pending
         while True:
@@ -84,10 +88,11 @@ class MPITransport(Transport):
             head = bytearray(self._status.Get_count(MPI.BYTE))
             msg.Recv([head, MPI.BYTE])
             header, bufs, reqs = self._post_buffers(source, head)
-            if reqs:
-                self._recvs.append((source, header, bufs, reqs))
-            else:
+            if source not in waiting and MPI.Request.Testall(reqs):
                 arrived.append((source, unpack(header, bufs)))
+            else:
+                waiting.add(source)
+                self._recvs.append((source, header, bufs, reqs))
 
     def _post_buffers(self, source: int, head: bytearray) -> tuple[bytes, list, list]:
         (count,) = _SIZE.unpack_from(head, 0)
@@ -114,5 +119,6 @@ class MPITransport(Transport):
         MPI.COMM_WORLD.Abort(code)
 
     def describe(self) -> str:
-        lib = MPI.Get_library_version().strip().splitlines()[0]
-        return f"{lib} (MPI {'.'.join(map(str, MPI.Get_version()))})"
+        from .launch import library_name
+
+        return f"{library_name(MPI)} (MPI {'.'.join(map(str, MPI.Get_version()))})"

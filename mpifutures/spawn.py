@@ -49,8 +49,9 @@ def stop(scheduler: Any) -> None:
     scheduler.spawned = None
     atexit.unregister(stop)
     if scheduler.stop(scheduler.config.shutdown_timeout):
-        for comm in comms:
-            comm.Disconnect()
+        merged, inter = comms
+        merged.Free()  # Open MPI 5.0 hangs in Disconnect of a merged intracommunicator
+        inter.Disconnect()
         return
     log.error("spawned workers did not stop within %s s; aborting",
               scheduler.config.shutdown_timeout)
@@ -71,7 +72,7 @@ def _worker_main() -> None:
     comm = parent.Merge(high=True)
     setup_logging(config, comm.Get_rank())
     serve(comm, config)
-    comm.Disconnect()
+    comm.Free()  # as in stop(): only the intercommunicator is disconnected
     parent.Disconnect()
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
+
+import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +36,7 @@ def mpiexec(n: int, args: Sequence[str], timeout: float = 60.0,
 
 def run(cmd: Sequence[str], timeout: float, env: Optional[dict] = None,
         cwd: str = ROOT) -> Result:
-    """Run ``cmd`` in a new session; on timeout kill that session's process group."""
+    """Run ``cmd`` in a new session; on timeout kill it and every process it started."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -41,6 +44,46 @@ def run(cmd: Sequence[str], timeout: float, env: Optional[dict] = None,
         out, err = proc.communicate(timeout=timeout)
         return Result(proc.returncode, out, err, False)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         out, err = proc.communicate()
         return Result(proc.returncode, out, err, True)
+    except BaseException:  # pytest-timeout or Ctrl-C ended the wait: leave nothing running
+        kill_tree(proc.pid)
+        proc.communicate()
+        raise
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the process group of ``pid`` and every descendant of ``pid``.
+
+    The group alone is not enough: Open MPI's ``prterun`` and MPICH's ``hydra_pmi_proxy`` start
+    each rank in a process group of its own, so ``killpg`` would leave the ranks running.
+    """
+    try:
+        family = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@functools.lru_cache(maxsize=None)
+def mpi_vendor() -> str:
+    """``"openmpi"``, ``"mpich"`` or ``"unknown"``: whose ``mpiexec`` is first on PATH."""
+    try:
+        text = subprocess.run(["mpiexec", "--version"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if "Open MPI" in text:
+        return "openmpi"
+    if "HYDRA" in text or "MPICH" in text:
+        return "mpich"
+    return "unknown"

