@@ -38,7 +38,7 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
-_RECORDS_BATCH = 1024  # task-stream records go to rank 0 in batches of this many
+_RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
 
 
 class _Task:
