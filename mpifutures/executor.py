@@ -180,7 +180,7 @@ class Executor:
             key = keymod.pure_key(fn, token, payload) if pure else keymod.unique_key(fn)
         elif not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__qualname__}")
-        future = self._cluster.new_future(key, self, self._session)
+        future = self._cluster.registry.new_future(key, self)
         event = TaskSubmitted(key, (token, fn_bytes, payload), dep_keys, self._session,
                               options["priority"], options["workers"], options["loose"],
                               options["retries"])
@@ -239,7 +239,7 @@ class Executor:
         payload = dumps(value)
         name = keymod.prefix(type(value))
         key = keymod.data_key(name, payload) if hashed else keymod.unique_key(name)
-        future = self._cluster.new_future(key, self, self._session)
+        future = self._cluster.registry.new_future(key, self)
         first, rest = ranks[0], ranks[1:]
         event = DataScattered(key, ranks, value_nbytes(value, payload), self._session)
         with self._lock:
@@ -345,7 +345,7 @@ class Executor:
 
     def _release(self, future: Future) -> None:
         if not self._closed:
-            self._cluster.release_future(future, self._session)
+            self._cluster.release_future(future)
 
     def _keep_until_done(self, future: Future) -> None:
         with self._lock:

@@ -89,11 +89,7 @@ class Scheduler:
         if self.fatal is not None:
             raise ExecutorClosedError(f"the mpifutures cluster is gone: {self.fatal}")
 
-    def new_future(self, key: str, executor: Any, session: int) -> Future:
-        """A future of ``key`` (its submit arms it: see :class:`~mpifutures.registry.Registry`)."""
-        return self.registry.new_future(key, executor)
-
-    def release_future(self, future: Future, session: int) -> None:
+    def release_future(self, future: Future) -> None:
         """Drop ``future``'s claim on its key now instead of at garbage collection."""
         item = self.registry.release(future)
         if item is not None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import itertools
-import os
-import socket
 import threading
 import time
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
-import time
 
 import pytest
 
