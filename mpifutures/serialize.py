@@ -31,8 +31,15 @@ _PROTOCOL = 5
 
 def _numpy() -> Any:
     """numpy if this process imported it (a value can only hold arrays once it has): so
-    that mpifutures itself starts without paying numpy's import time."""
-    return sys.modules.get("numpy")
+    that mpifutures itself starts without paying numpy's import time.
+
+    While another thread is still importing numpy (a task's module importing it), the
+    module is already in ``sys.modules`` but half built; ``import`` then waits for it.
+    """
+    np = sys.modules.get("numpy")
+    if np is not None and getattr(getattr(np, "__spec__", None), "_initializing", False):
+        import numpy as np
+    return np
 
 
 def _reduce_ndarray(a: Any) -> Any:

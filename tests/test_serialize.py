@@ -110,3 +110,30 @@ def test_plain_pickle_of_a_payload_keeps_buffers_out_of_band():
     buffers = []
     pickle.dumps(payload, protocol=5, buffer_callback=buffers.append)
     assert len(buffers) == 1
+
+
+def test_numpy_half_imported_by_another_thread_is_waited_for(tmp_path):
+    """A task importing numpy for the first time on a worker while the worker's loop sizes
+    the previous task's result: the loop must not see numpy half built (it crashed the rank).
+    A stand-in ``numpy`` that takes 0.5 s to import makes the window certain."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "numpy.py").write_text("import time\ntime.sleep(0.5)\nclass ndarray:\n    pass\n")
+    script = textwrap.dedent("""
+        import sys, threading, time
+        from mpifutures.serialize import value_nbytes
+        importer = threading.Thread(target=__import__, args=("numpy",))
+        importer.start()
+        while "numpy" not in sys.modules:
+            time.sleep(0.001)
+        print("sized", value_nbytes(None))
+        importer.join()
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "sized 64" in r.stdout
