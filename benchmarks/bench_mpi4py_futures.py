@@ -79,6 +79,8 @@ def w4(args, ex):
         assert ex.submit(nbytes_of, array).result() == nbytes
         rates.append(nbytes / (leg1 + time.perf_counter() - start) / 1e9)
 
+    once()  # a warm-up round, not counted (raw's bandwidth has one too)
+    rates.clear()
     time_repeats(once, args.sizes["repeats"])
     emit("W4", median(rates), "GB/s", rates=rates, nbytes=nbytes,
          note="worker -> rank 0 -> worker; workers cannot be chosen")

@@ -100,6 +100,8 @@ def w4(args, ex):
         rates.append(nbytes / (time.perf_counter() - start) / 1e9)
         moved.append(delta(before, counters(ex)))
 
+    once()  # a warm-up round, not counted (raw's bandwidth has one too)
+    rates.clear()
     time_repeats(once, args.sizes["repeats"])
     emit("W4", median(rates), "GB/s", rates=rates, nbytes=nbytes, counters=moved[-1],
          what=f"array on rank {a}, consumer pinned to rank {b}")

@@ -7,6 +7,7 @@ MPIFUTURES_BACKOFF             0.001      longest idle sleep between polls, in s
 MPIFUTURES_IDLE_BACKOFF        0.01       sleep cap after ``MPIFUTURES_IDLE_AFTER`` s idle
 MPIFUTURES_IDLE_AFTER          0.25       seconds without traffic before the idle cap applies
 MPIFUTURES_INLINE_BYTES        4096       results up to this size travel with the reply
+MPIFUTURES_BUFFER_POOL         268435456  bytes of freed receive memory kept for reuse (0: off)
 MPIFUTURES_TASKS_PER_WORKER    64         tasks without inputs queued on each worker
 MPIFUTURES_SHUTDOWN_TIMEOUT    10.0       seconds to wait for workers at exit, then Abort
 MPIFUTURES_MAX_WORKERS         (cores)    workers spawned by ``Executor()`` in spawn mode
@@ -55,6 +56,7 @@ class Config:
     idle_backoff: float = 0.01
     idle_after: float = 0.25
     inline_bytes: int = 4096
+    buffer_pool: int = 256 << 20
     tasks_per_worker: int = 64
     shutdown_timeout: float = 10.0
     max_workers: int = 0
@@ -71,6 +73,7 @@ def load() -> Config:
         idle_backoff=_float("MPIFUTURES_IDLE_BACKOFF", 0.01),
         idle_after=_float("MPIFUTURES_IDLE_AFTER", 0.25),
         inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
+        buffer_pool=_int("MPIFUTURES_BUFFER_POOL", 256 << 20, minimum=0),
         tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
         shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),
         max_workers=_int("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),

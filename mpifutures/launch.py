@@ -105,7 +105,7 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
     from .mpi_transport import MPITransport
     from .scheduler import Scheduler
 
-    scheduler = Scheduler(MPITransport(comm), config)
+    scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
     scheduler.start()
     if register:
         with _state.lock:
@@ -122,7 +122,7 @@ def serve(comm: Any, config: configmod.Config) -> None:
     from .worker import Worker
 
     report_crashes(comm.Get_rank())
-    Worker(MPITransport(comm), config).run()
+    Worker(MPITransport(comm, config.buffer_pool), config).run()
 
 
 def stop_scheduler(code: int) -> int:

@@ -7,7 +7,8 @@ int counts. MPI keeps messages of one (source, tag, communicator) in order, and 
 for a header are posted before the next header is taken, so buffers always meet their header.
 
 Nothing here blocks on the network: sends are ``Isend``, buffers are ``Irecv`` into memory
-allocated from the header's sizes, and the caller polls. While a transfer is in flight
+taken from a :class:`~mpifutures.buffers.BufferPool` by the header's sizes (uninitialised, and
+already mapped when a block is reused), and the caller polls. While a transfer is in flight
 :meth:`busy` is true and the caller polls without sleeping, because MPICH moves a large
 message forward only inside MPI calls.
 """
@@ -30,13 +31,6 @@ _CHUNK = 1 << 30
 _SIZE = struct.Struct("<Q")
 
 
-def _empty(size: int) -> Any:
-    """Uninitialised receive memory (numpy's; bytearray would zero every byte first)."""
-    import numpy as np  # only once a message carries buffers: arrays are in use by then
-
-    return np.empty(size, dtype=np.uint8)
-
-
 def _chunks(view: memoryview) -> list[memoryview]:
     return [view[i:i + _CHUNK] for i in range(0, len(view), _CHUNK)]
 
@@ -44,8 +38,10 @@ def _chunks(view: memoryview) -> list[memoryview]:
 class MPITransport(Transport):
     """Point-to-point messaging on a private communicator."""
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(self, comm: Any, buffer_pool: int = 0) -> None:
         self.comm = comm
+        self._pool: Any = None
+        self._pool_limit = buffer_pool
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self._sends: list[tuple[Any, Any]] = []  # (request, memory kept alive until done)
@@ -100,12 +96,19 @@ class MPITransport(Transport):
         header = bytes(memoryview(head)[8 * (count + 1):])
         bufs, reqs = [], []
         for size in sizes:
-            buf = _empty(size)
+            buf = self._memory(size)
             bufs.append(buf)
             for chunk in _chunks(memoryview(buf)):
                 reqs.append(self.comm.Irecv([chunk, MPI.BYTE], source, _TAG_DATA))
         self.bytes_received += len(head) + sum(sizes)
         return header, bufs, reqs
+
+    def _memory(self, size: int) -> Any:
+        if self._pool is None:  # numpy only once a message carries buffers
+            from .buffers import BufferPool
+
+            self._pool = BufferPool(self._pool_limit)
+        return self._pool.take(size)
 
     def busy(self) -> bool:
         return bool(self._sends) or bool(self._recvs)
