@@ -14,7 +14,6 @@ import concurrent.futures as cf
 import itertools
 import logging
 import threading
-import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import failure, keys as keymod, protocol as P
@@ -47,7 +46,6 @@ class Executor:
         self._session = next(_sessions)
         self._lock = threading.Lock()
         self._closed = False
-        self._futures: weakref.WeakSet[Future] = weakref.WeakSet()
         self._keepalive: set[Future] = set()  # futures with callbacks still to run
 
     # ------------------------------------------------------------ submitting
@@ -190,7 +188,6 @@ class Executor:
         with self._lock:
             self._check_open("submit")
             for future, _ in pairs:
-                self._futures.add(future)
                 self._cluster.registry.arm(future, self._session)
             self._cluster.post(("submit", self._session, [event for _, event in pairs]))
 
@@ -244,7 +241,6 @@ class Executor:
         event = DataScattered(key, ranks, value_nbytes(value, payload), self._session)
         with self._lock:
             self._check_open("scatter")
-            self._futures.add(future)
             self._cluster.registry.arm(future, self._session)
             self._cluster.post(("scatter", self._session, first, (P.STORE, key, payload, rest),
                                 event))
@@ -297,7 +293,9 @@ class Executor:
     def who_has(self, futures: Optional[Iterable[Future]] = None) -> dict[str, list[int]]:
         """``{key: [ranks holding its data]}`` for ``futures`` (default: all of this session)."""
         self._check_open("who_has")
-        keys = [f.key for f in (self._futures if futures is None else futures)]
+        if futures is None:
+            futures = self._cluster.registry.futures_of(self)
+        keys = [f.key for f in futures]
         return self._cluster.query(lambda s: {k: list(s.state.who_has(k)) for k in keys})
 
     def cancel(self, futures: Union[Future, Iterable[Future]]) -> None:
@@ -375,7 +373,7 @@ class Executor:
             if self._closed:
                 return
             self._closed = True
-        pending = [f for f in list(self._futures) if not f.done()]
+        pending = [f for f in self._cluster.registry.futures_of(self) if not f.done()]
         if cancel_futures and pending:
             self._cancel(pending)
             for f in pending:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _REMOTE = object()  # the result of a finished future whose value is held by the KeyRecord
+_FINISHED, _PENDING = cf._base.FINISHED, cf._base.PENDING
+_ENDED = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED, cf._base.FINISHED)
+_LAZY = threading.Lock()  # makes conditions, and resolves futures that have none
 _STATUS = {cf._base.PENDING: "pending", cf._base.RUNNING: "pending",
            cf._base.CANCELLED: "cancelled", cf._base.CANCELLED_AND_NOTIFIED: "cancelled"}
 
@@ -109,14 +112,58 @@ class Future(cf.Future):
     """
 
     def __init__(self, key: str, record: KeyRecord, executor: "Executor") -> None:
-        super().__init__()
+        # The base class's fields, but its Condition (with an RLock, about 1.3 KB) is made
+        # only when a thread first waits on this future: most never are, one by one.
+        self._cond: Optional[threading.Condition] = None
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: Optional[BaseException] = None
+        self._waiters: list = []
+        self._done_callbacks: list = []
         self._key = key
         self._record = record
         self._executor = executor
-        self._ref: Any = None  # the registry's weak reference, whose death releases the key
-        self._cell: list = []  # holds the decref that the reference's callback posts
+        self._ref: Any = None  # the registry's Claim: its death releases the key
         self._serial = 0
         self._released = False
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with _LAZY:
+                if self._cond is None:
+                    self._cond = threading.Condition()
+                cond = self._cond
+        return cond
+
+    def _resolve_unwatched(self, result: Any, exception: Optional[BaseException]) -> bool:
+        """Resolve without a Condition if none was made (then nobody waits); False if one was."""
+        with _LAZY:
+            if self._cond is not None:
+                return False
+            if self._state in _ENDED:
+                raise cf.InvalidStateError(f"{self._state}: {self!r}")
+            self._result, self._exception, self._state = result, exception, _FINISHED
+        self._invoke_callbacks()
+        return True
+
+    def set_result(self, result: Any) -> None:
+        if not self._resolve_unwatched(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        if not self._resolve_unwatched(None, exception):
+            super().set_exception(exception)
+
+    def done(self) -> bool:
+        return self._state in _ENDED
+
+    def running(self) -> bool:
+        return self._state == cf._base.RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
 
     @property
     def key(self) -> str:
@@ -126,10 +173,10 @@ class Future(cf.Future):
     @property
     def status(self) -> str:
         """``"pending"``, ``"finished"``, ``"error"`` or ``"cancelled"``."""
-        with self._condition:
-            if self._state == cf._base.FINISHED:
-                return "error" if self._exception is not None else "finished"
-            return _STATUS[self._state]
+        state = self._state  # read once: the exception is set before the state
+        if state == _FINISHED:
+            return "error" if self._exception is not None else "finished"
+        return _STATUS[state]
 
     @property
     def executor(self) -> "Executor":
@@ -146,7 +193,8 @@ class Future(cf.Future):
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        value = super().result(timeout)
+        # _REMOTE is only ever set by a successful finish, never undone: no Condition needed
+        value = _REMOTE if self._result is _REMOTE else super().result(timeout)
         if value is not _REMOTE:
             return value
         left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,11 +1,11 @@
 """Rank 0's futures, by key: made on client threads, resolved on the scheduler thread.
 
 Each key has one :class:`~mpifutures.future.KeyRecord` shared by all of its futures. A future
-releases its claim on the key when it is garbage-collected: a weak-reference callback appends
-``("decref", session, key)`` to the scheduler's inbox (a deque append is the only thing safe to
-do from a GC callback). That callback is armed only once the future's submit is posted, so a
-future made for a submit that then failed releases nothing, and it is disarmed by an explicit
-``release()``, so no claim is released twice.
+releases its claim on the key when it is garbage-collected: the callback of its :class:`Claim`
+(a weak reference) appends ``("decref", session, key)`` to the scheduler's inbox (a deque append
+is the only thing safe to do from a GC callback). A claim is armed only once the future's
+submit is posted, so a future made for a submit that then failed releases nothing, and it is
+disarmed by an explicit ``release()``, so no claim is released twice.
 """
 
 from __future__ import annotations
@@ -16,6 +16,17 @@ import weakref
 from typing import Any, Callable, Iterable, Optional
 
 from .future import Future, KeyRecord
+
+
+class Claim(weakref.ref):
+    """Weak reference to a future; once armed with a session, its death posts a decref."""
+
+    __slots__ = ("key", "session")
+
+    def __init__(self, future: Future, callback: Callable[["Claim"], None]) -> None:
+        super().__init__(future, callback)
+        self.key = future.key
+        self.session: Optional[int] = None
 
 
 class Registry:
@@ -35,24 +46,28 @@ class Registry:
                 record = self.records[key] = KeyRecord(key)
             future = Future(key, record, executor)
             future._serial = next(self._serials)
-            cell: list = []
-            append = self._append
-            future._cell = cell
-            future._ref = weakref.ref(future, lambda _r: cell and append(cell[0]))
+            future._ref = Claim(future, self._collected)
             if len(record.handles) > 8:
                 record.handles = [r for r in record.handles if r() is not None]
             record.handles.append(future._ref)
         return future
 
+    def _collected(self, claim: Claim) -> None:
+        session = claim.session
+        if session is not None:
+            self._append(("decref", session, claim.key))
+
     @staticmethod
     def arm(future: Future, session: int) -> None:
         """From now on, the future's garbage collection releases its claim on the key."""
-        future._cell.append(("decref", session, future.key))
+        future._ref.session = session
 
     def release(self, future: Future) -> Optional[tuple]:
         """Disarm the future and forget it; return the decref to post (None if unarmed)."""
         with self.lock:
-            item = future._cell.pop() if future._cell else None
+            claim = future._ref
+            session, claim.session = claim.session, None
+            item = None if session is None else ("decref", session, future.key)
             record = future._record
             if future._ref in record.handles:
                 record.handles.remove(future._ref)
@@ -67,6 +82,12 @@ class Registry:
             record = self.records.get(key)
             refs = list(record.handles) if record is not None else []
         return [f for f in (ref() for ref in refs) if f is not None]
+
+    def futures_of(self, executor: Any) -> list[Future]:
+        """The live, unreleased futures made by ``executor``."""
+        with self.lock:
+            refs = [ref for record in self.records.values() for ref in record.handles]
+        return [f for f in (ref() for ref in refs) if f is not None and f._executor is executor]
 
     def drop(self, keys: Iterable[str]) -> None:
         """Forget the records of ``keys`` that have no live future left."""

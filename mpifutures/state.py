@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from dataclasses import dataclass
+from typing import AbstractSet, Any, Iterable, Optional
 
 from .errors import DataLostError
 from .events import (
@@ -48,6 +48,20 @@ from .events import (
 )
 
 _ENDED = ("memory", "erred", "cancelled")
+_NONE: frozenset = frozenset()
+
+
+def _with(items: AbstractSet, item: Any) -> set:
+    """``items`` with ``item`` added: the shared empty frozenset becomes a new set."""
+    if items is _NONE:
+        return {item}
+    items.add(item)  # type: ignore[attr-defined]
+    return items  # type: ignore[return-value]
+
+
+def _without(items: AbstractSet, item: Any) -> None:
+    if item in items:  # then it is a real set (only empty ones are shared)
+        items.discard(item)  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True, eq=False)
@@ -63,13 +77,14 @@ class TaskState:
     loose: bool = False
     retries: int = 0
     status: str = "waiting"
-    waiting_on: set[str] = field(default_factory=set)
-    dependents: set[str] = field(default_factory=set)
-    clients: set[int] = field(default_factory=set)
+    # The sets start as the shared empty frozenset (most stay empty) and are made by _with.
+    waiting_on: AbstractSet[str] = _NONE
+    dependents: AbstractSet[str] = _NONE
+    clients: AbstractSet[int] = _NONE
     keep: bool = False
     worker: Optional[int] = None
-    holders: set[int] = field(default_factory=set)
-    expected: set[int] = field(default_factory=set)  # scatter copies not yet confirmed
+    holders: AbstractSet[int] = _NONE
+    expected: AbstractSet[int] = _NONE  # scatter copies not yet confirmed
     nbytes: int = 0
     error: Any = None
     attempt: int = 0  # the number of its latest dispatch; outcomes of older ones are stale
@@ -121,7 +136,7 @@ class SchedulerState:
     def _submitted(self, ev: TaskSubmitted) -> None:
         task = self.tasks.get(ev.key)
         if task is not None and task.status != "cancelled":
-            task.clients.add(ev.client)
+            task.clients = _with(task.clients, ev.client)
             if task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
@@ -129,7 +144,7 @@ class SchedulerState:
             self._forget(task)
         task = TaskState(ev.key, ev.spec, ev.deps, next(self._seq), ev.priority,
                          ev.workers, ev.loose, ev.retries)
-        task.clients.add(ev.client)
+        task.clients = _with(task.clients, ev.client)
         self.tasks[ev.key] = task
         self._start(task)
 
@@ -145,9 +160,9 @@ class SchedulerState:
             if dep.status in ("erred", "cancelled"):
                 self._end(task, dep.status, dep.error)
                 return
-            dep.dependents.add(task.key)
+            dep.dependents = _with(dep.dependents, task.key)
             if dep.status != "memory":
-                task.waiting_on.add(dep_key)
+                task.waiting_on = _with(task.waiting_on, dep_key)
         if not task.waiting_on:
             self._ready(task)
         else:
@@ -156,8 +171,8 @@ class SchedulerState:
     def _scattered(self, ev: DataScattered) -> None:
         task = self.tasks.get(ev.key)
         if task is not None and task.status == "memory":
-            task.clients.add(ev.client)
-            task.expected.update(set(ev.workers) - task.holders)
+            task.clients = _with(task.clients, ev.client)
+            task.expected = set(task.expected) | (set(ev.workers) - task.holders)
             self._resolve_scattered(task)
             return
         if task is not None:
@@ -166,7 +181,7 @@ class SchedulerState:
         self.tasks[ev.key] = task
         task.status, task.nbytes = "memory", ev.nbytes
         task.holders, task.expected = {ev.workers[0]}, set(ev.workers[1:])
-        task.clients.add(ev.client)
+        task.clients = _with(task.clients, ev.client)
         self._resolve_scattered(task)
 
     def _resolve_scattered(self, task: TaskState) -> None:
@@ -178,7 +193,7 @@ class SchedulerState:
         if task is None or task.status != "memory":
             self._out.append(FreeData(ev.worker, ev.key))  # a copy nobody needs any more
             return
-        task.holders.add(ev.worker)
+        task.holders = _with(task.holders, ev.worker)
         if ev.worker in task.expected:
             task.expected.discard(ev.worker)
             self._resolve_scattered(task)
@@ -196,7 +211,7 @@ class SchedulerState:
         self._out.append(ResolveFuture(task.key, "memory"))
         for dep_key in list(task.dependents):
             dependent = self.tasks[dep_key]
-            dependent.waiting_on.discard(task.key)
+            _without(dependent.waiting_on, task.key)
             if not dependent.waiting_on and dependent.status == "waiting":
                 self._ready(dependent)
         self._drop_inputs(task)
@@ -227,7 +242,7 @@ class SchedulerState:
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)
         if task is not None:
-            task.clients.discard(ev.client)
+            _without(task.clients, ev.client)
             self._maybe_forget(task)
 
     def _cancel(self, ev: CancelRequested) -> None:
@@ -246,7 +261,7 @@ class SchedulerState:
             elif task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
-        task.status, task.error, task.waiting_on = "waiting", None, set()
+        task.status, task.error, task.waiting_on = "waiting", None, _NONE
         self._start(task)
 
     def _keep(self, ev: KeepRequested) -> None:
@@ -405,7 +420,7 @@ class SchedulerState:
     def _forget(self, task: TaskState) -> None:
         for worker in sorted(task.holders):
             self._out.append(FreeData(worker, task.key))
-        task.holders = set()
+        task.holders = _NONE
         del self.tasks[task.key]
 
     def check_invariants(self) -> None:
