@@ -261,7 +261,8 @@ class Executor:
         for f in found:
             if f._executor is not self:
                 raise ValueError(f"{f!r} belongs to another executor")
-        cf.wait(found)
+        for f in found:  # in order: by the time one is done, most after it are too
+            f._wait_ended()
         wanted = {f.key: f._record for f in found if f.status == "finished"}
         remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
         if remote:

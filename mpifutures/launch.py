@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -99,12 +100,22 @@ def check_wiring(MPI: Any) -> None:
                 "or `srun --mpi=pmi2` under Slurm with the PyPI mpich wheel.")
 
 
+def tune_gc(config: configmod.Config) -> None:
+    """Collect young objects less often: each task makes a dozen short-lived objects, and
+    with the default threshold (700) the cycle collector took ~18% of rank 0's time at
+    10,000 tasks in flight. Never lowers a threshold the program set itself."""
+    if config.gc_threshold:
+        first, *rest = gc.get_threshold()
+        gc.set_threshold(max(first, config.gc_threshold), *rest)
+
+
 def start_scheduler(comm: Any, config: configmod.Config, owner: str,
                     register: bool = True) -> Any:
     """Start rank 0's scheduler on ``comm``; ``register``: make it this process's cluster."""
     from .mpi_transport import MPITransport
     from .scheduler import Scheduler
 
+    tune_gc(config)
     scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
     scheduler.start()
     if register:
@@ -122,6 +133,7 @@ def serve(comm: Any, config: configmod.Config) -> None:
     from .worker import Worker
 
     report_crashes(comm.Get_rank())
+    tune_gc(config)
     Worker(MPITransport(comm, config.buffer_pool), config).run()
 
 

@@ -55,6 +55,7 @@ class Scheduler:
         self.refs: dict[int, dict[str, int]] = {}
         self.outbox: dict[int, list] = defaultdict(list)
         self.fetches: dict[str, list[KeyRecord]] = {}
+        self._released: list[str] = []  # keys whose records may go, at the end of a drain
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
         self.calls: dict[int, tuple[_Reply, dict]] = {}
         self._call_ids = itertools.count()
@@ -186,6 +187,9 @@ class Scheduler:
             active = True
             item = self.inbox.popleft()
             self._requests[item[0]](self, item, events)
+        if self._released:  # one pass under the registry's lock, not one per decref
+            self.registry.drop(self._released)
+            self._released.clear()
         return active
 
     # ------------------------------------------------------------ requests from clients
@@ -219,7 +223,7 @@ class Scheduler:
                 return
             del counts[key]
             events.append(FutureReleased(key, session))
-        self.registry.drop((key,))
+        self._released.append(key)
 
     def _rq_close(self, item: tuple, events: list) -> None:
         keys = self.refs.pop(item[1], {})

@@ -136,3 +136,38 @@ def test_bad_configuration_is_named(monkeypatch):
     monkeypatch.setenv("MPIFUTURES_THREADS_PER_WORKER", "0")
     with pytest.raises(ValueError, match="MPIFUTURES_THREADS_PER_WORKER"):
         configmod.load()
+
+
+def test_gc_threshold_is_raised_on_every_rank_but_never_lowered(tmp_path):
+    path = script(tmp_path, """
+        import gc
+        from mpifutures import Executor
+        ex = Executor()
+        print("rank0", gc.get_threshold()[0])
+        print("workers", sorted(set(t[0] for t in ex.run(gc.get_threshold).values())))
+    """)
+    r = mpiexec(3, ["-m", "mpifutures", path], timeout=60, env=ENV)
+    assert r.returncode == 0 and "rank0 10000" in r.stdout and "workers [10000]" in r.stdout, r
+    default = run([sys.executable, "-c", "import gc; print(gc.get_threshold()[0])"],
+                  timeout=60).stdout.strip()
+    r = mpiexec(3, ["-m", "mpifutures", path], timeout=60,
+                env={**ENV, "MPIFUTURES_GC_THRESHOLD": "0"})
+    assert r.returncode == 0, r
+    assert f"rank0 {default}\n" in r.stdout and f"workers [{default}]" in r.stdout, r
+
+
+def test_tune_gc_keeps_a_higher_threshold_set_by_the_program():
+    import gc
+
+    from mpifutures.launch import tune_gc
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(50_000, 20, 30)
+        tune_gc(configmod.Config(gc_threshold=10_000))
+        assert gc.get_threshold() == (50_000, 20, 30)
+        gc.set_threshold(700, 20, 30)
+        tune_gc(configmod.Config(gc_threshold=10_000))
+        assert gc.get_threshold() == (10_000, 20, 30)
+    finally:
+        gc.set_threshold(*saved)
