@@ -22,8 +22,7 @@ MPIFUTURES_TASK_STREAM_MAX     1000000    task-stream records kept on rank 0 (ol
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 
 def _number(name: str, default: Any, cast: Callable[[str], Any], minimum: float) -> Any:
@@ -49,9 +48,9 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return _number(name, default, int, minimum)
 
 
-@dataclass(frozen=True)
-class Config:
-    """Settings of one process, read from the environment by :func:`load`."""
+class Config(NamedTuple):
+    """Settings of one process, read from the environment by :func:`load` (immutable; a
+    NamedTuple rather than a dataclass, whose import costs every rank ~7 ms at start-up)."""
 
     backoff: float = 0.001
     idle_backoff: float = 0.01

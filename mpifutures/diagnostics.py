@@ -11,8 +11,6 @@ optionally, a Chrome trace-event file that Perfetto opens (see :mod:`mpifutures.
 from __future__ import annotations
 
 import contextlib
-import platform
-import socket
 import sys
 import time
 from typing import Any, Iterator, Optional
@@ -46,6 +44,9 @@ def as_dict(record: tuple) -> dict:
 
 def settings(cluster: Any) -> dict[str, Any]:
     """The job's settings shown in reports: ranks, hosts, MPI library, versions."""
+    import platform
+    import socket
+
     import cloudpickle
     import numpy
 

@@ -10,15 +10,12 @@ and host). On rank 0, :func:`rebuild` makes the exception again, with a
 
 from __future__ import annotations
 
-import socket
+import pickle
 import traceback
 from typing import Optional
 
-import cloudpickle
-
 from .errors import MpiFuturesError, RemoteTraceback, SerializationError, TaskExit
 
-_HOST = socket.gethostname()
 
 #: (pickled exception or None, type name, message, traceback text, key, rank, host)
 Failure = tuple[Optional[bytes], str, str, str, str, int, str]
@@ -33,12 +30,16 @@ def capture(exc: BaseException, key: str, rank: int) -> Failure:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the failure
         text = f"{type(exc).__qualname__}: {safe_str(exc)}\n"
+    import cloudpickle  # only when something failed: it costs every rank's start-up ~12 ms
+    import socket
+
     try:
         pickled: Optional[bytes] = cloudpickle.dumps(exc)
         cloudpickle.loads(pickled)  # an exception that cannot come back travels as text
     except BaseException:  # noqa: BLE001 - an unpicklable exception still travels as text
         pickled = None
-    return (pickled, type(exc).__qualname__, safe_str(exc), text, key, rank, _HOST)
+    return (pickled, type(exc).__qualname__, safe_str(exc), text, key, rank,
+            socket.gethostname())
 
 
 def safe_str(obj: object) -> str:
@@ -60,7 +61,7 @@ def rebuild(failure: Failure) -> BaseException:
     exc: Optional[BaseException] = None
     if pickled is not None:
         try:
-            exc = cloudpickle.loads(pickled)
+            exc = pickle.loads(pickled)  # imports cloudpickle if the exception needs it
         except Exception:  # noqa: BLE001 - fall back to the text below
             exc = None
     if not isinstance(exc, BaseException):

@@ -6,7 +6,6 @@ submits share one task and one result. ``pure=False`` keys are unique within the
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from typing import Any, Callable
@@ -34,6 +33,8 @@ def data_key(name: str, payload: Payload) -> str:
 
 
 def _digest(first: bytes, payload: Payload) -> str:
+    import hashlib  # here: pure keys are the only user, and hashlib costs ~3 ms at start-up
+
     h = hashlib.blake2b(first, digest_size=16)
     h.update(payload.header)
     for buf in payload.buffers:

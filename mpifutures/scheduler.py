@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -105,6 +104,8 @@ class Scheduler:
     def hosts(self) -> dict[int, str]:
         """``{rank: host name}`` of the workers (asked once, then cached)."""
         if self._hosts is None:
+            import socket
+
             from .serialize import dumps_args, functions, loads
             token, fn_bytes = functions.dumps(socket.gethostname)
             replies = self.call(token, fn_bytes, dumps_args((), {})[0])

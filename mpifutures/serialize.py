@@ -6,7 +6,8 @@ raw memory of the numpy arrays and other buffer-protocol objects inside the valu
 buffer as its own buffer-protocol MPI message and receives it into preallocated memory.
 
 Plain ``pickle`` is tried first (it is the fastest); values it cannot handle, and values that
-refer to ``__main__`` (which the workers cannot import), go through ``cloudpickle``.
+refer to ``__main__`` (which the workers cannot import), go through ``cloudpickle``, which is
+imported only then (it costs ~12 ms of every rank's start-up).
 Futures inside task arguments are pickled as *persistent ids* holding their key, so that any
 future anywhere in the arguments becomes a dependency and the worker puts its value there.
 """
@@ -14,15 +15,12 @@ future anywhere in the arguments becomes a dependency and the worker puts its va
 from __future__ import annotations
 
 import copyreg
-import hashlib
 import io
 import pickle
 import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
-
-import cloudpickle
 
 from .errors import SerializationError
 
@@ -85,14 +83,6 @@ class _Pickler(pickle.Pickler):
         self.dispatch_table = _dispatch_table()
 
 
-class _CloudPickler(cloudpickle.CloudPickler):
-    def reducer_override(self, obj: Any) -> Any:
-        np = _numpy()
-        if np is not None and type(obj) is np.ndarray:
-            return _reduce_ndarray(obj)
-        return super().reducer_override(obj)
-
-
 class _DepMixin:
     """Pickles futures as persistent ids (their keys) and records them."""
 
@@ -115,8 +105,32 @@ class _ArgPickler(_DepMixin, _Pickler):
     pass
 
 
-class _CloudArgPickler(_DepMixin, _CloudPickler):
-    pass
+_CLOUD: dict[bool, type] = {}
+
+
+def _cloud_pickler(with_deps: bool) -> type:
+    """cloudpickle's pickler with out-of-band arrays (and futures as dependencies)."""
+    cls = _CLOUD.get(with_deps)
+    if cls is None:
+        import cloudpickle
+
+        class CloudPickler(cloudpickle.CloudPickler):
+            def reducer_override(self, obj: Any) -> Any:
+                np = _numpy()
+                if np is not None and type(obj) is np.ndarray:
+                    return _reduce_ndarray(obj)
+                return super().reducer_override(obj)
+
+        _CLOUD[False] = CloudPickler
+        _CLOUD[True] = type("CloudArgPickler", (_DepMixin, CloudPickler), {})
+        cls = _CLOUD[with_deps]
+    return cls
+
+
+def _by_value_modules() -> bool:
+    """True if the program told cloudpickle to pickle some modules by value."""
+    cloudpickle = sys.modules.get("cloudpickle")
+    return bool(cloudpickle and cloudpickle.list_registry_pickle_by_value())
 
 
 def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:
@@ -129,20 +143,21 @@ def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:
         pickler.deps
 
 
-def _dumps(obj: Any, fast: type, slow: type) -> tuple[Payload, list]:
-    try:
-        payload, deps = _run_pickler(fast, obj)
-        if b"__main__" not in payload.header:
-            return payload, deps
-    except Exception:  # noqa: BLE001 - any failure of plain pickle means: try cloudpickle
-        pass
-    return _run_pickler(slow, obj)
+def _dumps(obj: Any, fast: type, with_deps: bool) -> tuple[Payload, list]:
+    if not _by_value_modules():
+        try:
+            payload, deps = _run_pickler(fast, obj)
+            if b"__main__" not in payload.header:
+                return payload, deps
+        except Exception:  # noqa: BLE001 - any failure of plain pickle means: try cloudpickle
+            pass
+    return _run_pickler(_cloud_pickler(with_deps), obj)
 
 
 def dumps(value: Any) -> Payload:
     """Serialize a value; raise :class:`SerializationError` naming its type on failure."""
     try:
-        return _dumps(value, _ArgPickler, _CloudArgPickler)[0]
+        return _dumps(value, _ArgPickler, True)[0]
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle a value of type {type(value).__qualname__}: {exc}"
@@ -169,8 +184,8 @@ def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
         if kind == _SCALARS:  # the C pickler alone: no futures, no arrays, no __main__
             return Payload(pickle.dumps((args, kwargs), _PROTOCOL), []), []
         if kind == _ATOMIC:
-            return _dumps((args, kwargs), _Pickler, _CloudPickler)[0], []
-        return _dumps((args, kwargs), _ArgPickler, _CloudArgPickler)
+            return _dumps((args, kwargs), _Pickler, False)[0], []
+        return _dumps((args, kwargs), _ArgPickler, True)
     except Exception as exc:
         where, culprit = _find_unpicklable(args, kwargs)
         raise SerializationError(
@@ -207,10 +222,24 @@ def _find_unpicklable(args: tuple, kwargs: dict) -> tuple[str, Any]:
     ]
     for where, value in named:
         try:
-            _dumps(value, _ArgPickler, _CloudArgPickler)
+            _dumps(value, _ArgPickler, True)
         except Exception:  # noqa: BLE001 - this is the search for the failing argument
             return where, value
     return "an argument", (args, kwargs)
+
+
+def _pickle_function(fn: Callable) -> bytes:
+    """By reference with plain pickle when the workers can import it, else cloudpickle."""
+    if not _by_value_modules():
+        try:
+            data = pickle.dumps(fn, protocol=_PROTOCOL)
+            if b"__main__" not in data:
+                return data
+        except Exception:  # noqa: BLE001 - lambdas, closures, ...: cloudpickle handles them
+            pass
+    import cloudpickle
+
+    return cloudpickle.dumps(fn, protocol=_PROTOCOL)
 
 
 class _FunctionCache:
@@ -227,12 +256,14 @@ class _FunctionCache:
         if hit is not None and hit[0] is fn:
             return hit[1], hit[2]
         try:
-            data = cloudpickle.dumps(fn, protocol=_PROTOCOL)
+            data = _pickle_function(fn)
         except Exception as exc:
             raise SerializationError(
                 f"the function {fn!r} cannot be pickled: {exc}. Define it at module level or "
                 "avoid capturing unpicklable objects in its closure."
             ) from exc
+        import hashlib
+
         token = hashlib.blake2b(data, digest_size=10).hexdigest()
         with self._lock:
             self._by_id[id(fn)] = (fn, token, data)  # fn kept alive so its id stays unique

@@ -171,3 +171,24 @@ def test_tune_gc_keeps_a_higher_threshold_set_by_the_program():
         assert gc.get_threshold() == (10_000, 20, 30)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_workers_import_only_what_they_need_and_every_public_name_resolves():
+    """Start-up time is the job's: a worker rank must not import the client side (executor,
+    futures, state machine) nor cloudpickle, dataclasses or hashlib until it needs them."""
+    code = textwrap.dedent("""
+        import sys, types
+        import mpifutures, mpifutures.launch, mpifutures.worker, mpifutures.mpi_transport
+        import mpifutures.taskrun
+        heavy = ["mpifutures.executor", "mpifutures.future", "mpifutures.state",
+                 "mpifutures.scheduler", "cloudpickle", "dataclasses", "hashlib", "socket"]
+        print("loaded", [m for m in heavy if m in sys.modules])
+        import mpifutures.executor, mpifutures.diagnostics, mpifutures.waiting, mpifutures.pool
+        bad = [n for n in mpifutures.__all__
+               if isinstance(getattr(mpifutures, n), types.ModuleType)]
+        print("modules among public names", bad, sorted(mpifutures.__all__) == sorted(
+            n for n in dir(mpifutures) if n in mpifutures.__all__))
+    """)
+    r = run([sys.executable, "-c", code], timeout=60, env=ENV)
+    assert r.returncode == 0, r
+    assert "loaded []" in r.stdout and "modules among public names [] True" in r.stdout, r
