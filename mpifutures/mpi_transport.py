@@ -54,11 +54,17 @@ class MPITransport(Transport):
         pickled, buffers = pack(msgs)
         views = [b.raw() for b in buffers]
         head = b"".join([_SIZE.pack(len(views)), *(_SIZE.pack(len(v)) for v in views), pickled])
-        self._sends.append((self.comm.Isend([head, MPI.BYTE], dest, _TAG_HEAD), head))
+        self._track(self.comm.Isend([head, MPI.BYTE], dest, _TAG_HEAD), head)
         for view in views:
             for chunk in _chunks(view):
-                self._sends.append((self.comm.Isend([chunk, MPI.BYTE], dest, _TAG_DATA), chunk))
+                self._track(self.comm.Isend([chunk, MPI.BYTE], dest, _TAG_DATA), chunk)
         self.bytes_sent += len(head) + sum(len(v) for v in views)
+
+    def _track(self, request: Any, memory: Any) -> None:
+        """Keep an unfinished send (and its memory) until a poll sees it complete; a small
+        message is usually done at once, and then nobody has to poll for it."""
+        if not request.Test():
+            self._sends.append((request, memory))
 
     def poll(self) -> list[tuple[int, list]]:
         if self._sends:

@@ -1,20 +1,24 @@
-"""A worker rank: a loop that is the rank's only MPI caller, and compute threads.
+"""A worker rank: a message loop and compute threads.
 
 ::
 
     scheduler (rank 0)           this worker                         peer workers
-       RUN/FREE/CANCEL ──► main loop ── ready heap ──► compute thread(s): run the task
-             ◄── DONE/FAILED ◄──   ◄──── done deque ◄──┘
+       RUN/FREE/CANCEL ──► main loop ── ready heap ──► compute thread(s): run the task,
+             ◄── DONE/FAILED ◄───────────────────────── then record and report it
              ◄── STORED             GET ──►   (inputs it lacks)   ──► owner
                                  ◄── DATA  (and it serves GETs from peers and rank 0)
 
 The main loop receives messages, fetches missing inputs straight from the ranks that hold
-them, starts tasks whose inputs are all in the store, sends results' metadata to the
-scheduler, and answers fetches from peers even while a long task runs. It alone touches the
-store: a task gets its inputs handed over when it becomes ready, and compute threads only run
-tasks and append the outcome to a deque. Every copy of data the worker keeps besides its own
-results (a fetched input, scattered data) is reported to the scheduler (``STORED``), which
-frees it with the original.
+them, starts tasks whose inputs are all in the store, and answers fetches from peers even
+while a long task runs. A compute thread runs a task outside any lock, then, holding the
+worker's lock, stores the result, readies the tasks waiting for it and takes the next ready
+task itself, so a chain of tasks on one worker goes on without a hand-off to the loop per
+link. It sends the report (``DONE``) itself when nothing else is queued, and otherwise leaves it
+for the loop to send with the others. Everything else the loop does (and every MPI call) also holds that lock,
+so one thread at a time touches the store and the transport. A task gets its inputs handed
+over when it becomes ready, so a FREE handled while it runs cannot take them away. Every copy
+of data the worker keeps besides its own results (a fetched input, scattered data) is reported
+to the scheduler (``STORED``), which frees it with the original.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import Any
 
 from . import failure, protocol as P, taskrun
@@ -67,7 +71,7 @@ class Worker:
         self.fetching: dict[str, float] = {}
         self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
         self.outbox: dict[int, list] = defaultdict(list)
-        self.done: deque = deque()
+        self.lock = threading.Lock()  # the store, the queues and the transport
         self.ready: list = []
         self.ready_cond = threading.Condition()
         self.seq = itertools.count()
@@ -93,18 +97,16 @@ class Worker:
         try:
             while self.running:
                 active = False
-                for source, msgs in self.t.poll():
-                    active = True
-                    for msg in msgs:
-                        self._handle(source, msg)
-                while self.done:
-                    active = True
-                    self._finish(*self.done.popleft())
-                self._flush()
+                with self.lock:
+                    for source, msgs in self.t.poll():
+                        active = True
+                        for msg in msgs:
+                            self._handle(source, msg)
+                    self._flush()
                 if active or self.t.busy():
                     self.backoff.reset()
                 else:
-                    self.backoff.idle(self.done.__len__)
+                    self.backoff.idle(self._unsent)
         finally:
             with self.ready_cond:
                 self.ready_cond.notify_all()
@@ -126,11 +128,16 @@ class Worker:
                 self.t.send(dest, msgs)
         self.outbox.clear()
 
+    def _unsent(self) -> bool:
+        """Messages waiting in the outbox, or sends the loop must drive on (no lock needed)."""
+        return bool(self.outbox) or self.t.busy()
+
     def _drain(self, timeout: float = 5.0) -> None:
         """Let the last sends complete (bounded)."""
         deadline = time.monotonic() + timeout
         while self.t.busy() and time.monotonic() < deadline:
-            self.t.poll()
+            with self.lock:
+                self.t.poll()
 
     # ------------------------------------------------------------ messages
 
@@ -282,8 +289,11 @@ class Worker:
             outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
                                       task.inputs, self.rank)
             task.inputs = {}
-            self.done.append((task, *outcome, (start, time.time() if self.trace else 0.0)))
-            if self.backoff.asleep:
+            with self.lock:
+                self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
+                if self.running and not self.ready:  # else the loop sends several at once
+                    self._flush()
+            if self.backoff.asleep and self._unsent():
                 self.backoff.wake.set()
 
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
