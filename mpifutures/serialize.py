@@ -156,6 +156,8 @@ def _dumps(obj: Any, fast: type, with_deps: bool) -> tuple[Payload, list]:
 
 def dumps(value: Any) -> Payload:
     """Serialize a value; raise :class:`SerializationError` naming its type on failure."""
+    if type(value) in _SCALAR_TYPES:  # most small results: the C pickler alone
+        return Payload(pickle.dumps(value, _PROTOCOL), [])
     try:
         return _dumps(value, _ArgPickler, True)[0]
     except Exception as exc:
@@ -166,6 +168,8 @@ def dumps(value: Any) -> Payload:
 
 def loads(payload: Payload, deps: Mapping[str, Any] | None = None) -> Any:
     """Rebuild a value; futures inside it are replaced by ``deps[key]``."""
+    if not deps and not payload.buffers:
+        return pickle.loads(payload.header)  # nothing to substitute or to place out-of-band
     unpickler = pickle.Unpickler(io.BytesIO(payload.header), buffers=payload.buffers)
     if deps is not None:
         unpickler.persistent_load = deps.__getitem__
