@@ -77,10 +77,14 @@ class Registry:
         return self.records.get(key)
 
     def handles(self, key: str) -> list[Future]:
-        """The live futures of ``key`` (a snapshot)."""
-        with self.lock:
-            record = self.records.get(key)
-            refs = list(record.handles) if record is not None else []
+        """The live futures of ``key`` (a snapshot).
+
+        No lock: reading the dict and copying the list are single steps under the GIL, and
+        a list that new_future replaces lacks only dead references. (Taking the lock here,
+        once per resolved task, made the scheduler thread and submitting threads contend.)
+        """
+        record = self.records.get(key)
+        refs = list(record.handles) if record is not None else ()
         return [f for f in (ref() for ref in refs) if f is not None]
 
     def futures_of(self, executor: Any) -> list[Future]:
