@@ -119,7 +119,8 @@ def task_stream_control(on: Optional[bool]) -> list[tuple]:
     worker = current_worker()
     if worker is None:
         raise RuntimeError("task_stream_control runs on workers only")
-    if on is not None:
-        worker.trace = on
-    records, worker.records = worker.records, []
+    with worker.lock:  # compute threads append records under it
+        if on is not None:
+            worker.trace = on
+        records, worker.records = worker.records, []
     return records

@@ -1,23 +1,23 @@
-"""A worker rank: a message loop and compute threads.
+"""A worker rank: a message loop, its rank's only MPI caller, and compute threads.
 
 ::
 
     scheduler (rank 0)           this worker                         peer workers
        RUN/FREE/CANCEL ──► main loop ── ready heap ──► compute thread(s): run the task,
-             ◄── DONE/FAILED ◄───────────────────────── then record and report it
+             ◄── DONE/FAILED ◄── outbox ◄─────────────── record it, ready what waited
              ◄── STORED             GET ──►   (inputs it lacks)   ──► owner
                                  ◄── DATA  (and it serves GETs from peers and rank 0)
 
 The main loop receives messages, fetches missing inputs straight from the ranks that hold
-them, starts tasks whose inputs are all in the store, and answers fetches from peers even
-while a long task runs. A compute thread runs a task outside any lock, then, holding the
-worker's lock, stores the result, readies the tasks waiting for it and takes the next ready
-task itself, so a chain of tasks on one worker goes on without a hand-off to the loop per
-link. It sends the report (``DONE``) itself when nothing else is queued, and otherwise leaves it
-for the loop to send with the others. Everything else the loop does (and every MPI call) also holds that lock,
-so one thread at a time touches the store and the transport. A task gets its inputs handed
-over when it becomes ready, so a FREE handled while it runs cannot take them away. Every copy
-of data the worker keeps besides its own results (a fetched input, scattered data) is reported
+them, starts tasks whose inputs are all in the store, sends what is queued in the outbox, and
+answers fetches from peers even while a long task runs. A compute thread runs a task outside
+any lock, then, holding the worker's lock, stores the result, queues its report (``DONE``) in
+the outbox for the loop, readies the tasks that waited for it, and takes the next ready task
+itself: a chain of tasks on one worker goes on without a round trip through the loop per link.
+The loop handles messages under the same lock, so one thread at a time touches the store and
+the queues; MPI calls stay on the loop, outside the lock. A task gets its inputs handed over
+when it becomes ready, so a FREE handled while it runs cannot take them away. Every copy of
+data the worker keeps besides its own results (a fetched input, scattered data) is reported
 to the scheduler (``STORED``), which frees it with the original.
 """
 
@@ -96,14 +96,19 @@ class Worker:
             thread.start()
         try:
             while self.running:
-                active = False
-                with self.lock:
-                    for source, msgs in self.t.poll():
-                        active = True
-                        for msg in msgs:
+                arrived = self.t.poll()  # MPI: this thread only, and outside the lock
+                for source, msgs in arrived:
+                    for msg in msgs:
+                        if msg[0] == P.CALL:  # the user's function runs without the lock
                             self._handle(source, msg)
-                    self._flush()
-                if active or self.t.busy():
+                        else:
+                            with self.lock:
+                                self._handle(source, msg)
+                with self.lock:
+                    out = self._take_outbox()
+                for dest, msgs in out.items():
+                    self.t.send(dest, msgs)
+                if arrived or out or self.t.busy():
                     self.backoff.reset()
                 else:
                     self.backoff.idle(self._unsent)
@@ -119,14 +124,13 @@ class Worker:
             log.exception("rank %d could not handle message %r from rank %d",
                           self.rank, msg[0], source)
 
-    def _flush(self) -> None:
+    def _take_outbox(self) -> dict[int, list]:
+        """The messages to send now, in the order they were queued (call under the lock)."""
         if len(self.records) >= _RECORDS_BATCH:
             self.outbox[self.scheduler].append((P.RECORDS, self.records))
             self.records = []
-        for dest, msgs in self.outbox.items():
-            if msgs:
-                self.t.send(dest, msgs)
-        self.outbox.clear()
+        out, self.outbox = self.outbox, defaultdict(list)
+        return out
 
     def _unsent(self) -> bool:
         """Messages waiting in the outbox, or sends the loop must drive on (no lock needed)."""
@@ -136,8 +140,7 @@ class Worker:
         """Let the last sends complete (bounded)."""
         deadline = time.monotonic() + timeout
         while self.t.busy() and time.monotonic() < deadline:
-            with self.lock:
-                self.t.poll()
+            self.t.poll()
 
     # ------------------------------------------------------------ messages
 
@@ -192,8 +195,7 @@ class Worker:
         if self.records:
             self.outbox[self.scheduler].append((P.RECORDS, self.records))
             self.records = []
-        self.outbox[self.scheduler].append((P.STOPPED, dict(self.stats)))
-        self._flush()
+        self.outbox[self.scheduler].append((P.STOPPED, dict(self.stats)))  # the last message
 
     def _on_call(self, source: int, msg: tuple) -> None:
         _, call_id, token, fn_bytes, args = msg
@@ -203,7 +205,8 @@ class Worker:
             reply = (P.CALLED, call_id, True, dumps(fn(*a, **kw)))
         except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
             reply = (P.CALLED, call_id, False, failure.capture(exc, "run", self.rank))
-        self.outbox[source].append(reply)
+        with self.lock:
+            self.outbox[source].append(reply)
 
     def _on_get(self, source: int, msg: tuple) -> None:
         key = msg[1]
@@ -289,12 +292,22 @@ class Worker:
             outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
                                       task.inputs, self.rank)
             task.inputs = {}
-            with self.lock:
-                self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
-                if self.running and not self.ready:  # else the loop sends several at once
-                    self._flush()
-            if self.backoff.asleep and self._unsent():
+            try:
+                with self.lock:
+                    self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
+            except Exception as exc:  # noqa: BLE001 - the thread must live on, and say so
+                self._report_broken_finish(task, exc)
+            if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
                 self.backoff.wake.set()
+
+    def _report_broken_finish(self, task: _Task, exc: Exception) -> None:
+        """A bug while recording a finished task: fail that task instead of losing it."""
+        log.exception("rank %d could not record the end of task %r", self.rank, task.key)
+        with self.lock:
+            self.pending.pop(task.key, None)
+            err = failure.describe(f"rank {self.rank} could not record the end of task "
+                                   f"{task.key!r}: {failure.safe_str(exc)}", task.key, self.rank)
+            self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
 
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
                 times: tuple[float, float]) -> None:

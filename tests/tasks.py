@@ -122,3 +122,43 @@ def big(n):
     import numpy as np
     return np.ones(n)
 
+
+
+def wait_for_path_on(path, rank, timeout):
+    """For ``Executor.run``: on ``rank``, wait until ``path`` exists; elsewhere return at once."""
+    from mpifutures.taskrun import current_rank
+
+    if current_rank() != rank:
+        return None
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def break_finish_for(prefix):
+    """For ``Executor.run``: make the worker's bookkeeping fail for tasks whose key starts
+    with ``prefix`` (in-process clusters share the class: patch it once)."""
+    from mpifutures.worker import Worker
+
+    original = Worker.__dict__["_finish"]
+    if hasattr(original, "original"):
+        return
+
+    def broken(self, task, *rest):
+        if task.key.startswith(prefix):
+            raise RuntimeError("bookkeeping bug")
+        return original(self, task, *rest)
+
+    broken.original = original
+    Worker._finish = broken
+
+
+def restore_finish():
+    from mpifutures.worker import Worker
+
+    patched = Worker.__dict__["_finish"]
+    if hasattr(patched, "original"):
+        Worker._finish = patched.original

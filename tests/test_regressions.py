@@ -116,3 +116,28 @@ def test_closed_sessions_leave_no_records_behind(cluster):
     ex.statistics()  # one round trip: the scheduler has handled the closes
     assert len(cluster.registry.records) <= before
     ex.shutdown()
+
+
+def test_a_run_function_waiting_on_a_task_does_not_stop_the_worker(executor, tmp_path):
+    """Functions given to run() execute on the worker's loop; compute threads must still be
+    able to finish a task and start the next one meanwhile (they share the worker's lock)."""
+    rank = list(executor.workers)[0]
+    path = str(tmp_path / "flag")
+    first = executor.submit(tasks.sleep, 0.3, workers=[rank], pure=False)  # kept: it must run
+    done = executor.submit(tasks.touch, path, workers=[rank], pure=False)
+    assert executor.run(tasks.wait_for_path_on, path, rank, 20.0)[rank] is True
+    assert first.result(timeout=20) == 0.3 and done.result(timeout=20) == path
+
+
+def test_a_failure_while_recording_a_finished_task_fails_it_and_the_worker_goes_on(executor):
+    """A bug in the worker's bookkeeping after a task ran must reach the client as that
+    task's error, and the compute thread must survive it."""
+    executor.run(tasks.break_finish_for, "identity-broken")
+    try:
+        bad = executor.submit(tasks.identity, 1, key="identity-broken-1")
+        with pytest.raises(Exception, match="could not record the end of task"):
+            bad.result(timeout=20)
+        for rank in executor.workers:  # every worker still runs tasks
+            assert executor.submit(tasks.inc, 41, workers=[rank], pure=False).result(20) == 42
+    finally:
+        executor.run(tasks.restore_finish)
