@@ -21,6 +21,8 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 _SHORTEST = 1e-5
+#: longest sleep of a loop that nobody owes a message (rank 0 with no task running anywhere)
+QUIET_CAP = 0.5
 _PR_SET_TIMERSLACK = 29
 
 
@@ -54,15 +56,20 @@ class Backoff:
         self._delay = _SHORTEST
         self._last_activity = time.monotonic()
 
-    def idle(self, pending: Callable[[], bool] = lambda: False) -> None:
+    def idle(self, pending: Callable[[], bool] = lambda: False, quiet: bool = False) -> None:
         """Wait after an empty poll; returns early when :attr:`wake` is set.
 
         ``pending()`` is checked after :attr:`asleep` is raised, so work queued by a thread
-        that saw ``asleep`` still false is never slept over.
+        that saw ``asleep`` still false is never slept over. ``quiet``: no other rank owes
+        this one a message, so only :attr:`wake` can bring work; once idle, sleeps grow to
+        ``QUIET_CAP``.
         """
         idle_for = time.monotonic() - self._last_activity
         if idle_for > self.hot:
-            cap = self.idle_cap if idle_for > self.idle_after else self.cap
+            if idle_for <= self.idle_after:
+                cap = self.cap
+            else:
+                cap = max(self.idle_cap, QUIET_CAP) if quiet else self.idle_cap
             self._delay = min(cap, self._delay * 2)
         self.asleep = True
         try:

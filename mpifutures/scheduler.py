@@ -173,7 +173,11 @@ class Scheduler:
         if active or self.t.busy():
             self.backoff.reset()
         else:
-            self.backoff.idle(self.inbox.__len__)
+            # Workers only ever answer rank 0: with nothing owed, only a client request
+            # (which sets the wake event) can bring work, so the sleeps may grow long.
+            quiet = not (self.state.awaiting_workers() or self.fetches or self.calls
+                         or self._stopping is not None)
+            self.backoff.idle(self.inbox.__len__, quiet)
         return True
 
     def _handle(self, events: list) -> None:

@@ -105,8 +105,13 @@ class SchedulerState:
         self._dispatches = itertools.count(1)
         self._out: list = []
         self._early: list[str] = []
+        self.unconfirmed: set[str] = set()  # scattered keys with copies not yet confirmed
 
     # ------------------------------------------------------------ entry point
+
+    def awaiting_workers(self) -> bool:
+        """True while some worker owes an answer: a task it runs, a copy it confirms."""
+        return bool(self.unconfirmed) or any(self.load.values())
 
     def handle(self, *events: Any) -> list:
         """Apply ``events`` in order; return the commands they call for, in order."""
@@ -185,7 +190,10 @@ class SchedulerState:
         self._resolve_scattered(task)
 
     def _resolve_scattered(self, task: TaskState) -> None:
-        if not task.expected:  # every copy is in place: the future is done
+        if task.expected:
+            self.unconfirmed.add(task.key)
+        else:  # every copy is in place: the future is done
+            self.unconfirmed.discard(task.key)
             self._out.append(ResolveFuture(task.key, "memory"))
 
     def _replica(self, ev: ReplicaStored) -> None:
@@ -421,6 +429,7 @@ class SchedulerState:
         for worker in sorted(task.holders):
             self._out.append(FreeData(worker, task.key))
         task.holders = _NONE
+        self.unconfirmed.discard(task.key)
         del self.tasks[task.key]
 
     def check_invariants(self) -> None:
@@ -448,3 +457,5 @@ class SchedulerState:
                 assert any(k == task.key for *_, k in self.queue), f"{task.key} not queued"
             assert task.clients or task.keep or task.dependents, f"{task.key} is unwanted"
         assert loads == self.load, f"load {self.load} != counted {loads}"
+        expected = {k for k, t in self.tasks.items() if t.expected}
+        assert self.unconfirmed == expected, f"unconfirmed {self.unconfirmed} != {expected}"

@@ -208,3 +208,16 @@ def test_a_released_input_fails_the_new_task_clearly(state):
     out = state.handle(submit("b", "gone"))
     assert len(out) == 1 and out[0].status == "erred"
     assert "already released" in str(out[0].error)
+
+
+def test_awaiting_workers_while_a_task_runs_or_a_copy_is_unconfirmed(state):
+    """Rank 0 may sleep long only when no worker owes it a message."""
+    assert not state.awaiting_workers()
+    state.handle(submit("a"))
+    assert state.awaiting_workers()  # "a" runs on a worker
+    state.handle(TaskFinished("a", 1, 8))
+    assert not state.awaiting_workers()
+    state.handle(DataScattered("d", (1, 2), 100))
+    assert state.awaiting_workers()  # rank 2's copy is not confirmed yet
+    state.handle(ReplicaStored("d", 2))
+    assert not state.awaiting_workers()

@@ -1,0 +1,37 @@
+"""How polling loops sleep: short right after traffic, capped, longer once idle or quiet."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mpifutures.backoff import QUIET_CAP, Backoff
+
+
+def grown(backoff: Backoff, idle_for: float, quiet: bool = False, rounds: int = 40) -> float:
+    """The sleep the backoff settles on after ``idle_for`` seconds without traffic."""
+    backoff._last_activity = time.monotonic() - idle_for
+    for _ in range(rounds):  # "work is pending": idle() returns at once but grows the delay
+        backoff.idle(lambda: True, quiet=quiet)
+    return backoff._delay
+
+
+def test_sleeps_grow_to_the_cap_then_to_the_idle_cap():
+    b = Backoff(cap=0.001, idle_cap=0.02, idle_after=0.25)
+    assert grown(b, 0.0005) <= 1e-5 * 1.01  # hot: right after traffic the sleep stays shortest
+    assert grown(Backoff(0.001, 0.02, 0.25), 0.1) == 0.001
+    assert grown(Backoff(0.001, 0.02, 0.25), 1.0) == 0.02
+
+
+def test_quiet_loops_sleep_longer_only_once_idle():
+    assert grown(Backoff(0.001, 0.02, 0.25), 1.0, quiet=True) == QUIET_CAP
+    assert grown(Backoff(0.001, 0.02, 0.25), 0.1, quiet=True) == 0.001
+
+
+def test_wake_ends_a_long_sleep_at_once():
+    b = Backoff(cap=0.001, idle_cap=QUIET_CAP, idle_after=0.0)
+    b._delay = QUIET_CAP
+    threading.Timer(0.05, b.wake.set).start()
+    start = time.monotonic()
+    b.idle(quiet=True)
+    assert time.monotonic() - start < QUIET_CAP / 2
