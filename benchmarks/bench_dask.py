@@ -86,14 +86,7 @@ def w4(args, client, workers):
 
 def w5(args, client, workers):
     n = args.sizes["w5_chain"]
-
-    def chain():
-        future = client.submit(inc, 0, pure=False)
-        for _ in range(n - 1):
-            future = client.submit(inc, future, pure=False)
-        assert future.result() == n
-
-    times = time_repeats(chain, args.sizes["repeats"])
+    times = time_repeats(lambda: harness.futures_chain(client, n), args.sizes["repeats"])
     emit("W5", n / median(times), "tasks/s", times_s=times)
 
 

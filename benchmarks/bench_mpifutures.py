@@ -109,14 +109,7 @@ def w4(args, ex):
 
 def w5(args, ex):
     n = args.sizes["w5_chain"]
-
-    def chain():
-        future = ex.submit(inc, 0, pure=False)
-        for _ in range(n - 1):
-            future = ex.submit(inc, future, pure=False)
-        assert future.result() == n
-
-    times = time_repeats(chain, args.sizes["repeats"])
+    times = time_repeats(lambda: harness.futures_chain(ex, n), args.sizes["repeats"])
     emit("W5", n / median(times), "tasks/s", times_s=times)
 
 

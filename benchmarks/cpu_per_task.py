@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import time
 
+from harness import futures_chain
 from workloads_common import inc
 
 from mpifutures import Executor
@@ -18,13 +19,6 @@ from mpifutures import Executor
 def cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def chain(ex, n):
-    future = ex.submit(inc, 0, pure=False)
-    for _ in range(n - 1):
-        future = ex.submit(inc, future, pure=False)
-    assert future.result() == n
 
 
 def measure(ex, name, run, tasks):
@@ -46,7 +40,7 @@ def main():
                 n * rounds)
         measure(ex, "map", lambda: [ex.gather(ex.map(inc, range(n), pure=False))
                                     for _ in range(rounds)], n * rounds)
-        measure(ex, "chain", lambda: [chain(ex, 1000) for _ in range(5)], 5000)
+        measure(ex, "chain", lambda: [futures_chain(ex, 1000) for _ in range(5)], 5000)
 
 
 if __name__ == "__main__":

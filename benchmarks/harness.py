@@ -86,6 +86,16 @@ def time_repeats(fn, repeats, budget_s=20.0):
     return times
 
 
+def futures_chain(client, n):
+    """W5 where futures can be arguments (mpifutures, dask): ``n`` tasks, each taking the last."""
+    from workloads_common import inc
+
+    future = client.submit(inc, 0, pure=False)
+    for _ in range(n - 1):
+        future = client.submit(inc, future, pure=False)
+    assert future.result() == n
+
+
 def cpu_seconds(pid):
     """User plus system CPU seconds used so far by one process (all its threads)."""
     times = psutil.Process(pid).cpu_times()
