@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 _REMOTE = object()  # the result of a finished future whose value is held by the KeyRecord
 _FINISHED, _PENDING = cf._base.FINISHED, cf._base.PENDING
-_ENDED = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED, cf._base.FINISHED)
+_CANCELLED = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
+_ENDED = (*_CANCELLED, _FINISHED)
 _LAZY = threading.Lock()  # makes conditions, and resolves futures that have none
 _STATUS = {cf._base.PENDING: "pending", cf._base.RUNNING: "pending",
            cf._base.CANCELLED: "cancelled", cf._base.CANCELLED_AND_NOTIFIED: "cancelled"}
@@ -169,7 +170,7 @@ class Future(cf.Future):
         return self._state == cf._base.RUNNING
 
     def cancelled(self) -> bool:
-        return self._state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
+        return self._state in _CANCELLED
 
     @property
     def key(self) -> str:
@@ -249,9 +250,8 @@ class Future(cf.Future):
 
     def _reset(self) -> None:
         with self._condition:
-            if self._state in (cf._base.FINISHED, cf._base.CANCELLED,
-                               cf._base.CANCELLED_AND_NOTIFIED) and self._result is not _REMOTE:
-                self._state, self._exception, self._result = cf._base.PENDING, None, None
+            if self._state in _ENDED and self._result is not _REMOTE:
+                self._state, self._exception, self._result = _PENDING, None, None
 
     def __await__(self) -> Any:
         import asyncio
@@ -260,8 +260,8 @@ class Future(cf.Future):
 
     def _cancel_locally(self) -> bool:
         with self._condition:  # reentrant: the whole transition is atomic
-            if self._state != cf._base.PENDING:
-                return self._state in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
+            if self._state != _PENDING:
+                return self._state in _CANCELLED
             super().cancel()
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
         return True
@@ -273,8 +273,7 @@ class Future(cf.Future):
         the caller drops every reference to it.
         """
         with self._condition:
-            if self._state not in (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED,
-                                   cf._base.FINISHED):
+            if self._state not in _ENDED:
                 self._executor._keep_until_done(self)
         super().add_done_callback(fn)
         if self.done():  # it may have finished in between: then nothing will un-keep it

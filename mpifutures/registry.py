@@ -67,10 +67,10 @@ class Registry:
         with self.lock:
             claim = future._ref
             session, claim.session = claim.session, None
-            item = None if session is None else ("decref", session, future.key)
+            item = None if session is None else ("decref", session, claim.key)
             record = future._record
-            if future._ref in record.handles:
-                record.handles.remove(future._ref)
+            if claim in record.handles:
+                record.handles.remove(claim)
         return item
 
     def get(self, key: str) -> Optional[KeyRecord]:

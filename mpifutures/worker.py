@@ -34,7 +34,7 @@ from typing import Any
 from . import failure, protocol as P, taskrun
 from .backoff import Backoff, tighten_timer_slack
 from .config import Config
-from .errors import DataLostError, SerializationError
+from .errors import DataLostError, MpiFuturesError, SerializationError
 from .serialize import Payload, dumps, functions, loads, value_nbytes
 from .taskrun import Broken
 from .transport import Transport
@@ -129,6 +129,8 @@ class Worker:
         if len(self.records) >= _RECORDS_BATCH:
             self.outbox[self.scheduler].append((P.RECORDS, self.records))
             self.records = []
+        if not self.outbox:
+            return {}  # an idle loop allocates nothing
         out, self.outbox = self.outbox, defaultdict(list)
         return out
 
@@ -263,9 +265,13 @@ class Worker:
     def _fail_waiters(self, key: str, message: str, kind: type = DataLostError) -> None:
         for task in self.waiters.pop(key, ()):
             if self.pending.get(task.key) is task:
-                del self.pending[task.key]
-                err = failure.describe(message, task.key, self.rank, kind)
-                self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
+                self._fail(task, message, kind)
+
+    def _fail(self, task: _Task, message: str, kind: type = DataLostError) -> None:
+        """Drop ``task`` and report it failed with ``message`` (call under the lock)."""
+        self.pending.pop(task.key, None)
+        err = failure.describe(message, task.key, self.rank, kind)
+        self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
 
     def _push_ready(self, task: _Task) -> None:
         # The inputs are handed over now, on the main loop: a FREE handled later cannot pull
@@ -304,10 +310,8 @@ class Worker:
         """A bug while recording a finished task: fail that task instead of losing it."""
         log.exception("rank %d could not record the end of task %r", self.rank, task.key)
         with self.lock:
-            self.pending.pop(task.key, None)
-            err = failure.describe(f"rank {self.rank} could not record the end of task "
-                                   f"{task.key!r}: {failure.safe_str(exc)}", task.key, self.rank)
-            self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
+            self._fail(task, f"rank {self.rank} could not record the end of task "
+                             f"{task.key!r}: {failure.safe_str(exc)}", MpiFuturesError)
 
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
                 times: tuple[float, float]) -> None:
