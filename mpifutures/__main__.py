@@ -36,8 +36,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
                         help="longest sleep between polls of a busy-then-idle rank "
                              "(default 0.001)")
     parser.add_argument("--idle-backoff", type=float, metavar="SECONDS",
-                        help="longest sleep once a rank has had no traffic for "
-                             "MPIFUTURES_IDLE_AFTER seconds (default 0.02)")
+                        help="longest sleep of a rank without traffic (default 0.05); "
+                             "it answers within 1/20 of the time it was idle")
     parser.add_argument("--mpi-info", action="store_true",
                         help="print one line naming the MPI library and thread level, and "
                              "the world size, then exit")

@@ -3,26 +3,33 @@
 MPICH spins a core inside blocking calls, so every rank polls with ``Iprobe``/``Test`` and
 sleeps between empty polls. For ``hot`` seconds after traffic the sleep stays at its shortest
 (tens of microseconds: a request/response pipeline keeps its pace); then it doubles up to
-``cap``, and after ``idle_after`` seconds without traffic up to ``idle_cap``, so an idle job
-costs almost no CPU. The loop never spins without sleeping: sleeping releases the GIL, which
+``cap``. After ``idle_after`` seconds without traffic it may grow further, but never beyond
+``IDLE_SHARE`` of the time the rank has been idle (a rank idle for ``t`` answers within about
+``t / 20``) nor beyond ``idle_cap``, so an idle job costs almost no CPU: on a virtual machine
+each timed wake-up after a long sleep costs ~0.1-0.2 ms of CPU, so the number of wake-ups is
+what counts. The loop never spins without sleeping: sleeping releases the GIL, which
 the rank's other threads (the user's script, the compute thread) need. Sleeping happens on a
-``threading.Event`` so that another thread of the same process can wake the loop at once.
+:class:`Wakeup` so that another thread of the same process can wake the loop at once.
 """
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import logging
 import sys
-import threading
 import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
 
 _SHORTEST = 1e-5
-#: longest sleep of a loop that nobody owes a message (rank 0 with no task running anywhere)
+#: longest sleep of a loop that nobody owes a message (rank 0 with no task running anywhere),
+#: reached once it has been idle for QUIET_AFTER seconds
 QUIET_CAP = 0.5
+QUIET_AFTER = 0.25
+#: past ``idle_after``, a sleep lasts at most this share of the time the loop has been idle
+IDLE_SHARE = 0.05
 _PR_SET_TIMERSLACK = 29
 
 
@@ -36,6 +43,34 @@ def tighten_timer_slack() -> None:
         log.debug("could not set the timer slack")
 
 
+class Wakeup:
+    """A signal one thread sets to end another thread's timed wait early.
+
+    ``threading.Event`` would do, but its wait is a ``Condition`` written in Python: a timed
+    wait there costs ~20% more CPU than this one, a raw lock that is held while no wake-up is
+    pending, and an idle rank does little else than wait.
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = _thread.allocate_lock()
+        self._held.acquire()
+
+    def set(self) -> None:
+        try:
+            self._held.release()
+        except RuntimeError:  # already set
+            pass
+
+    def is_set(self) -> bool:
+        return not self._held.locked()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the signal was set within ``timeout`` seconds; waiting consumes it."""
+        return self._held.acquire(timeout=timeout)
+
+
 class Backoff:
     """Decides how long an idle polling loop sleeps."""
 
@@ -45,7 +80,7 @@ class Backoff:
         self.idle_cap = max(idle_cap, self.cap)
         self.idle_after = idle_after
         self.hot = hot
-        self.wake = threading.Event()
+        self.wake = Wakeup()
         #: True while the loop sleeps: only then must another thread set :attr:`wake`
         self.asleep = False
         self._delay = _SHORTEST
@@ -61,20 +96,21 @@ class Backoff:
 
         ``pending()`` is checked after :attr:`asleep` is raised, so work queued by a thread
         that saw ``asleep`` still false is never slept over. ``quiet``: no other rank owes
-        this one a message, so only :attr:`wake` can bring work; once idle, sleeps grow to
-        ``QUIET_CAP``.
+        this one a message, so only :attr:`wake` can bring work; after ``QUIET_AFTER``
+        seconds idle, sleeps grow to ``QUIET_CAP``.
         """
         idle_for = time.monotonic() - self._last_activity
         if idle_for > self.hot:
-            if idle_for <= self.idle_after:
-                cap = self.cap
+            if quiet and idle_for > QUIET_AFTER:
+                cap = max(self.idle_cap, QUIET_CAP)
+            elif idle_for > self.idle_after:
+                cap = min(self.idle_cap, max(self.cap, IDLE_SHARE * idle_for))
             else:
-                cap = max(self.idle_cap, QUIET_CAP) if quiet else self.idle_cap
+                cap = self.cap
             self._delay = min(cap, self._delay * 2)
         self.asleep = True
         try:
             if not pending() and self.wake.wait(self._delay):
-                self.wake.clear()
                 self.reset()
         finally:
             self.asleep = False

@@ -3,9 +3,10 @@
 =============================  =========  ==================================================
 variable                       default    meaning
 =============================  =========  ==================================================
-MPIFUTURES_BACKOFF             0.001      longest idle sleep between polls, in seconds
-MPIFUTURES_IDLE_BACKOFF        0.02       sleep cap after ``MPIFUTURES_IDLE_AFTER`` s idle
-MPIFUTURES_IDLE_AFTER          0.25       seconds without traffic before the idle cap applies
+MPIFUTURES_BACKOFF             0.001      longest sleep between polls right after traffic, in s
+MPIFUTURES_IDLE_BACKOFF        0.05       longest sleep of an idle rank, in seconds
+MPIFUTURES_IDLE_AFTER          0.25       seconds without traffic before sleeps grow past
+                                          ``MPIFUTURES_BACKOFF`` (to 1/20 of the idle time)
 MPIFUTURES_INLINE_BYTES        4096       results up to this size travel with the reply
 MPIFUTURES_BUFFER_POOL         268435456  bytes of freed receive memory kept for reuse (0: off)
 MPIFUTURES_GC_THRESHOLD        10000      raise gc's first threshold to this on every rank (0: leave)
@@ -53,7 +54,7 @@ class Config(NamedTuple):
     NamedTuple rather than a dataclass, whose import costs every rank ~7 ms at start-up)."""
 
     backoff: float = 0.001
-    idle_backoff: float = 0.02
+    idle_backoff: float = 0.05
     idle_after: float = 0.25
     inline_bytes: int = 4096
     buffer_pool: int = 256 << 20
@@ -71,7 +72,7 @@ def load() -> Config:
     """Read the ``MPIFUTURES_*`` variables; raise ValueError naming a bad one."""
     return Config(
         backoff=_float("MPIFUTURES_BACKOFF", 0.001),
-        idle_backoff=_float("MPIFUTURES_IDLE_BACKOFF", 0.02),
+        idle_backoff=_float("MPIFUTURES_IDLE_BACKOFF", 0.05),
         idle_after=_float("MPIFUTURES_IDLE_AFTER", 0.25),
         inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
         buffer_pool=_int("MPIFUTURES_BUFFER_POOL", 256 << 20, minimum=0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from mpifutures.backoff import QUIET_CAP, Backoff
+from mpifutures.backoff import QUIET_AFTER, QUIET_CAP, Backoff, Wakeup
 
 
 def grown(backoff: Backoff, idle_for: float, quiet: bool = False, rounds: int = 40) -> float:
@@ -16,16 +16,27 @@ def grown(backoff: Backoff, idle_for: float, quiet: bool = False, rounds: int = 
     return backoff._delay
 
 
-def test_sleeps_grow_to_the_cap_then_to_the_idle_cap():
-    b = Backoff(cap=0.001, idle_cap=0.02, idle_after=0.25)
+def test_sleeps_grow_to_the_cap_then_in_proportion_to_the_idle_time():
+    b = Backoff(cap=0.001, idle_cap=0.05, idle_after=0.25)
     assert grown(b, 0.0005) <= 1e-5 * 1.01  # hot: right after traffic the sleep stays shortest
-    assert grown(Backoff(0.001, 0.02, 0.25), 0.1) == 0.001
-    assert grown(Backoff(0.001, 0.02, 0.25), 1.0) == 0.02
+    assert grown(Backoff(0.001, 0.05, 0.25), 0.2) == 0.001  # not yet idle_after
+    assert abs(grown(Backoff(0.001, 0.05, 0.25), 0.4) - 0.02) < 0.001  # 1/20 of 0.4 s
+    assert grown(Backoff(0.001, 0.05, 0.25), 3.0) == 0.05  # never beyond the idle cap
 
 
 def test_quiet_loops_sleep_longer_only_once_idle():
-    assert grown(Backoff(0.001, 0.02, 0.25), 1.0, quiet=True) == QUIET_CAP
-    assert grown(Backoff(0.001, 0.02, 0.25), 0.1, quiet=True) == 0.001
+    assert grown(Backoff(0.001, 0.05, 0.25), QUIET_AFTER * 1.5, quiet=True) == QUIET_CAP
+    assert grown(Backoff(0.001, 0.05, 0.25), 0.01, quiet=True) == 0.001
+
+
+def test_wakeup_is_consumed_by_the_wait_it_ends():
+    w = Wakeup()
+    assert not w.wait(0.001) and not w.is_set()
+    w.set()
+    w.set()  # setting twice is one wake-up, not an error
+    assert w.is_set()
+    assert w.wait(10.0)
+    assert not w.is_set() and not w.wait(0.001)
 
 
 def test_wake_ends_a_long_sleep_at_once():
