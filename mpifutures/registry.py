@@ -2,10 +2,11 @@
 
 Each key has one :class:`~mpifutures.future.KeyRecord` shared by all of its futures. A future
 releases its claim on the key when it is garbage-collected: the callback of its :class:`Claim`
-(a weak reference) appends ``("decref", session, key)`` to the scheduler's inbox (a deque append
-is the only thing safe to do from a GC callback). A claim is armed only once the future's
-submit is posted, so a future made for a submit that then failed releases nothing, and it is
-disarmed by an explicit ``release()``, so no claim is released twice.
+(a weak reference) appends ``("decref", session, key)`` to the scheduler's inbox and wakes it
+(only steps that never block are safe in a GC callback: a deque append, a raw lock's release).
+A claim is armed only once the future's submit is posted, so a future made for a submit that
+then failed releases nothing, and it is disarmed by an explicit ``release()``, so no claim is
+released twice.
 """
 
 from __future__ import annotations

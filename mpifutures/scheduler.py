@@ -48,7 +48,7 @@ class Scheduler:
         self.workers = tuple(range(1, transport.size))
         self.state = SchedulerState(self.workers, config.tasks_per_worker)
         self.inbox: deque = deque()
-        self.registry = Registry(self.inbox.append)
+        self.registry = Registry(self._post_from_gc)
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
         transport.wake = self.backoff.wake
         self.refs: dict[int, dict[str, int]] = {}
@@ -84,6 +84,18 @@ class Scheduler:
         if self.backoff.asleep:
             self.backoff.wake.set()
         self._check_alive()  # it may have ended while we appended: nobody would answer
+
+    def _post_from_gc(self, item: tuple) -> None:
+        """Queue a decref from a garbage-collection callback, and wake the scheduler.
+
+        Safe wherever the collector runs, even in a thread holding other locks: a deque
+        append and :meth:`Wakeup.set <mpifutures.backoff.Wakeup.set>` (a raw lock's release)
+        never block. Without the wake, a quiet rank 0 would free the data up to
+        ``QUIET_CAP`` seconds late.
+        """
+        self.inbox.append(item)
+        if self.backoff.asleep:
+            self.backoff.wake.set()
 
     def _check_alive(self) -> None:
         if self.fatal is not None:

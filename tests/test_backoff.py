@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -46,3 +47,51 @@ def test_wake_ends_a_long_sleep_at_once():
     start = time.monotonic()
     b.idle(quiet=True)
     assert time.monotonic() - start < QUIET_CAP / 2
+
+
+class WatchedWakeup(Wakeup):
+    """A wake-up signal that shows how long the sleep in progress may last."""
+
+    __slots__ = ("sleeping",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = 0.0
+
+    def wait(self, timeout: float) -> bool:
+        self.sleeping = timeout
+        try:
+            return super().wait(timeout)
+        finally:
+            self.sleeping = 0.0
+
+
+def test_a_collected_future_wakes_a_quiet_rank0_to_free_its_data(monkeypatch):
+    """Rank 0 sleeps long while nobody owes it a message; a future dying must still free
+    its data on the worker at once, not after the sleep."""
+    from mpifutures import Executor, backoff
+    from mpifutures.local import LocalCluster
+    from tests import tasks
+
+    def wait_for(predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return predicate()
+
+    monkeypatch.setattr(backoff, "QUIET_CAP", 60.0)  # without the wake-up: up to 60 s late
+    with LocalCluster(1) as local:
+        sched = local.scheduler
+        sched.backoff.wake = sched.t.wake = watched = WatchedWakeup()
+        ex = Executor(cluster=sched)
+        future = ex.submit(tasks.make_array, 1000, pure=False)
+        future.result(10)
+        key, worker = future.key, local.workers[0]
+        assert key in worker.store
+        assert wait_for(lambda: watched.sleeping > 0.1, 10), "rank 0 never became quiet"
+        sched.backoff._delay = 30.0  # its next sleep lasts 30 to 60 s
+        assert wait_for(lambda: watched.sleeping >= 30.0, 10)
+        del future
+        gc.collect()
+        assert wait_for(lambda: key not in worker.store, 2.0)
+        ex.shutdown()
