@@ -128,6 +128,36 @@ def test_idle_ranks_do_not_spin():
     assert len(loads) == 3 and max(loads) < 10, r  # a spinning rank shows ~100
 
 
+def test_one_poll_after_a_sleep_finds_a_message_that_arrived_during_it():
+    """MPICH's first probe after a message lands makes progress but reports nothing; the
+    transport must look again, or every message waits one more sleep of the loop."""
+    r = mpiexec(2, ["-c", textwrap.dedent("""
+        import time
+        from mpi4py import MPI
+        from mpifutures.mpi_transport import MPITransport
+        comm = MPI.COMM_WORLD.Dup()
+        t = MPITransport(comm)
+        found = []
+        for i in range(10):
+            comm.Barrier()
+            if comm.Get_rank() == 0:
+                t.send(1, [("ping", i)])
+                while t.busy():
+                    t.poll()
+            else:
+                time.sleep(0.02)  # the message arrives while this rank makes no MPI call
+                got = t.poll()
+                found.append(got)
+                while not got:
+                    got = t.poll()
+        comm.Barrier()
+        if comm.Get_rank() == 1:
+            print("first polls found", sum(bool(f) for f in found), "of", len(found))
+    """)], timeout=60)
+    assert r.returncode == 0, r
+    assert "first polls found 10 of 10" in r.stdout, r
+
+
 def test_dropping_futures_of_big_arrays_keeps_worker_memory_flat():
     r = launch(3, """
         import os
