@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 _SHORTEST = 1e-5
 #: longest sleep of a loop that nobody owes a message (rank 0 with no task running anywhere),
-#: reached once it has been idle for QUIET_AFTER seconds
+#: reached once it has been idle for QUIET_AFTER seconds. Fixed, not tied to ``idle_after``:
+#: only this process's own threads can bring such a loop work, and they always set its wake-up.
 QUIET_CAP = 0.5
 QUIET_AFTER = 0.25
 #: past ``idle_after``, a sleep lasts at most this share of the time the loop has been idle
@@ -58,10 +59,11 @@ class Wakeup:
         self._held.acquire()
 
     def set(self) -> None:
-        try:
-            self._held.release()
-        except RuntimeError:  # already set
-            pass
+        if self._held.locked():
+            try:
+                self._held.release()
+            except RuntimeError:  # another thread set it first
+                pass
 
     def is_set(self) -> bool:
         return not self._held.locked()

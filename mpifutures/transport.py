@@ -11,10 +11,11 @@ workers can be tested in one process without ``mpiexec``.
 from __future__ import annotations
 
 import pickle
-import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from typing import Optional
+
+from .backoff import Wakeup
 
 _PROTOCOL = 5
 
@@ -36,7 +37,7 @@ class Transport(ABC):
     rank: int
     size: int
     #: set when a message arrives, so that a sleeping poll loop can wake (may stay None)
-    wake: Optional[threading.Event] = None
+    wake: Optional[Wakeup] = None
 
     @abstractmethod
     def send(self, dest: int, msgs: list) -> None:

@@ -145,7 +145,7 @@ def test_one_poll_after_a_sleep_finds_a_message_that_arrived_during_it():
                 while t.busy():
                     t.poll()
             else:
-                time.sleep(0.02)  # the message arrives while this rank makes no MPI call
+                time.sleep(0.1)  # the message arrives while this rank makes no MPI call
                 got = t.poll()
                 found.append(got)
                 while not got:
