@@ -1,7 +1,9 @@
-"""Physical limits with plain mpi4py: pickled ping-pong (W1) and Send/Recv bandwidth (W4).
+"""Physical limits with plain mpi4py: pickled ping-pong (W1), Send/Recv bandwidth (W4) and
+the compute floor of W3's tree sum with no runtime at all.
 
 Run: ``mpiexec -n 3 python benchmarks/bench_raw_mpi.py [--quick]``. Rank 0 and 1 play
-ping-pong; ranks 1 and 2 (the last two ranks) measure bandwidth. A rank that only waits
+ping-pong; ranks 1 and 2 (the last two ranks) measure bandwidth, then compute W3's arrays and
+sums, half each, and send the total to rank 0, which times each round. A rank that only waits
 polls with ``Iprobe`` and sleeps, because MPICH spins a whole core in a blocking receive
 and the 2-core machine would otherwise lose a core to a bystander.
 """
@@ -16,14 +18,51 @@ from mpi4py import MPI
 from workloads_common import noop
 
 comm = MPI.COMM_WORLD
-TAG_GO, TAG_RESULT = 11, 12
+TAG_GO, TAG_RESULT, TAG_W3 = 11, 12, 13
 
 
-def lazy_recv(source, tag):
-    """Receive without spinning: poll every millisecond."""
+def lazy_recv(source, tag, every=0.001):
+    """Receive without spinning: poll every ``every`` seconds."""
     while not comm.Iprobe(source=source, tag=tag):
-        time.sleep(0.001)
+        time.sleep(every)
     return comm.recv(source=source, tag=tag)
+
+
+def lazy_recv_array(buf, source, tag):
+    """Receive into ``buf`` without spinning: poll every 100 µs."""
+    while not comm.Iprobe(source=source, tag=tag):
+        time.sleep(1e-4)
+    comm.Recv(buf, source=source, tag=tag)
+
+
+def tree_half(count, length, partner, first):
+    """One of the pair's halves of W3: make ``count`` arrays, sum them pairwise; the second
+    of the pair sends its sum to the first, which adds it and sends the total to rank 0."""
+    arrays = [np.random.random(length) for _ in range(count)]
+    while len(arrays) > 1:
+        arrays = [arrays[i] + arrays[i + 1] for i in range(0, len(arrays) - 1, 2)] + (
+            [arrays[-1]] if len(arrays) % 2 else [])
+    total = arrays[0]
+    if not first:
+        comm.Send(total, dest=partner, tag=TAG_W3)
+        return
+    other = np.empty_like(total)
+    lazy_recv_array(other, partner, TAG_W3)
+    comm.Send(total + other, dest=0, tag=TAG_W3)
+
+
+def tree_floor_s(pair, count, length, repeats):
+    """Rank 0 side of W3's floor: start both halves, wait for the total; seconds per round."""
+    total, times = np.empty(length), []
+    for _ in range(repeats + 1):  # first round is a warm-up
+        start = time.perf_counter()
+        for r in pair:
+            comm.send("w3", dest=r, tag=TAG_GO)
+        lazy_recv_array(total, pair[0], TAG_W3)
+        times.append(time.perf_counter() - start)
+    for r in pair:
+        comm.send("stop", dest=r, tag=TAG_GO)
+    return times[1:]
 
 
 def ping_pong_us(trips, warmup=20):
@@ -99,8 +138,20 @@ def rank0_side(args, pair):
         else:
             harness.not_applicable(["W4"], "needs two ranks besides rank 0")
         harness.emit("_done", workload="W4")
-    harness.not_applicable(["W2", "W3", "W5", "W6", "W7", "W9"],
-                           "raw MPI has no tasks; it is the limit for W1, W4 and W8")
+    if wanted(args, "W3"):
+        harness.emit("_start", workload="W3")
+        if pair:
+            times = tree_floor_s(pair, sz["w3_arrays"], sz["w3_length"], sz["repeats"])
+            harness.emit("W3", harness.median(times), "s", times_s=times,
+                         what=f"the compute floor: ranks {pair[0]} and {pair[1]} make half the "
+                              "arrays each and sum them pairwise, one Send between them, the "
+                              "total Sent to rank 0; no runtime")
+            harness.not_applicable(["W3.bytes"], "by construction only the total reaches rank 0")
+        else:
+            harness.not_applicable(["W3"], "needs two ranks besides rank 0")
+        harness.emit("_done", workload="W3")
+    harness.not_applicable(["W2", "W5", "W6", "W7", "W9"],
+                           "raw MPI has no tasks; it is the limit for W1, W3, W4 and W8")
 
 
 def main():
@@ -119,6 +170,12 @@ def main():
                                 args.sizes["repeats"], first)
         if first:
             comm.send(result, dest=0, tag=TAG_RESULT)
+    if pair and rank in pair and wanted(args, "W3"):
+        first = rank == pair[0]
+        count = args.sizes["w3_arrays"]
+        mine = (count + 1) // 2 if first else count // 2
+        while lazy_recv(0, TAG_GO, every=1e-4) == "w3":
+            tree_half(mine, args.sizes["w3_length"], pair[1] if first else pair[0], first)
 
 
 if __name__ == "__main__":
