@@ -21,17 +21,21 @@ comm = MPI.COMM_WORLD
 TAG_GO, TAG_RESULT, TAG_W3 = 11, 12, 13
 
 
-def lazy_recv(source, tag, every=0.001):
-    """Receive without spinning: poll every ``every`` seconds."""
+def await_message(source, tag, every):
+    """Wait without spinning until a message from ``source`` with ``tag`` is there."""
     while not comm.Iprobe(source=source, tag=tag):
         time.sleep(every)
+
+
+def lazy_recv(source, tag, every=0.001):
+    """Receive a pickled message, polling every ``every`` seconds."""
+    await_message(source, tag, every)
     return comm.recv(source=source, tag=tag)
 
 
 def lazy_recv_array(buf, source, tag):
-    """Receive into ``buf`` without spinning: poll every 100 µs."""
-    while not comm.Iprobe(source=source, tag=tag):
-        time.sleep(1e-4)
+    """Receive into ``buf``, polling every 100 µs."""
+    await_message(source, tag, 1e-4)
     comm.Recv(buf, source=source, tag=tag)
 
 

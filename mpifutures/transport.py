@@ -13,9 +13,10 @@ from __future__ import annotations
 import pickle
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from .backoff import Wakeup
+if TYPE_CHECKING:
+    from .backoff import Wakeup
 
 _PROTOCOL = 5
 
