@@ -111,6 +111,21 @@ def one_task(system, args):
     }[system]
 
 
+def compile_bytecode():
+    """Write the bytecode of mpifutures and of the benchmark modules before any run.
+
+    pip compiles an installed package (mpi4py, dask) at install time; an editable checkout
+    gets its bytecode only when Python may write it, and this machine sets
+    PYTHONDONTWRITEBYTECODE=1. Without it, every rank compiled mpifutures' modules from
+    source at each start: ~70 ms more on rank 0 per W8 run (README, "Benchmarks").
+    """
+    import compileall
+
+    for folder in (os.path.join(ROOT, "mpifutures"), HERE):
+        if not compileall.compile_dir(folder, maxlevels=0, quiet=1):
+            print(f"[run] could not compile the bytecode of {folder}", file=sys.stderr)
+
+
 def wait_for_quiet(timeout, busy_limit=10.0):
     """CPU% used machine-wide over 1 s; with ``timeout``, wait for it to drop first."""
     import psutil
@@ -193,6 +208,7 @@ def main(argv=None):
     args = parse_args(argv)
     started = time.monotonic()
     meta = run_meta(args)
+    compile_bytecode()
     by_system, runs = {}, {}
     for system in args.systems:
         meta["busy_before"][system] = wait_for_quiet(args.wait_quiet)
