@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
 from typing import AbstractSet, Any, Iterable, Optional
 
 from .errors import DataLostError
@@ -64,30 +63,35 @@ def _without(items: AbstractSet, item: Any) -> None:
         items.discard(item)  # type: ignore[attr-defined]
 
 
-@dataclass(slots=True, eq=False)
 class TaskState:
-    """Everything the scheduler knows of one key."""
+    """Everything the scheduler knows of one key (written out by hand, not a dataclass: see
+    :mod:`~mpifutures.events`)."""
 
-    key: str
-    spec: Any
-    deps: tuple[str, ...]
-    seq: int
-    priority: int = 0
-    workers: Optional[tuple[int, ...]] = None
-    loose: bool = False
-    retries: int = 0
-    status: str = "waiting"
-    # The sets start as the shared empty frozenset (most stay empty) and are made by _with.
-    waiting_on: AbstractSet[str] = _NONE
-    dependents: AbstractSet[str] = _NONE
-    clients: AbstractSet[int] = _NONE
-    keep: bool = False
-    worker: Optional[int] = None
-    holders: AbstractSet[int] = _NONE
-    expected: AbstractSet[int] = _NONE  # scatter copies not yet confirmed
-    nbytes: int = 0
-    error: Any = None
-    attempt: int = 0  # the number of its latest dispatch; outcomes of older ones are stale
+    __slots__ = ("key", "spec", "deps", "seq", "priority", "workers", "loose", "retries",
+                 "status", "waiting_on", "dependents", "clients", "keep", "worker", "holders",
+                 "expected", "nbytes", "error", "attempt")
+
+    def __init__(self, key: str, spec: Any, deps: tuple[str, ...], seq: int, priority: int = 0,
+                 workers: Optional[tuple[int, ...]] = None, loose: bool = False,
+                 retries: int = 0) -> None:
+        self.key, self.spec, self.deps, self.seq = key, spec, deps, seq
+        self.priority, self.workers, self.loose, self.retries = priority, workers, loose, retries
+        self.status = "waiting"
+        # The sets start as the shared empty frozenset (most stay empty) and are made by _with.
+        self.waiting_on: AbstractSet[str] = _NONE
+        self.dependents: AbstractSet[str] = _NONE
+        self.clients: AbstractSet[int] = _NONE
+        self.keep = False
+        self.worker: Optional[int] = None
+        self.holders: AbstractSet[int] = _NONE
+        self.expected: AbstractSet[int] = _NONE  # scatter copies not yet confirmed
+        self.nbytes = 0
+        self.error: Any = None
+        self.attempt = 0  # the number of its latest dispatch; outcomes of older ones are stale
+
+    def __repr__(self) -> str:
+        return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
+                f"holders={set(self.holders)}, waiting_on={set(self.waiting_on)})")
 
 
 class SchedulerState:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
@@ -18,7 +16,7 @@ class Checked(SchedulerState):
 
     def handle(self, *events):
         out = self.raw(*events)
-        return [replace(c, attempt=0) if isinstance(c, Dispatch) else c for c in out]
+        return [c.replace(attempt=0) if isinstance(c, Dispatch) else c for c in out]
 
     def raw(self, *events):
         out = super().handle(*(self._current(e) for e in events))
@@ -28,7 +26,7 @@ class Checked(SchedulerState):
     def _current(self, ev):
         # Outcomes written without a dispatch number refer to the task's latest dispatch.
         if isinstance(ev, (TaskFinished, TaskFailed)) and ev.attempt == 0 and ev.key in self.tasks:
-            return replace(ev, attempt=self.tasks[ev.key].attempt)
+            return ev.replace(attempt=self.tasks[ev.key].attempt)
         return ev
 
 
@@ -39,6 +37,18 @@ def state():
 
 def submit(key, *deps, **kw):
     return TaskSubmitted(key, f"spec-{key}", tuple(deps), **kw)
+
+
+def test_records_compare_by_type_and_fields_and_copy_with_changes():
+    assert FreeData(1, "a") == FreeData(1, "a")
+    assert FreeData(1, "a") != FreeData(2, "a")
+    assert FreeData(1, "a") != CancelTask(1, "a")  # same fields, another command
+    d = Dispatch(1, "k", "spec", (), 0, 7)
+    assert d.replace(attempt=0) == Dispatch(1, "k", "spec", ())
+    assert d.attempt == 7  # the original is unchanged
+    assert repr(FreeData(1, "a")) == "FreeData(worker=1, key='a')"
+    with pytest.raises(TypeError, match="no field nope"):
+        d.replace(nope=1)
 
 
 def test_neighbours_share_a_worker_and_the_work_is_shared_fairly():
