@@ -26,6 +26,7 @@ from .structure import SKIP, rebuild, walk
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
+_DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
 
 class Executor:
@@ -149,6 +150,9 @@ class Executor:
 
     def _options(self, workers: Optional[Sequence[int]], loose: bool, priority: int,
                  retries: int) -> dict:
+        if workers is None and loose is False and priority == 0 and retries == 0 \
+                and type(priority) is int and type(retries) is int:
+            return _DEFAULT_OPTIONS  # most submits: skip the checks and the new dict
         if workers is not None:
             workers = (workers,) if isinstance(workers, int) else tuple(workers)
             bad = [w for w in workers if w not in self._cluster.workers]
@@ -263,12 +267,14 @@ class Executor:
                 raise ValueError(f"{f!r} belongs to another executor")
         for f in found:  # in order: by the time one is done, most after it are too
             f._wait_ended()
-        wanted = {f.key: f._record for f in found if f.status == "finished"}
+        wanted = {f._key: f._record for f in found if f.status == "finished"}
         remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
         if remote:
             self._cluster.post(("fetch", remote))
-        return rebuild(futures, Future, lambda f: SKIP if errors == "skip" and f.status in
-                       ("error", "cancelled") else f.result())
+        if errors == "raise":
+            return rebuild(futures, Future, Future.result)
+        return rebuild(futures, Future, lambda f: SKIP if f.status in ("error", "cancelled")
+                       else f.result())
 
     def run(self, fn: Callable, /, *args: Any, **kwargs: Any) -> dict[int, Any]:
         """Call ``fn(*args, **kwargs)`` once on every worker now; return ``{rank: result}``.

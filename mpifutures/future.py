@@ -71,6 +71,8 @@ class KeyRecord:
 
     def claim_fetch(self) -> bool:
         """True if the caller must ask for the value now (nobody asked yet, rank 0 lacks it)."""
+        if self.loaded or self.payload is not None:
+            return False  # read without the lock: as good as reading it a moment earlier
         with self.lock:
             if self.loaded or self.payload is not None or self.requested:
                 return False
@@ -198,6 +200,8 @@ class Future(cf.Future):
             CancelledError: the task was cancelled.
             Exception: the task's own exception, remote traceback as ``__cause__``.
         """
+        if self._result is _REMOTE and self._record.loaded:
+            return self._record.value  # set once, before ``loaded``, and never changed
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         # _REMOTE is only ever set by a successful finish, never undone: no Condition needed
@@ -280,8 +284,17 @@ class Future(cf.Future):
             self._executor._run_callbacks(self, [])
 
     def _finish(self) -> None:
+        with _LAZY:  # _resolve_unwatched inlined: this runs once per task
+            unwatched = self._cond is None
+            if unwatched:
+                if self._state in _ENDED:
+                    return  # cancelled here before the worker's answer came
+                self._result, self._state = _REMOTE, _FINISHED
+        if unwatched:
+            self._invoke_callbacks()
+            return
         try:
-            self.set_result(_REMOTE)
+            super().set_result(_REMOTE)
         except cf.InvalidStateError:
             pass  # cancelled here before the worker's answer came
 

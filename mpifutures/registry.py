@@ -20,14 +20,13 @@ from .future import Future, KeyRecord
 
 
 class Claim(weakref.ref):
-    """Weak reference to a future; once armed with a session, its death posts a decref."""
+    """Weak reference to a future; once armed with a session, its death posts a decref.
+
+    Made as ``Claim(future, callback)``, then given ``key`` and ``session`` (no ``__init__``
+    of its own: a Python one doubled the cost of making one, and one is made per future).
+    """
 
     __slots__ = ("key", "session")
-
-    def __init__(self, future: Future, callback: Callable[["Claim"], None]) -> None:
-        super().__init__(future, callback)
-        self.key = future.key
-        self.session: Optional[int] = None
 
 
 class Registry:
@@ -47,10 +46,12 @@ class Registry:
                 record = self.records[key] = KeyRecord(key)
             future = Future(key, record, executor)
             future._serial = next(self._serials)
-            future._ref = Claim(future, self._collected)
-            if len(record.handles) > 8:
-                record.handles = [r for r in record.handles if r() is not None]
-            record.handles.append(future._ref)
+            future._ref = claim = Claim(future, self._collected)
+            claim.key, claim.session = key, None
+            handles = record.handles
+            if len(handles) > 8:
+                handles = record.handles = [r for r in handles if r() is not None]
+            handles.append(claim)
         return future
 
     def _collected(self, claim: Claim) -> None:
@@ -99,7 +100,7 @@ class Registry:
         with self.lock:
             for key in keys:
                 record = self.records.get(key)
-                if record is not None and not any(r() is not None for r in record.handles):
+                if record is not None and _all_dead(record.handles):
                     del self.records[key]
 
     def mark_cancel(self, futures: Iterable[Future]) -> None:
@@ -114,11 +115,14 @@ class Registry:
         record = self.records.get(key)
         if record is None:
             return
+        if status == "memory":  # once per task: the plain loop
+            for ref in list(record.handles):
+                f = ref()
+                if f is not None:
+                    f._finish()
+            return
         handles = self.handles(key)
-        if status == "memory":
-            for f in handles:
-                f._finish()
-        elif status == "erred":
+        if status == "erred":
             from .failure import rebuild
             exc = rebuild(error) if isinstance(error, tuple) else error
             for f in handles:
@@ -146,3 +150,10 @@ class Registry:
             for f in (ref() for ref in list(record.handles)):
                 if f is not None:
                     f._fail(error)
+
+
+def _all_dead(refs: list) -> bool:
+    for ref in refs:
+        if ref() is not None:
+            return False
+    return True

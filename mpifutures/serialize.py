@@ -70,6 +70,8 @@ class Payload:
     @property
     def nbytes(self) -> int:
         """Bytes on the wire: the header plus every buffer."""
+        if not self.buffers:
+            return len(self.header)
         return len(self.header) + sum(memoryview(b).nbytes for b in self.buffers)
 
     def __reduce__(self) -> Any:

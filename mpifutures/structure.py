@@ -13,8 +13,11 @@ def walk(obj: Any, found: Callable[[Any], None], leaf: type) -> None:
     if isinstance(obj, leaf):
         found(obj)
     elif isinstance(obj, (list, tuple, set, frozenset)):
-        for item in obj:
-            walk(item, found, leaf)
+        for item in obj:  # leaves without a call each: gather's lists hold thousands
+            if isinstance(item, leaf):
+                found(item)
+            else:
+                walk(item, found, leaf)
     elif isinstance(obj, dict):
         for item in obj.values():
             walk(item, found, leaf)
@@ -28,7 +31,8 @@ def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
     if isinstance(obj, leaf):
         return value(obj)
     if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [v for v in (rebuild(i, leaf, value) for i in obj) if v is not SKIP]
+        items = [v for v in (value(i) if isinstance(i, leaf) else rebuild(i, leaf, value)
+                             for i in obj) if v is not SKIP]
         return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
     if isinstance(obj, dict):
         pairs = ((k, rebuild(v, leaf, value)) for k, v in obj.items())
