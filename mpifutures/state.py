@@ -120,11 +120,14 @@ class SchedulerState:
     def handle(self, *events: Any) -> list:
         """Apply ``events`` in order; return the commands they call for, in order."""
         out = self._out = []
+        handlers = self._handlers
         for event in events:
-            self._handlers[type(event)](self, event)
-            self._run_early()
+            handlers[type(event)](self, event)
+            if self._early:
+                self._run_early()
         self._fill()
-        self._run_early()
+        if self._early:
+            self._run_early()
         self._out = []
         return out
 
@@ -153,7 +156,7 @@ class SchedulerState:
             self._forget(task)
         task = TaskState(ev.key, ev.spec, ev.deps, next(self._seq), ev.priority,
                          ev.workers, ev.loose, ev.retries)
-        task.clients = _with(task.clients, ev.client)
+        task.clients = {ev.client}
         self.tasks[ev.key] = task
         self._start(task)
 
@@ -221,13 +224,16 @@ class SchedulerState:
         task.keep = False  # fire and forget: it ran; now it lives as long as it is needed
         self.completed += 1
         self._out.append(ResolveFuture(task.key, "memory"))
-        for dep_key in list(task.dependents):
-            dependent = self.tasks[dep_key]
-            _without(dependent.waiting_on, task.key)
-            if not dependent.waiting_on and dependent.status == "waiting":
-                self._ready(dependent)
-        self._drop_inputs(task)
-        self._maybe_forget(task)
+        if task.dependents:
+            for dep_key in list(task.dependents):
+                dependent = self.tasks[dep_key]
+                _without(dependent.waiting_on, task.key)
+                if not dependent.waiting_on and dependent.status == "waiting":
+                    self._ready(dependent)
+        if task.deps:
+            self._drop_inputs(task)
+        if not task.clients:
+            self._maybe_forget(task)
 
     def _stale(self, key: str, task: Optional[TaskState], worker: int) -> None:
         """An outcome of a dispatch that no longer counts (cancelled, released, re-sent)."""
@@ -430,7 +436,8 @@ class SchedulerState:
         self._forget(task)
 
     def _forget(self, task: TaskState) -> None:
-        for worker in sorted(task.holders):
+        holders = task.holders
+        for worker in sorted(holders) if len(holders) > 1 else holders:
             self._out.append(FreeData(worker, task.key))
         task.holders = _NONE
         self.unconfirmed.discard(task.key)
