@@ -200,7 +200,7 @@ class Future(cf.Future):
             CancelledError: the task was cancelled.
             Exception: the task's own exception, remote traceback as ``__cause__``.
         """
-        if self._result is _REMOTE and self._record.loaded:
+        if timeout is None and self._result is _REMOTE and self._record.loaded:
             return self._record.value  # set once, before ``loaded``, and never changed
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -127,6 +127,9 @@ def test_bad_timeouts_are_rejected(executor, bad):
     f = executor.submit(tasks.inc, 1)
     with pytest.raises((TypeError, ValueError)):
         f.result(timeout=bad)
+    assert f.result() == 2  # now the value is on rank 0: a bad timeout is still an error
+    with pytest.raises((TypeError, ValueError)):
+        f.result(timeout=bad)
 
 
 def test_standard_library_wait_and_as_completed(executor):
