@@ -25,6 +25,35 @@ def test_sleeps_grow_to_the_cap_then_in_proportion_to_the_idle_time():
     assert grown(Backoff(0.001, 0.05, 0.25), 3.0) == 0.05  # never beyond the idle cap
 
 
+def exchange(backoff: Backoff, waited: float) -> None:
+    """A wait of ``waited`` seconds that ended in traffic."""
+    backoff._last_activity = time.monotonic() - waited
+    backoff.idle(lambda: True)  # "work is pending": returns at once, but counts as a wait
+    backoff.reset()
+
+
+def test_the_hot_phase_is_skipped_while_waits_last_longer_than_it():
+    b = Backoff(cap=0.001, idle_cap=0.05, idle_after=0.25, hot=0.002)
+    for _ in range(10):
+        exchange(b, 0.0002)  # a request/response pace: answers come within the hot phase
+    assert grown(b, 0.0005) <= 1e-5 * 1.01  # hot: the sleep stays shortest
+    for _ in range(10):
+        exchange(b, 0.005)  # tasks of milliseconds: polling hot would only burn CPU
+    assert grown(b, 0.0005, rounds=3) >= 8e-5  # doubling from the first empty poll
+    for _ in range(4):
+        exchange(b, 0.0002)  # the pace is back: after a few quick exchanges, hot again
+    assert grown(b, 0.0005) <= 1e-5 * 1.01
+
+
+def test_one_long_pause_leaves_the_hot_phase_on():
+    b = Backoff(cap=0.001, idle_cap=0.05, idle_after=0.25, hot=0.002)
+    exchange(b, 60.0)  # a minute at the prompt counts as two hot phases at most
+    assert grown(b, 0.0005) <= 1e-5 * 1.01
+    exchange(b, 60.0)
+    exchange(b, 60.0)  # three long waits in a row: hot polling would not have paid
+    assert grown(b, 0.0005, rounds=3) >= 8e-5
+
+
 def test_quiet_loops_sleep_longer_only_once_idle():
     assert grown(Backoff(0.001, 0.05, 0.25), QUIET_AFTER * 1.5, quiet=True) == QUIET_CAP
     assert grown(Backoff(0.001, 0.05, 0.25), 0.01, quiet=True) == 0.001
