@@ -3,9 +3,11 @@
 MPICH spins a core inside blocking calls, so every rank polls with ``Iprobe``/``Test`` and
 sleeps between empty polls. For ``hot`` seconds after traffic the sleep stays at its shortest
 (tens of microseconds: a request/response pipeline keeps its pace); then it doubles up to
-``cap``. The hot phase only pays when waits usually end within it: a loop whose recent waits
-for traffic lasted longer (tasks of milliseconds) skips it, since polling every few
-microseconds would only take CPU from the tasks sharing its cores. After ``idle_after`` seconds without traffic it may grow further, but never beyond
+``cap``. The hot phase only pays when messages from other ranks usually come within it: a
+loop whose recent waits for such messages lasted longer (tasks of milliseconds) skips it,
+since polling every few microseconds would only take CPU from the tasks sharing its cores.
+Waits that another thread of the rank ends (a submit, a finished task) do not count: its
+wake-up is immediate, however the loop polls. After ``idle_after`` seconds without traffic it may grow further, but never beyond
 ``IDLE_SHARE`` of the time the rank has been idle (a rank idle for ``t`` answers within about
 ``t / 20``) nor beyond ``idle_cap``, so an idle job costs almost no CPU: on a virtual machine
 each timed wake-up after a long sleep costs ~0.1-0.2 ms of CPU, so the number of wake-ups is
@@ -33,10 +35,10 @@ QUIET_CAP = 0.5
 QUIET_AFTER = 0.25
 #: past ``idle_after``, a sleep lasts at most this share of the time the loop has been idle
 IDLE_SHARE = 0.05
-#: weight of the latest wait in the running estimate of how long the loop waits for traffic.
-#: A wait counts for at most ``WAIT_SAMPLE_CAP`` hot phases: one long pause (the user's
-#: script thinking) leaves the hot phase on; three long waits in a row turn it off, and
-#: three quick ones turn it back on.
+#: weight of the latest wait in the running estimate of how long the loop waits for a
+#: message. A wait counts for at most ``WAIT_SAMPLE_CAP`` hot phases: one long pause leaves
+#: the hot phase on, three long waits in a row turn it off, and a few waits well inside it
+#: turn it back on.
 WAIT_WEIGHT = 0.25
 WAIT_SAMPLE_CAP = 2
 _PR_SET_TIMERSLACK = 29
@@ -95,19 +97,20 @@ class Backoff:
         self.asleep = False
         self._delay = _SHORTEST
         self._last_activity = time.monotonic()
-        #: running estimate of how long a wait for traffic lasts (waits that ended in traffic)
+        #: running estimate of how long a wait for a message from another rank lasts
         self.typical_wait = 0.0
-        self._waited = False
+        self._waited = False  # the loop slept since the last traffic, and nothing local woke it
+        self._polled = self._last_activity  # when the latest empty poll ended
 
     def reset(self) -> None:
         """Note traffic: the next sleeps are short again."""
-        now = time.monotonic()
-        if self._waited:  # a wait ended in traffic: fold its length into the estimate
-            waited = min(now - self._last_activity, WAIT_SAMPLE_CAP * self.hot)
+        if self._waited:  # polling found a message: the wait lasted at least until the
+            # last empty poll (counting to now would add the sleep that overshot it)
+            waited = min(self._polled - self._last_activity, WAIT_SAMPLE_CAP * self.hot)
             self.typical_wait += WAIT_WEIGHT * (waited - self.typical_wait)
             self._waited = False
         self._delay = _SHORTEST
-        self._last_activity = now
+        self._last_activity = time.monotonic()
 
     def idle(self, pending: Callable[[], bool] = lambda: False, quiet: bool = False) -> None:
         """Wait after an empty poll; returns early when :attr:`wake` is set.
@@ -117,8 +120,9 @@ class Backoff:
         this one a message, so only :attr:`wake` can bring work; after ``QUIET_AFTER``
         seconds idle, sleeps grow to ``QUIET_CAP``.
         """
-        self._waited = True
-        idle_for = time.monotonic() - self._last_activity
+        now = time.monotonic()
+        self._waited, self._polled = True, now
+        idle_for = now - self._last_activity
         if idle_for > (self.hot if self.typical_wait < self.hot else 0.0):
             if quiet and idle_for > QUIET_AFTER:
                 cap = max(self.idle_cap, QUIET_CAP)
@@ -129,7 +133,10 @@ class Backoff:
             self._delay = min(cap, self._delay * 2)
         self.asleep = True
         try:
-            if not pending() and self.wake.wait(self._delay):
+            if pending():  # this rank's own threads brought the work (no message)
+                self._waited = False
+            elif self.wake.wait(self._delay):
+                self._waited = False
                 self.reset()
         finally:
             self.asleep = False

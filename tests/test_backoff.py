@@ -26,9 +26,9 @@ def test_sleeps_grow_to_the_cap_then_in_proportion_to_the_idle_time():
 
 
 def exchange(backoff: Backoff, waited: float) -> None:
-    """A wait of ``waited`` seconds that ended in traffic."""
+    """A wait of ``waited`` seconds that a message from another rank ended."""
     backoff._last_activity = time.monotonic() - waited
-    backoff.idle(lambda: True)  # "work is pending": returns at once, but counts as a wait
+    backoff.idle()  # one empty poll's sleep (at most the cap), then the message arrives
     backoff.reset()
 
 
@@ -42,6 +42,35 @@ def test_the_hot_phase_is_skipped_while_waits_last_longer_than_it():
     assert grown(b, 0.0005, rounds=3) >= 8e-5  # doubling from the first empty poll
     for _ in range(4):
         exchange(b, 0.0002)  # the pace is back: after a few quick exchanges, hot again
+    assert grown(b, 0.0005) <= 1e-5 * 1.01
+
+
+def test_waits_another_thread_of_the_rank_ends_do_not_count():
+    """A submit or a finished task wakes the loop at once, however it polls: the user's
+    script pausing between submits must not turn off quick polls for the workers' replies."""
+    b = Backoff(cap=0.001, idle_cap=0.05, idle_after=0.25, hot=0.002)
+    for _ in range(10):
+        b._last_activity = time.monotonic() - 0.005
+        b.wake.set()
+        b.idle()  # woken by the rank's own thread after 5 ms
+        b._last_activity = time.monotonic() - 0.005
+        b.idle(lambda: True)  # work queued by the rank's own thread
+        b.reset()
+    assert b.typical_wait == 0.0
+    assert grown(b, 0.0005) <= 1e-5 * 1.01
+
+
+def test_a_wait_is_counted_up_to_the_last_empty_poll():
+    """The sleep that overshot the message's arrival is not part of the wait, or the
+    estimate would feed on its own longer sleeps and never come back."""
+    b = Backoff(cap=0.001, idle_cap=0.05, idle_after=0.25, hot=0.002)
+    b.typical_wait = 0.004  # after long waits: no hot phase, sleeps doubling to 1 ms
+    for _ in range(6):
+        b._last_activity = time.monotonic() - 0.0012
+        b._delay = 0.001
+        b.idle()  # the last empty poll came 1.2 ms in; this sleep ends ~1 ms later
+        b.reset()
+    assert b.typical_wait < 0.002
     assert grown(b, 0.0005) <= 1e-5 * 1.01
 
 
