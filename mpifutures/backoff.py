@@ -7,7 +7,8 @@ sleeps between empty polls. For ``hot`` seconds after traffic the sleep stays at
 loop whose recent waits for such messages lasted longer (tasks of milliseconds) skips it,
 since polling every few microseconds would only take CPU from the tasks sharing its cores.
 Waits that another thread of the rank ends (a submit, a finished task) do not count: its
-wake-up is immediate, however the loop polls. After ``idle_after`` seconds without traffic it may grow further, but never beyond
+wake-up is immediate, however the loop polls. After ``idle_after`` seconds without traffic
+the sleep may grow further, but never beyond
 ``IDLE_SHARE`` of the time the rank has been idle (a rank idle for ``t`` answers within about
 ``t / 20``) nor beyond ``idle_cap``, so an idle job costs almost no CPU: on a virtual machine
 each timed wake-up after a long sleep costs ~0.1-0.2 ms of CPU, so the number of wake-ups is

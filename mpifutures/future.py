@@ -284,17 +284,9 @@ class Future(cf.Future):
             self._executor._run_callbacks(self, [])
 
     def _finish(self) -> None:
-        with _LAZY:  # _resolve_unwatched inlined: this runs once per task
-            unwatched = self._cond is None
-            if unwatched:
-                if self._state in _ENDED:
-                    return  # cancelled here before the worker's answer came
-                self._result, self._state = _REMOTE, _FINISHED
-        if unwatched:
-            self._invoke_callbacks()
-            return
-        try:
-            super().set_result(_REMOTE)
+        try:  # set_result's two steps, called directly: this runs once per task
+            if not self._resolve_unwatched(_REMOTE, None):
+                super().set_result(_REMOTE)
         except cf.InvalidStateError:
             pass  # cancelled here before the worker's answer came
 

@@ -115,14 +115,11 @@ class Registry:
         record = self.records.get(key)
         if record is None:
             return
-        if status == "memory":  # once per task: the plain loop
-            for ref in list(record.handles):
-                f = ref()
-                if f is not None:
-                    f._finish()
-            return
         handles = self.handles(key)
-        if status == "erred":
+        if status == "memory":
+            for f in handles:
+                f._finish()
+        elif status == "erred":
             from .failure import rebuild
             exc = rebuild(error) if isinstance(error, tuple) else error
             for f in handles:

@@ -224,16 +224,13 @@ class SchedulerState:
         task.keep = False  # fire and forget: it ran; now it lives as long as it is needed
         self.completed += 1
         self._out.append(ResolveFuture(task.key, "memory"))
-        if task.dependents:
-            for dep_key in list(task.dependents):
-                dependent = self.tasks[dep_key]
-                _without(dependent.waiting_on, task.key)
-                if not dependent.waiting_on and dependent.status == "waiting":
-                    self._ready(dependent)
-        if task.deps:
-            self._drop_inputs(task)
-        if not task.clients:
-            self._maybe_forget(task)
+        for dep_key in list(task.dependents):
+            dependent = self.tasks[dep_key]
+            _without(dependent.waiting_on, task.key)
+            if not dependent.waiting_on and dependent.status == "waiting":
+                self._ready(dependent)
+        self._drop_inputs(task)
+        self._maybe_forget(task)
 
     def _stale(self, key: str, task: Optional[TaskState], worker: int) -> None:
         """An outcome of a dispatch that no longer counts (cancelled, released, re-sent)."""
