@@ -53,9 +53,9 @@ class BufferPool:
         return sum(block.nbytes for block in list(self._free))
 
     def _reuse(self, size: int) -> Any:
-        for block in list(self._free):
+        for i, block in enumerate(list(self._free)):
             if size <= block.nbytes <= 2 * size:
-                self._free.remove(block)
+                del self._free[i]  # by position: ``remove`` would compare arrays with ==
                 return block
         return None
 

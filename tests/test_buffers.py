@@ -43,6 +43,17 @@ def test_reused_block_is_cut_to_the_size_asked_for():
     assert pool.reused == 1
 
 
+def test_a_free_block_behind_one_of_another_size_is_reused():
+    pool = BufferPool(64 * MB)
+    big, middle = pool.take(8 * MB), pool.take(3 * MB)
+    address = middle.__array_interface__["data"][0]
+    del big, middle
+    gc.collect()
+    again = pool.take(3 * MB - 1)  # fits the second free block only (8 MB is over twice)
+    assert again.__array_interface__["data"][0] == address
+    assert pool.reused == 1 and pool.free_bytes() == 8 * MB
+
+
 def test_free_blocks_stay_within_the_limit():
     pool = BufferPool(10 * MB)
     views = [pool.take(4 * MB) for _ in range(5)]
