@@ -374,8 +374,14 @@ class Executor:
         """Release this session's futures; the workers stay for the next executor.
 
         With ``wait=True`` wait for pending futures first; ``cancel_futures=True`` cancels
-        the ones that have not finished.
+        the ones that have not finished. With ``wait=False`` the tasks still pending lose
+        their last claim and are cancelled, and so are their futures.
         """
+        self._shutdown(wait, cancel_futures, settle=False)
+
+    def _shutdown(self, wait: bool, cancel_futures: bool, settle: bool) -> None:
+        """``settle``: with ``wait=False``, let pending tasks finish (and fetch their
+        values) on a background thread before the session's data is released."""
         with self._lock:
             if self._closed:
                 return
@@ -385,8 +391,29 @@ class Executor:
             self._cancel(pending)
             for f in pending:
                 f._cancel_locally()
+        elif pending and not wait and settle:
+            threading.Thread(target=self._settle_then_close, args=(pending,),
+                             name="mpifutures-shutdown", daemon=True).start()
+            return
         if wait and pending:
             cf.wait(pending)
+        self._close()
+        if not wait:  # released above: nothing will finish them any more
+            for f in pending:
+                f._cancel_locally()
+
+    def _settle_then_close(self, pending: list[Future]) -> None:
+        for f in pending:
+            try:
+                f.result()  # brought to rank 0 while the session still holds it
+            except BaseException:  # noqa: BLE001 - the future keeps its own error
+                pass
+        try:
+            self._close()
+        except ExecutorClosedError:
+            pass  # the cluster is gone: nothing left to release
+
+    def _close(self) -> None:
         self._cluster.post(("close", self._session))
         if self._owns_cluster:  # spawn mode: these workers are ours alone
             from .spawn import stop

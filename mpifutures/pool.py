@@ -81,5 +81,8 @@ class PoolExecutor(cf.Executor):
                 f.cancel()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting work; ``wait`` for pending calls, or cancel them first."""
-        self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+        """Stop accepting work; ``wait`` for pending calls, or cancel them first.
+
+        With ``wait=False`` pending calls still run and their results stay readable.
+        """
+        self._executor._shutdown(wait, cancel_futures, settle=True)

@@ -229,6 +229,16 @@ def test_shutdown_cancel_futures_and_calls_after_shutdown(cluster):
             call()
 
 
+def test_shutdown_without_waiting_cancels_what_is_pending(cluster):
+    ex = mpifutures.Executor(cluster=cluster)
+    slow = ex.submit(tasks.sleep, 0.5, pure=False)
+    waiter = ex.submit(tasks.inc, slow, pure=False)
+    ex.shutdown(wait=False)
+    for f in (slow, waiter):  # their keys were released: they end now, never hang
+        with pytest.raises(cf.CancelledError):
+            f.result(10)
+
+
 def test_submits_from_four_threads_and_callbacks_that_submit(executor):
     results: dict[int, list] = {}
 
@@ -285,3 +295,11 @@ class TestPoolExecutor:
         with PoolExecutor(cluster=pool._executor._cluster) as p2:
             futures = [p2.submit(tasks.slow_inc, i, 0.05) for i in range(4)]
         assert all(f.done() for f in futures)
+
+    def test_shutdown_without_waiting_lets_pending_calls_finish(self, cluster):
+        p = PoolExecutor(cluster=cluster)
+        results = p.map(tasks.slow_inc, range(4), [0.1] * 4)
+        p.shutdown(wait=False)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            p.submit(tasks.inc, 1)
+        assert list(results) == [1, 2, 3, 4]  # as with the standard library's pools
