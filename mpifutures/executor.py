@@ -270,7 +270,12 @@ class Executor:
         wanted = {f._key: f._record for f in found if f.status == "finished"}
         remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
         if remote:
-            self._cluster.post(("fetch", remote))
+            try:
+                self._cluster.post(("fetch", remote))
+            except BaseException as exc:  # nobody will answer: a later call must not wait
+                for _, record in remote:
+                    record.deliver(None, exc)
+                raise
         if errors == "raise":
             return rebuild(futures, Future, Future.result)
         return rebuild(futures, Future, lambda f: SKIP if f.status in ("error", "cancelled")

@@ -62,7 +62,7 @@ def rebuild(failure: Failure) -> BaseException:
     if pickled is not None:
         try:
             exc = pickle.loads(pickled)  # imports cloudpickle if the exception needs it
-        except Exception:  # noqa: BLE001 - fall back to the text below
+        except BaseException:  # noqa: BLE001 - even SystemExit: fall back to the text below
             exc = None
     if not isinstance(exc, BaseException):
         exc = MpiFuturesError(f"{type_name}: {message}")

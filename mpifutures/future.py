@@ -83,7 +83,10 @@ class KeyRecord:
     def get(self, fetch: Callable[["KeyRecord"], None], timeout: Optional[float]) -> Any:
         """Return the value, asking ``fetch(record)`` for it first if rank 0 lacks it."""
         if self.claim_fetch():
-            fetch(self)
+            try:
+                fetch(self)
+            except BaseException as exc:  # nobody will answer: a later call must not wait
+                self.deliver(None, exc)
         with self.lock:
             ready = self.loaded or self.payload is not None or self.error is not None
             arrived = self.arrived

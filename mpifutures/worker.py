@@ -120,7 +120,7 @@ class Worker:
     def _handle(self, source: int, msg: tuple) -> None:
         try:
             self._handlers[msg[0]](self, source, msg)
-        except Exception:  # noqa: BLE001 - one bad message must not stop the worker
+        except BaseException:  # noqa: BLE001 - one bad message must not stop the worker
             log.exception("rank %d could not handle message %r from rank %d",
                           self.rank, msg[0], source)
 
@@ -187,7 +187,7 @@ class Worker:
         self.payloads[key] = payload
         try:
             value: Any = loads(payload)
-        except Exception as exc:  # noqa: BLE001 - tasks reading it fail with the reason
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit: tasks reading it fail
             value = Broken(f"scattered data failed to unpickle on rank {self.rank}: {exc!r}")
         self.outbox[self.scheduler].append((P.STORED, key))
         self._arrived(key, value)
@@ -231,7 +231,7 @@ class Worker:
         seconds = time.perf_counter() - started if started is not None else 0.0
         try:
             value = loads(payload)
-        except Exception as exc:  # noqa: BLE001 - fail the tasks that needed it
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit: fail the tasks needing it
             self._fail_waiters(key, f"input {key!r} fetched from rank {source} failed to "
                                     f"unpickle on rank {self.rank}: {exc!r}", SerializationError)
             return

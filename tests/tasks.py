@@ -162,3 +162,18 @@ def restore_finish():
     patched = Worker.__dict__["_finish"]
     if hasattr(patched, "original"):
         Worker._finish = patched.original
+
+
+def _exit_where_unpickled_by_a_worker():
+    from mpifutures import taskrun
+
+    if taskrun.current_worker() is not None:
+        raise SystemExit("unpickled on a worker")  # e.g. a module calling sys.exit on import
+    return ExitsOnWorker()
+
+
+class ExitsOnWorker:
+    """Pickles fine on rank 0; unpickling it on a worker raises SystemExit."""
+
+    def __reduce__(self):
+        return _exit_where_unpickled_by_a_worker, ()

@@ -141,3 +141,24 @@ def test_a_failure_while_recording_a_finished_task_fails_it_and_the_worker_goes_
             assert executor.submit(tasks.inc, 41, workers=[rank], pure=False).result(20) == 42
     finally:
         executor.run(tasks.restore_finish)
+
+
+def test_a_fetch_that_cannot_be_posted_fails_every_call_without_waiting():
+    from mpifutures.errors import ExecutorClosedError
+    from mpifutures.future import KeyRecord
+
+    def gone(record):
+        raise ExecutorClosedError("the mpifutures cluster is gone")
+
+    record = KeyRecord("k")
+    for _ in range(2):  # the second call once waited for an answer nobody would send
+        with pytest.raises(ExecutorClosedError):
+            record.get(gone, timeout=None)
+
+
+def test_scattered_data_that_exits_while_unpickled_fails_its_tasks_not_the_worker(executor):
+    rank = list(executor.workers)[0]
+    bad = executor.scatter(tasks.ExitsOnWorker(), workers=[rank])
+    with pytest.raises(Exception, match="unpickled on a worker"):
+        executor.submit(tasks.identity, bad, workers=[rank], pure=False).result(30)
+    assert executor.submit(tasks.inc, 1, workers=[rank], pure=False).result(30) == 2
