@@ -42,7 +42,9 @@ class Registry:
         """A future of ``key``; call :meth:`arm` once its submit is posted."""
         with self.lock:
             record = self.records.get(key)
-            if record is None:
+            if record is None or _all_dead(record.handles):
+                # No future of the key is left: a value held for them belongs to the task
+                # they saw, which may be gone (a reused key= can name a new computation).
                 record = self.records[key] = KeyRecord(key)
             future = Future(key, record, executor)
             future._serial = next(self._serials)

@@ -162,3 +162,15 @@ def test_scattered_data_that_exits_while_unpickled_fails_its_tasks_not_the_worke
     with pytest.raises(Exception, match="unpickled on a worker"):
         executor.submit(tasks.identity, bad, workers=[rank], pure=False).result(30)
     assert executor.submit(tasks.inc, 1, workers=[rank], pure=False).result(30) == 2
+
+
+def test_a_key_reused_after_its_futures_died_names_the_new_computation(executor):
+    # Once no future of a key is left, the value rank 0 held for them is not the new task's.
+    assert [executor.submit(tasks.identity, i, key="step").result(30) for i in range(4)] \
+        == [0, 1, 2, 3]
+    first = executor.submit(tasks.identity, "A", key="r")
+    assert first.result(30) == "A"
+    first.release()
+    second = executor.submit(tasks.identity, "B", key="r")
+    assert second.result(30) == "B"
+    assert executor.submit(tasks.identity, second, pure=False).result(30) == "B"
