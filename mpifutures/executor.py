@@ -255,7 +255,7 @@ class Executor:
 
         ``futures`` may be a future or a list, tuple, set or dict (nested) of futures; any
         other item raises TypeError. With ``errors="skip"``, failed and cancelled futures
-        are left out of lists (and dicts).
+        are left out of lists (and dicts); a single one gives None.
         """
         self._check_open("gather")
         if errors not in ("raise", "skip"):
@@ -278,8 +278,9 @@ class Executor:
                 raise
         if errors == "raise":
             return rebuild(futures, Future, Future.result)
-        return rebuild(futures, Future, lambda f: SKIP if f.status in ("error", "cancelled")
-                       else f.result())
+        gathered = rebuild(futures, Future, lambda f: SKIP if f.status in ("error", "cancelled")
+                           else f.result())
+        return None if gathered is SKIP else gathered  # a single future that failed
 
     def run(self, fn: Callable, /, *args: Any, **kwargs: Any) -> dict[int, Any]:
         """Call ``fn(*args, **kwargs)`` once on every worker now; return ``{rank: result}``.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -33,13 +32,16 @@ _STATUS = {cf._base.PENDING: "pending", cf._base.RUNNING: "pending",
 
 
 def check_timeout(timeout: Any) -> Optional[float]:
-    """Validate a ``timeout`` argument: None or a number of seconds, not negative."""
+    """Validate a ``timeout`` argument: None or a number of seconds, not negative (``inf``
+    and anything beyond ``threading.TIMEOUT_MAX`` mean no limit)."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
+    if timeout != timeout or timeout < 0:  # NaN, or negative (no float() of a huge int)
         raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    if timeout > threading.TIMEOUT_MAX:  # inf, or longer than a lock can wait: no limit
+        return None
     return float(timeout)
 
 

@@ -61,6 +61,7 @@ def test_gather_can_skip_errors(executor):
         executor.gather([good, bad])
     with pytest.raises(ValueError, match="errors"):
         executor.gather([good], errors="ignore")
+    assert executor.gather(bad, errors="skip") is None  # a single failed future
 
 
 def test_map_in_batches_takes_endless_iterables(executor):

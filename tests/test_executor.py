@@ -132,6 +132,17 @@ def test_bad_timeouts_are_rejected(executor, bad):
         f.result(timeout=bad)
 
 
+def test_an_endless_timeout_means_no_limit(executor):
+    import mpifutures
+
+    slow = executor.submit(tasks.slow_inc, 1, 0.2, pure=False)
+    assert slow.result(timeout=float("inf")) == 2
+    big = executor.submit(tasks.slow_inc, 2, 0.2, pure=False)
+    assert big.exception(timeout=10 ** 400) is None
+    done, _ = mpifutures.wait([executor.submit(tasks.inc, 1, pure=False)], timeout=float("inf"))
+    assert len(done) == 1
+
+
 def test_standard_library_wait_and_as_completed(executor):
     fs = [executor.submit(tasks.slow_inc, i, 0.05, pure=False) for i in range(6)]
     done, not_done = cf.wait(fs, timeout=20)
