@@ -144,8 +144,15 @@ def stop_scheduler(code: int) -> int:
     if scheduler is None:
         return code
     config = scheduler.config
-    if scheduler.stop(config.shutdown_timeout):
-        return code
+    try:
+        if scheduler.stop(config.shutdown_timeout):
+            return code
+    except BaseException:  # a signal during the wait: end now, not later in MPI_Finalize
+        sys.stderr.write("mpifutures: interrupted while stopping the workers; aborting the "
+                         "MPI job.\n")
+        sys.stderr.flush()
+        scheduler.t.abort(code or 1)
+        raise
     sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} s "
                      "(a task may be stuck); aborting the MPI job.\n")
     sys.stderr.flush()
@@ -153,11 +160,21 @@ def stop_scheduler(code: int) -> int:
     return code or 1
 
 
+def _refuse_inside_a_task(what: str) -> None:
+    from .taskrun import current_worker
+
+    if current_worker() is not None:
+        raise RuntimeError(
+            f"{what} cannot be used inside a task: tasks run on worker ranks, and only rank 0 "
+            "submits. Return data from the task and submit the next step from rank 0.")
+
+
 def current_cluster(max_workers: Optional[int] = None) -> Any:
     """The scheduler that a new ``Executor()`` should use, starting one if needed."""
     with _state.lock:
         if _state.scheduler is not None:
             return _state.scheduler
+    _refuse_inside_a_task("Executor()")
     config = configmod.load()
     MPI = mpi(config)
     check_wiring(MPI)
@@ -180,6 +197,7 @@ def init() -> Any:
     with _state.lock:
         if _state.scheduler is not None:
             return _state.scheduler
+    _refuse_inside_a_task("mpifutures.init()")
     config = configmod.load()
     MPI = mpi(config)
     comm = MPI.COMM_WORLD.Dup()
@@ -208,6 +226,7 @@ def spmd(comm: Any = None) -> Iterator[Any]:
     """
     from .executor import Executor
 
+    _refuse_inside_a_task("mpifutures.spmd()")
     config = configmod.load()
     MPI = mpi(config)
     comm = (MPI.COMM_WORLD if comm is None else comm).Dup()

@@ -177,3 +177,14 @@ class ExitsOnWorker:
 
     def __reduce__(self):
         return _exit_where_unpickled_by_a_worker, ()
+
+
+def start_a_cluster(how):
+    """Misuse: a task trying to start mpifutures itself."""
+    import mpifutures
+
+    if how == "spmd":
+        with mpifutures.spmd():
+            pass
+    else:
+        mpifutures.Executor()

@@ -174,3 +174,11 @@ def test_a_key_reused_after_its_futures_died_names_the_new_computation(executor)
     second = executor.submit(tasks.identity, "B", key="r")
     assert second.result(30) == "B"
     assert executor.submit(tasks.identity, second, pure=False).result(30) == "B"
+
+
+@pytest.mark.parametrize("how", ["spmd", "Executor"])
+def test_a_task_starting_mpifutures_gets_a_clear_error(executor, how):
+    # spmd() inside a task once called a collective from a worker's thread: a hang, then a crash
+    with pytest.raises(RuntimeError, match="cannot be used inside a task"):
+        executor.submit(tasks.start_a_cluster, how, pure=False).result(30)
+    assert executor.submit(tasks.inc, 1, pure=False).result(30) == 2
