@@ -84,10 +84,10 @@ class Executor:
             batch_size: Optional[int] = None) -> Union[list[Future], Iterator[Future]]:
         """Submit ``fn(*items)`` for each tuple of items, stopping at the shortest iterable.
 
-        ``key`` may be a list of keys (one per task) or a prefix for generated keys. Without
-        ``batch_size`` the iterables are consumed now and a list of futures is returned. With
-        ``batch_size=k`` an iterator of futures is returned that submits ``k`` tasks at a time,
-        ahead of the consumer, so iterables may be endless.
+        ``key`` may be a list of keys (one per task, all different) or a prefix for generated
+        keys. Without ``batch_size`` the iterables are consumed now and a list of futures is
+        returned. With ``batch_size=k`` an iterator of futures is returned that submits ``k``
+        tasks at a time, ahead of the consumer, so iterables may be endless.
         """
         options = self._options(workers, allow_other_workers, priority, retries)
         return self._map_calls("map", fn, zip(*iterables), key, pure, options, batch_size)
@@ -121,17 +121,30 @@ class Executor:
             return itertools.repeat(None)
         if isinstance(key, str):
             return (f"{key}-{i}" for i in itertools.count())
-        return iter(key)
+        try:
+            keys = list(key)
+            repeated = len(set(keys)) != len(keys)
+        except TypeError:
+            raise TypeError(f"key must be a str (a prefix) or a list of str keys, not "
+                            f"{key!r}") from None
+        if repeated:
+            raise ValueError("map got the same key twice; give each task its own key")
+        return iter(keys)
 
     def _submit_batch(self, fn: Callable, calls: list, task_keys: Iterator[Optional[str]],
                       pure: bool, options: dict) -> list[Future]:
-        pairs = []
-        for items in calls:
-            try:
-                k = next(task_keys)
-            except StopIteration:
-                raise ValueError("map got fewer keys than tasks") from None
-            pairs.append(self._prepare(fn, items, {}, k, pure, options))
+        pairs: list = []
+        try:
+            for items in calls:
+                try:
+                    k = next(task_keys)
+                except StopIteration:
+                    raise ValueError("map got fewer keys than tasks") from None
+                pairs.append(self._prepare(fn, items, {}, k, pure, options))
+        except BaseException:
+            for future, _ in pairs:  # never posted: shutdown must not wait for them
+                self._cluster.registry.release(future)
+            raise
         self._post_submits(pairs)
         return [future for future, _ in pairs]
 

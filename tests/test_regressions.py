@@ -182,3 +182,21 @@ def test_a_task_starting_mpifutures_gets_a_clear_error(executor, how):
     with pytest.raises(RuntimeError, match="cannot be used inside a task"):
         executor.submit(tasks.start_a_cluster, how, pure=False).result(30)
     assert executor.submit(tasks.inc, 1, pure=False).result(30) == 2
+
+
+def test_a_map_that_fails_part_way_leaves_nothing_for_shutdown_to_wait_for(cluster):
+    ex = Executor(cluster=cluster)
+    errors = []  # kept, as a REPL or a log handler keeps them
+    for call in (lambda: ex.map(tasks.identity, [1, threading.Lock()]),
+                 lambda: ex.map(tasks.identity, [1, 2, 3], key=["a1", "a2"]),
+                 lambda: ex.map(tasks.identity, [1, 2], key=["ok", 2])):
+        with pytest.raises((TypeError, ValueError)) as info:
+            call()
+        errors.append(info.value)
+    with pytest.raises(ValueError, match="same key twice"):
+        ex.map(tasks.identity, [1, 2, 3], key=["d", "d", "e"])
+    with pytest.raises(TypeError, match="key must be a str"):
+        ex.map(tasks.identity, [1], key=5)
+    done = threading.Event()
+    threading.Thread(target=lambda: (ex.shutdown(), done.set()), daemon=True).start()
+    assert done.wait(20), "shutdown waited for futures that were never submitted"
