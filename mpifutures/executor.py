@@ -208,6 +208,17 @@ class Executor:
                 self._cluster.registry.arm(future, self._session)
             self._cluster.post(("submit", self._session, [event for _, event in pairs]))
 
+    def _these(self, futures: Union[Future, Iterable[Future]], what: str) -> list[Future]:
+        """``futures`` as a list, each checked to be a future of this executor."""
+        fs = [futures] if isinstance(futures, Future) else list(futures)
+        for f in fs:
+            if not isinstance(f, Future):
+                raise TypeError(f"{what} takes futures, not {type(f).__qualname__}: {f!r}")
+            if f._executor is not self:
+                raise ValueError(f"{f!r} belongs to another executor; pass futures only to "
+                                 "the executor that made them")
+        return fs
+
     def _own(self, future: Future) -> str:
         if future._executor is not self:
             raise ValueError(f"{future!r} belongs to another executor; pass futures only to "
@@ -321,13 +332,13 @@ class Executor:
         self._check_open("who_has")
         if futures is None:
             futures = self._cluster.registry.futures_of(self)
-        keys = [f.key for f in futures]
+        keys = [f.key for f in self._these(futures, "who_has")]
         return self._cluster.query(lambda s: {k: list(s.state.who_has(k)) for k in keys})
 
     def cancel(self, futures: Union[Future, Iterable[Future]]) -> None:
         """Cancel pending tasks and, transitively, their dependents."""
-        fs = [futures] if isinstance(futures, Future) else list(futures)
         self._check_open("cancel")
+        fs = self._these(futures, "cancel")
         self._cancel([f for f in fs if not f.done()])
         for f in fs:
             f._cancel_locally()
@@ -335,7 +346,7 @@ class Executor:
     def fire_and_forget(self, futures: Union[Future, Iterable[Future]]) -> None:
         """Let these tasks run to the end even if every future of them is dropped."""
         self._check_open("fire_and_forget")
-        for f in [futures] if isinstance(futures, Future) else futures:
+        for f in self._these(futures, "fire_and_forget"):
             self._cluster.post(("event", KeepRequested(f.key)))
 
     def get_task_stream(self, *, record: Optional[bool] = None) -> list[dict]:

@@ -163,7 +163,7 @@ def dumps(value: Any) -> Payload:
     if type(value) in _SCALAR_TYPES:  # most small results: the C pickler alone
         return Payload(pickle.dumps(value, _PROTOCOL), [])
     try:
-        return _dumps(value, _ArgPickler, True)[0]
+        return _dumps(value, _Pickler, False)[0]  # a future inside raises its own TypeError
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle a value of type {type(value).__qualname__}: {exc}"
@@ -216,7 +216,8 @@ def _kind(args: tuple, kwargs: dict) -> int:
             if t in _SCALAR_TYPES:
                 continue
             np = _numpy()
-            if np is not None and (t is np.ndarray or t is np.float64 or t is np.int64):
+            if np is not None and (t is np.float64 or t is np.int64 or (
+                    t is np.ndarray and not v.dtype.hasobject)):  # objects may hold futures
                 kind = _ATOMIC
             else:
                 return _ANY

@@ -200,3 +200,23 @@ def test_a_map_that_fails_part_way_leaves_nothing_for_shutdown_to_wait_for(clust
     done = threading.Event()
     threading.Thread(target=lambda: (ex.shutdown(), done.set()), daemon=True).start()
     assert done.wait(20), "shutdown waited for futures that were never submitted"
+
+
+def test_futures_where_they_cannot_go_are_refused_at_the_call(cluster, executor):
+    f = executor.submit(tasks.inc, 1, pure=False)
+    with pytest.raises(TypeError, match="cannot be pickled on its own"):
+        executor.scatter([f, 1])  # once accepted, then broke every task reading it
+    other = Executor(cluster=cluster)
+    try:
+        for call in (other.cancel, other.fire_and_forget, other.who_has):
+            with pytest.raises(ValueError, match="another executor"):
+                call([f])
+            with pytest.raises(TypeError, match="takes futures"):
+                call([1])
+    finally:
+        other.shutdown()
+    assert f.result(30) == 2  # the other executor's cancel did not touch it
+    objects = np.empty(2, dtype=object)
+    objects[0], objects[1] = f, 5
+    got = executor.submit(tasks.identity, objects, pure=False).result(30)
+    assert list(got) == [2, 5]  # a future inside an object array is an input like any other
