@@ -210,7 +210,10 @@ class Future(cf.Future):
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         # _REMOTE is only ever set by a successful finish, never undone: no Condition needed
-        value = _REMOTE if self._result is _REMOTE else super().result(timeout)
+        try:
+            value = _REMOTE if self._result is _REMOTE else super().result(timeout)
+        except cf.TimeoutError:
+            raise self._not_yet(timeout) from None
         if value is not _REMOTE:
             return value
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -218,7 +221,15 @@ class Future(cf.Future):
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         """Wait for the task and return its exception, or None if it succeeded."""
-        return super().exception(check_timeout(timeout))
+        timeout = check_timeout(timeout)
+        try:
+            return super().exception(timeout)
+        except cf.TimeoutError:
+            raise self._not_yet(timeout) from None
+
+    def _not_yet(self, timeout: Optional[float]) -> cf.TimeoutError:
+        return cf.TimeoutError(f"task {self._key!r} did not finish within {timeout} s "
+                               f"({self.status}); it keeps running: wait longer, or cancel() it")
 
     def cancel(self) -> bool:
         """Cancel the task and every task that depends on it; False if already done."""

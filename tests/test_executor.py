@@ -116,9 +116,11 @@ def test_chain_of_dependent_tasks(executor):
 def test_result_timeout(executor):
     f = executor.submit(tasks.sleep, 1.0, pure=False)
     start = time.monotonic()
-    with pytest.raises(cf.TimeoutError):
+    with pytest.raises(cf.TimeoutError, match="did not finish within 0.1 s .pending.; it keeps"):
         f.result(timeout=0.1)
     assert time.monotonic() - start < 0.9
+    with pytest.raises(cf.TimeoutError, match=f"task '{f.key}' did not finish"):
+        f.exception(timeout=0.05)
     assert f.result(timeout=10) == 1.0
 
 
