@@ -115,15 +115,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signum)
 
 
+def _disregard(signum: int, frame: object) -> None:
+    """A worker's SIGINT/SIGTERM handler: do nothing (rank 0 tells the worker when to go)."""
+
+
 def install_signal_handlers(rank: int) -> None:
     """Rank 0 turns SIGTERM (Slurm's time limit, mpiexec's kill) into KeyboardInterrupt so
-    that its script unwinds and stops the workers; workers ignore SIGINT and SIGTERM and leave
-    when rank 0 tells them, so a Ctrl-C ends the job cleanly rather than in pieces."""
+    that its script unwinds and stops the workers; workers disregard SIGINT and SIGTERM and
+    leave when rank 0 tells them, so a Ctrl-C ends the job cleanly rather than in pieces.
+
+    Workers use a handler that does nothing rather than ``SIG_IGN``: an ignored signal stays
+    ignored in every program a task starts (``subprocess``, a spawned ``multiprocessing``
+    pool), which then cannot be terminated; a handler is reset to the default at ``exec``."""
     if rank == 0:
         signal.signal(signal.SIGTERM, _interrupt)
     else:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, _disregard)
+        signal.signal(signal.SIGTERM, _disregard)
 
 
 def _exit_code(code: object) -> int:

@@ -188,3 +188,12 @@ def start_a_cluster(how):
             pass
     else:
         mpifutures.Executor()
+
+
+def terminate_a_child():
+    """Start a program and terminate it; its exit status (-15 when SIGTERM ended it)."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child.terminate()
+    return child.wait(timeout=20)

@@ -220,3 +220,8 @@ def test_futures_where_they_cannot_go_are_refused_at_the_call(cluster, executor)
     objects[0], objects[1] = f, 5
     got = executor.submit(tasks.identity, objects, pure=False).result(30)
     assert list(got) == [2, 5]  # a future inside an object array is an input like any other
+
+
+def test_programs_a_task_starts_can_be_terminated(executor):
+    # Workers once set SIGTERM to SIG_IGN, which every program a task started inherited.
+    assert executor.submit(tasks.terminate_a_child, pure=False).result(60) == -15
