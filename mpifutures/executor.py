@@ -214,15 +214,16 @@ class Executor:
         for f in fs:
             if not isinstance(f, Future):
                 raise TypeError(f"{what} takes futures, not {type(f).__qualname__}: {f!r}")
-            if f._executor is not self:
-                raise ValueError(f"{f!r} belongs to another executor; pass futures only to "
-                                 "the executor that made them")
+            self._check_mine(f)
         return fs
 
-    def _own(self, future: Future) -> str:
+    def _check_mine(self, future: Future) -> None:
         if future._executor is not self:
             raise ValueError(f"{future!r} belongs to another executor; pass futures only to "
                              "the executor that made them (or pass future.result()).")
+
+    def _own(self, future: Future) -> str:
+        self._check_mine(future)
         if future._released:
             raise ValueError(f"{future!r} was released; it can no longer be used as an input")
         return future.key
@@ -287,8 +288,8 @@ class Executor:
         found: list[Future] = []
         walk(futures, found.append, Future)
         for f in found:
-            if f._executor is not self:
-                raise ValueError(f"{f!r} belongs to another executor")
+            if f._executor is not self:  # the check inline: gather's lists hold thousands
+                self._check_mine(f)
         for f in found:  # in order: by the time one is done, most after it are too
             f._wait_ended()
         wanted = {f._key: f._record for f in found if f.status == "finished"}
