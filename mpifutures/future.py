@@ -45,6 +45,45 @@ def check_timeout(timeout: Any) -> Optional[float]:
     return float(timeout)
 
 
+class _Notify:
+    """A ``concurrent.futures`` waiter that calls ``fn(future)`` as the future ends."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Optional[Callable[[cf.Future], None]]) -> None:
+        self.fn = fn
+
+    def add_result(self, future: cf.Future) -> None:
+        fn, self.fn = self.fn, None  # once; and a leftover waiter then holds nothing
+        if fn is not None:
+            fn(future)
+
+    add_exception = add_cancelled = add_result
+
+
+def when_done(future: cf.Future, fn: Callable[[cf.Future], None]) -> Callable[[], None]:
+    """Call ``fn(future)`` once ``future`` is done, on the thread that ends it (now if done).
+
+    For the library's own waiting (``as_completed``, ``progress``, ``await``): unlike a
+    done-callback it does not queue behind user callbacks, so ``fn`` must be quick and
+    never block. Returns a function that removes the hook again.
+    """
+    notify = _Notify(fn)
+    with future._condition:
+        ended = future._state in _ENDED
+        if not ended:
+            future._waiters.append(notify)
+    if ended:
+        fn(future)
+
+    def remove() -> None:
+        with future._condition:
+            if notify in future._waiters:
+                future._waiters.remove(notify)
+
+    return remove
+
+
 class KeyRecord:
     """What rank 0 knows of one key's value, shared by all of its futures."""
 
@@ -274,9 +313,27 @@ class Future(cf.Future):
                 self._state, self._exception, self._result = _PENDING, None, None
 
     def __await__(self) -> Any:
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Any:
         import asyncio
 
-        return asyncio.wrap_future(self).__await__()
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def wake(_: cf.Future) -> None:
+            loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+
+        remove = when_done(self, wake)
+        try:
+            await ended
+        except asyncio.CancelledError:  # the awaiting coroutine was cancelled: so is the task
+            remove()
+            self.cancel()
+            raise
+        if self._result is _REMOTE and not self._record.loaded:  # fetch off the event loop
+            return await loop.run_in_executor(None, self.result)
+        return self.result()
 
     def _cancel_locally(self) -> bool:
         with self._condition:  # reentrant: the whole transition is atomic

@@ -3,8 +3,8 @@
 On a terminal the bar redraws in place (tqdm when installed, else a plain
 ``\\r`` line).  When the output is not a terminal (a batch job's log) it
 writes one plain line every ``interval`` seconds and a final line, with no
-control characters.  Waiting uses a condition variable with a timeout; the
-done-callbacks only notify it when the last future completes.
+control characters.  Waiting uses a condition variable with a timeout, notified
+when the last future completes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from typing import Any, Optional, TextIO
+
+from .future import when_done
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +51,17 @@ def _as_list(futures: Any) -> list[Any]:
 
 
 class _Counter:
-    """Counts completions from done-callbacks (possibly on other threads)."""
+    """Counts completions as the futures end (told on the thread that ends them)."""
 
     def __init__(self, futures: list[Any]) -> None:
         self.total = len(futures)
         self.counts = dict.fromkeys(FINAL_STATES, 0)
         self.cond = threading.Condition()
         for f in futures:
-            f.add_done_callback(self._on_done)
+            if isinstance(f, Future):  # not behind (possibly slow) user done-callbacks
+                when_done(f, self._on_done)
+            else:
+                f.add_done_callback(self._on_done)
 
     def _on_done(self, fut: Any) -> None:
         try:

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from typing import Any, Iterable, Iterator, Optional
 
-from .future import check_timeout
+from .future import check_timeout, when_done
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED
 FIRST_EXCEPTION = cf.FIRST_EXCEPTION
@@ -44,7 +44,7 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
         self._with_results = with_results
         self._cond = threading.Condition()
         self._ready: deque = deque()
-        self._pending = 0
+        self._waiting: dict = {}  # id -> future: keeps the pending ones alive
         for f in fs:
             self.add(f)
 
@@ -53,8 +53,12 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
         if not isinstance(future, cf.Future):
             raise TypeError(f"as_completed takes futures, not {future!r}")
         with self._cond:
-            self._pending += 1
-        future.add_done_callback(self._done)
+            if id(future) in self._waiting:
+                return
+            self._waiting[id(future)] = future
+        # Not a done-callback: those run one after another on the callback thread, where a
+        # slow user callback would hold this loop up.
+        when_done(future, self._done)
 
     def update(self, futures: Iterable[cf.Future]) -> None:
         """Add several futures."""
@@ -64,27 +68,29 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
     def _done(self, future: cf.Future) -> None:
         with self._cond:
             self._ready.append(future)
+            self._waiting.pop(id(future), None)
             self._cond.notify_all()
 
     def count(self) -> int:
         """Futures added and not yet yielded."""
         with self._cond:
-            return self._pending
+            return len(self._waiting) + len(self._ready)
 
     def __iter__(self) -> Iterator[Any]:
         return self
 
     def __next__(self) -> Any:
         with self._cond:
-            if not self._pending:
+            if not self._waiting and not self._ready:
                 raise StopIteration
             while not self._ready:
                 left = None if self._deadline is None else self._deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise cf.TimeoutError(f"{self._pending} futures unfinished after timeout")
+                    raise cf.TimeoutError(f"{len(self._waiting)} futures unfinished after "
+                                          "timeout")
                 self._cond.wait(left)
             future = self._ready.popleft()
-            self._pending -= 1
         if self._with_results:
-            return future, future.result()
+            left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+            return future, future.result(left)
         return future

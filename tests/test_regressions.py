@@ -225,3 +225,48 @@ def test_futures_where_they_cannot_go_are_refused_at_the_call(cluster, executor)
 def test_programs_a_task_starts_can_be_terminated(executor):
     # Workers once set SIGTERM to SIG_IGN, which every program a task started inherited.
     assert executor.submit(tasks.terminate_a_child, pure=False).result(60) == -15
+
+
+def test_a_blocked_done_callback_does_not_hold_up_as_completed_progress_or_await(executor):
+    import asyncio
+    import io
+
+    import mpifutures
+
+    started, release = threading.Event(), threading.Event()
+
+    def checkpoint(_):
+        started.set()
+        release.wait(60)
+
+    executor.submit(tasks.inc, 0, pure=False).add_done_callback(checkpoint)
+    try:
+        assert started.wait(10)  # the callback thread is now busy with it
+        f = executor.submit(tasks.inc, 1, pure=False)
+        assert list(mpifutures.as_completed([f], timeout=10)) == [f]
+        g = executor.submit(tasks.inc, 2, pure=False)
+        shown = threading.Thread(target=mpifutures.progress, args=([g],),
+                                 kwargs={"file": io.StringIO(), "interval": 0.05}, daemon=True)
+        shown.start()
+        shown.join(10)
+        assert not shown.is_alive(), "progress() waited for an unrelated done-callback"
+
+        async def main():
+            return await executor.submit(tasks.inc, 3, pure=False)
+
+        assert asyncio.run(asyncio.wait_for(main(), 10)) == 4
+    finally:
+        release.set()
+
+
+def test_awaiting_a_future_whose_coroutine_is_cancelled_cancels_the_task(executor):
+    import asyncio
+
+    slow = executor.submit(tasks.sleep, 1.0, pure=False)  # short: a running task runs on
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(slow, 0.2)
+
+    asyncio.run(main())
+    assert wait_until(slow.cancelled, 10)
