@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
 from .events import CancelRequested, DataScattered, KeepRequested, RetryRequested, TaskSubmitted
-from .future import Future
+from .future import Future, wait_ended
 from .serialize import dumps, dumps_args, functions, loads, value_nbytes
 from .structure import SKIP, rebuild, walk
 
@@ -290,8 +290,9 @@ class Executor:
         for f in found:
             if f._executor is not self:  # the check inline: gather's lists hold thousands
                 self._check_mine(f)
-        for f in found:  # in order: by the time one is done, most after it are too
-            f._wait_ended()
+        failed = wait_ended(found, stop_at_failure=errors == "raise")
+        if failed is not None and errors == "raise":  # at once, not after the rest
+            failed.result()  # raises its exception (or CancelledError)
         wanted = {f._key: f._record for f in found if f.status == "finished"}
         remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
         if remote:

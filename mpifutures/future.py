@@ -60,28 +60,58 @@ class _Notify:
 
     add_exception = add_cancelled = add_result
 
+    def disarm(self) -> None:
+        self.fn = None  # a waiter without a function does nothing
+
 
 def when_done(future: cf.Future, fn: Callable[[cf.Future], None]) -> Callable[[], None]:
     """Call ``fn(future)`` once ``future`` is done, on the thread that ends it (now if done).
 
     For the library's own waiting (``as_completed``, ``progress``, ``await``): unlike a
     done-callback it does not queue behind user callbacks, so ``fn`` must be quick and
-    never block. Returns a function that removes the hook again.
+    never block. Returns a function that disarms the hook.
     """
     notify = _Notify(fn)
+    if isinstance(future, Future) and future._hook_unwatched(notify):
+        return notify.disarm
     with future._condition:
         ended = future._state in _ENDED
         if not ended:
             future._waiters.append(notify)
     if ended:
         fn(future)
+    return notify.disarm
 
-    def remove() -> None:
-        with future._condition:
-            if notify in future._waiters:
-                future._waiters.remove(notify)
 
-    return remove
+def wait_ended(futures: list, stop_at_failure: bool) -> Optional[cf.Future]:
+    """Wait until every future has ended, or (``stop_at_failure``) one failed or was
+    cancelled; return a failed or cancelled one (the first in order, when it was seen
+    before waiting), or None."""
+    pending, failed = [], None
+    for f in futures:
+        if f._state not in _ENDED:
+            pending.append(f)
+        elif failed is None and (f._exception is not None or f._state in _CANCELLED):
+            failed = f
+    if not pending or (stop_at_failure and failed is not None):
+        return failed
+    stop = threading.Event()
+    ended: list = []
+    failures: list = []
+
+    def one_ended(f: cf.Future) -> None:  # on the scheduler thread: quick, no lock needed
+        ended.append(None)
+        if f._exception is not None or f._state in _CANCELLED:
+            failures.append(f)
+            if stop_at_failure:
+                stop.set()
+        if len(ended) >= len(pending):
+            stop.set()
+
+    for f in pending:
+        when_done(f, one_ended)
+    stop.wait()
+    return failed or (failures[0] if failures else None)
 
 
 class KeyRecord:
@@ -185,15 +215,28 @@ class Future(cf.Future):
         return cond
 
     def _resolve_unwatched(self, result: Any, exception: Optional[BaseException]) -> bool:
-        """Resolve without a Condition if none was made (then nobody waits); False if one was."""
+        """Resolve without a Condition if none was made (then no thread sleeps on it; the
+        only waiters are :func:`when_done` hooks); False if one was."""
         with _LAZY:
             if self._cond is not None:
                 return False
             if self._state in _ENDED:
                 raise cf.InvalidStateError(f"{self._state}: {self!r}")
             self._result, self._exception, self._state = result, exception, _FINISHED
+            hooks = self._waiters
+        for hook in hooks:  # no hook is added once the state is set
+            hook.add_result(self)
         self._invoke_callbacks()
         return True
+
+    def _hook_unwatched(self, notify: _Notify) -> bool:
+        """Add a :func:`when_done` hook without making a Condition; False if one exists
+        (then the caller goes the standard way) or the future has ended."""
+        with _LAZY:
+            if self._cond is not None or self._state in _ENDED:
+                return False
+            self._waiters.append(notify)
+            return True
 
     def set_result(self, result: Any) -> None:
         if not self._resolve_unwatched(result, None):

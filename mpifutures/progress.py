@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future
 from typing import Any, Optional, TextIO
 
-from .future import when_done
-
 logger = logging.getLogger(__name__)
 
 FINAL_STATES = ("finished", "error", "cancelled")
@@ -57,6 +55,8 @@ class _Counter:
         self.total = len(futures)
         self.counts = dict.fromkeys(FINAL_STATES, 0)
         self.cond = threading.Condition()
+        from .future import when_done  # here: workers import this module, not futures
+
         for f in futures:
             if isinstance(f, Future):  # not behind (possibly slow) user done-callbacks
                 when_done(f, self._on_done)

@@ -270,3 +270,23 @@ def test_awaiting_a_future_whose_coroutine_is_cancelled_cancels_the_task(executo
 
     asyncio.run(main())
     assert wait_until(slow.cancelled, 10)
+
+
+def test_gather_raises_the_first_failure_without_waiting_for_the_rest(executor, tmp_path):
+    rank = list(executor.workers)[0]
+    gate = str(tmp_path / "gate")
+    slow = executor.submit(tasks.wait_for_path_on, gate, rank, 60, workers=[rank], pure=False)
+    bad = executor.submit(tasks.fail, "at once", pure=False)
+    try:
+        with pytest.raises(ValueError, match="at once"):
+            executor.gather([slow, bad])
+        assert not slow.done()  # gather did not wait for it
+        cancelled = executor.submit(tasks.inc, slow, pure=False)
+        cancelled.cancel()
+        with pytest.raises(Exception) as info:
+            executor.gather({"a": [slow, cancelled]})
+        assert type(info.value).__name__ == "CancelledError" and not slow.done()
+    finally:
+        open(gate, "w").close()
+    assert slow.result(10) is True
+    assert executor.gather([slow, bad], errors="skip") == [True]
