@@ -16,6 +16,7 @@ worker → scheduler
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
     ``(STORED, key)``  this worker now keeps a copy of ``key`` (fetched, or scattered to it)
     ``(RECORDS, records)``  task-stream records
+    ``(HELLO, host_name)``  a worker's first message
 any rank → any worker, and back
     ``(GET, key)`` → ``(DATA, key, payload)`` or ``(MISSING, key, reason)``
 """
@@ -32,6 +33,7 @@ STOPPED = 12
 CALLED = 13
 RECORDS = 14
 STORED = 15
+HELLO = 16
 GET = 20
 DATA = 21
 MISSING = 22

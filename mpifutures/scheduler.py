@@ -61,7 +61,10 @@ class Scheduler:
         self.task_records: deque[tuple] = deque(maxlen=config.task_stream_max)
         self.callbacks = CallbackThread()
         self.fatal: Optional[BaseException] = None
-        self._hosts: Optional[dict[int, str]] = None
+        self._hosts: dict[int, str] = {}  # from each worker's first message
+        self._hosts_known = threading.Event()
+        if not self.workers:
+            self._hosts_known.set()
         self._stopping: Optional[float] = None
         self._stopped: set[int] = set()
         self.thread = threading.Thread(target=self._run, name="mpifutures-scheduler",
@@ -113,16 +116,19 @@ class Scheduler:
         self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply))
         return reply.result()
 
-    def hosts(self) -> dict[int, str]:
-        """``{rank: host name}`` of the workers (asked once, then cached)."""
-        if self._hosts is None:
-            import socket
+    def hosts(self, timeout: float = 60.0) -> dict[int, str]:
+        """``{rank: host name}`` of the workers, as each told in its first message.
 
-            from .serialize import dumps_args, functions, loads
-            token, fn_bytes = functions.dumps(socket.gethostname)
-            replies = self.call(token, fn_bytes, dumps_args((), {})[0])
-            self._hosts = {rank: loads(p) for rank, (ok, p) in sorted(replies.items()) if ok}
-        return self._hosts
+        Raises:
+            TimeoutError: a worker has not said hello within ``timeout`` seconds.
+        """
+        if not self._hosts_known.wait(timeout):
+            missing = sorted(set(self.workers) - set(self._hosts))
+            raise TimeoutError(f"worker ranks {missing} did not report to rank 0 within "
+                               f"{timeout} s of asking; look in the job's output for why they "
+                               "did not start (or pass a longer timeout)")
+        self._check_alive()
+        return dict(sorted(self._hosts.items()))
 
     def statistics(self) -> dict:
         """Counters of the cluster (call on the scheduler thread, through :meth:`query`)."""
@@ -265,11 +271,12 @@ class Scheduler:
     def _rq_call(self, item: tuple, events: list) -> None:
         _, call_id, token, fn_bytes, args, reply = item
         self._handle(events)  # the call sees the effects of everything posted before it
+        if not self.workers:
+            reply.set_result({})
+            return
         self.calls[call_id] = (reply, {})
         for w in self.workers:
             self.outbox[w].append((P.CALL, call_id, token, fn_bytes, args))
-        if not self.workers:
-            reply.set_result({})
 
     def _rq_query(self, item: tuple, events: list) -> None:
         _, fn, reply = item
@@ -315,6 +322,10 @@ class Scheduler:
             self.task_records.extend(msg[1])
         elif op == P.STOPPED:
             self._stopped.add(source)
+        elif op == P.HELLO:
+            self._hosts[source] = msg[1]
+            if len(self._hosts) == len(self.workers):
+                self._hosts_known.set()
 
     def _on_data(self, source: int, msg: tuple) -> None:
         for record in self.fetches.pop(msg[1], ()):
@@ -361,6 +372,7 @@ class Scheduler:
 
     def _fail_everything(self, exc: BaseException) -> None:
         self.fatal = exc
+        self._hosts_known.set()
         self.registry.fail_all(exc)
         for records in self.fetches.values():
             for record in records:

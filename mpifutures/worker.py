@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -57,6 +58,15 @@ class _Task:
         self.inputs: dict[str, Any] = {}
 
 
+def _host_name() -> str:
+    """This node's name, as ``socket.gethostname()`` gives it (without importing socket)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
 class Worker:
     """The event loop of one worker rank."""
 
@@ -71,6 +81,7 @@ class Worker:
         self.fetching: dict[str, float] = {}
         self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
         self.outbox: dict[int, list] = defaultdict(list)
+        self.outbox[scheduler].append((P.HELLO, _host_name()))  # sent first
         self.lock = threading.Lock()  # the store, the queues and the transport
         self.ready: list = []
         self.ready_cond = threading.Condition()

@@ -223,3 +223,30 @@ def test_report_option_records_the_whole_script_and_renders(tmp_path):
     coloured = sum(1 for y in range(200, 400, 4) for x in range(0, width * ch, ch * 4)
                    if max(rows[y][x:x + 3]) - min(rows[y][x:x + 3]) > 60)
     assert coloured > 500, coloured
+
+
+def test_the_worker_list_needs_no_answer_from_a_busy_worker():
+    # A task in C code holds its worker's GIL: the worker's loop cannot answer until it ends.
+    # The host names came with each worker's first message, so nothing has to be asked.
+    r = launch(3, """
+        import math, time
+        from mpifutures import Executor
+        ex = Executor()
+        busy = ex.submit(math.factorial, 500_000, pure=False)
+        time.sleep(0.3)
+        workers = ex.workers
+        print("workers", sorted(workers), "while busy", not busy.done())
+    """, timeout=120)
+    assert r.returncode == 0, r
+    assert "workers [1, 2] while busy True" in r.stdout, r
+
+
+def test_one_rank_alone_lists_no_workers_and_exits_cleanly():
+    r = launch(1, """
+        import time
+        from mpifutures import Executor
+        ex = Executor()
+        print("workers", ex.workers, "run", ex.run(time.time))
+    """)
+    assert r.returncode == 0 and "workers {} run {}" in r.stdout, r
+    assert "Error" not in r.stderr, r
