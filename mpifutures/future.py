@@ -114,6 +114,29 @@ def wait_ended(futures: list, stop_at_failure: bool) -> Optional[cf.Future]:
     return failed or (failures[0] if failures else None)
 
 
+class Unbuilt(Exception):
+    """A task's failure as it came from its worker, not yet made into its exception.
+
+    The scheduler thread fails futures with this; the first thread that asks for the
+    exception builds it (unpickling may import the user's modules, which must not stall the
+    scheduler), and every future of the key then shares the one exception.
+    """
+
+    def __init__(self, failure: tuple) -> None:
+        super().__init__(failure[1])
+        self.failure = failure
+        self.lock = threading.Lock()
+        self.exc: Optional[BaseException] = None
+
+    def build(self) -> BaseException:
+        with self.lock:
+            if self.exc is None:
+                from .failure import rebuild
+
+                self.exc = rebuild(self.failure)
+            return self.exc
+
+
 class KeyRecord:
     """What rank 0 knows of one key's value, shared by all of its futures."""
 
@@ -296,6 +319,10 @@ class Future(cf.Future):
             value = _REMOTE if self._result is _REMOTE else super().result(timeout)
         except cf.TimeoutError:
             raise self._not_yet(timeout) from None
+        except Unbuilt:
+            value = Unbuilt  # raised below, outside this handler, so no chained context
+        if value is Unbuilt:
+            raise self._built(self._exception)
         if value is not _REMOTE:
             return value
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -305,9 +332,12 @@ class Future(cf.Future):
         """Wait for the task and return its exception, or None if it succeeded."""
         timeout = check_timeout(timeout)
         try:
-            return super().exception(timeout)
+            return self._built(super().exception(timeout))
         except cf.TimeoutError:
             raise self._not_yet(timeout) from None
+
+    def _built(self, exc: Optional[BaseException]) -> Optional[BaseException]:
+        return exc.build() if isinstance(exc, Unbuilt) else exc
 
     def _not_yet(self, timeout: Optional[float]) -> cf.TimeoutError:
         return cf.TimeoutError(f"task {self._key!r} did not finish within {timeout} s "

@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import Any, Callable, Iterable, Optional
 
-from .future import Future, KeyRecord
+from .future import Future, KeyRecord, Unbuilt
 
 
 class Claim(weakref.ref):
@@ -122,8 +122,7 @@ class Registry:
             for f in handles:
                 f._finish()
         elif status == "erred":
-            from .failure import rebuild
-            exc = rebuild(error) if isinstance(error, tuple) else error
+            exc = Unbuilt(error) if isinstance(error, tuple) else error  # built when asked
             for f in handles:
                 f._fail(exc)
         else:

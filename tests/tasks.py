@@ -197,3 +197,22 @@ def terminate_a_child():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     child.terminate()
     return child.wait(timeout=20)
+
+
+UNPICKLED_ON: list = []  # names of the threads that unpickled a Remade, in this process
+
+
+def _remake(message):
+    UNPICKLED_ON.append(threading.current_thread().name)
+    return Remade(message)
+
+
+class Remade(Exception):
+    """An exception that notes which thread unpickles it."""
+
+    def __reduce__(self):
+        return _remake, (self.args[0],)
+
+
+def raise_remade(message):
+    raise Remade(message)

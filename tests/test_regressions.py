@@ -290,3 +290,20 @@ def test_gather_raises_the_first_failure_without_waiting_for_the_rest(executor, 
         open(gate, "w").close()
     assert slow.result(10) is True
     assert executor.gather([slow, bad], errors="skip") == [True]
+
+
+def test_a_task_exception_is_unpickled_by_the_thread_asking_for_it(executor):
+    tasks.UNPICKLED_ON.clear()
+    a = executor.submit(tasks.raise_remade, "remade", pure=True)
+    b = executor.submit(tasks.raise_remade, "remade", pure=True)  # the same key
+    assert a.key == b.key
+    import mpifutures
+
+    mpifutures.wait([a], timeout=10)
+    assert "mpifutures-scheduler" not in tasks.UNPICKLED_ON
+    with pytest.raises(tasks.Remade, match="remade") as info:
+        a.result()
+    assert a.exception() is info.value is b.exception()  # built once, shared by the key
+    assert "remade" in a.traceback()
+    assert "mpifutures-scheduler" not in tasks.UNPICKLED_ON
+    assert threading.current_thread().name in tasks.UNPICKLED_ON
