@@ -13,6 +13,7 @@ import collections
 import concurrent.futures as cf
 import itertools
 import logging
+import operator
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
@@ -119,8 +120,8 @@ class Executor:
     def _map_keys(self, key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
         if key is None:
             return itertools.repeat(None)
-        if isinstance(key, str):
-            return (f"{key}-{i}" for i in itertools.count())
+        if isinstance(key, str):  # a prefix: each task's key is the prefix and a token
+            return itertools.repeat(_Prefix(key))
         try:
             keys = list(key)
             repeated = len(set(keys)) != len(keys)
@@ -167,15 +168,14 @@ class Executor:
                 and type(priority) is int and type(retries) is int:
             return _DEFAULT_OPTIONS  # most submits: skip the checks and the new dict
         if workers is not None:
-            workers = (workers,) if isinstance(workers, int) else tuple(workers)
+            workers = _ranks(workers)
             bad = [w for w in workers if w not in self._cluster.workers]
             if bad or not workers:
                 raise ValueError(f"workers={list(workers)} names no worker rank; the workers "
                                  f"are ranks {list(self._cluster.workers)}")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise TypeError(f"priority must be an int, not {priority!r}")
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise TypeError(f"retries must be an int >= 0, not {retries!r}")
+        priority, retries = _integer("priority", priority), _integer("retries", retries)
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
         return {"workers": workers, "loose": bool(loose), "priority": priority,
                 "retries": retries}
 
@@ -191,8 +191,9 @@ class Executor:
         token, fn_bytes = functions.dumps(fn)
         payload, deps = dumps_args(args, kwargs)
         dep_keys = tuple(dict.fromkeys(self._own(f) for f in deps)) if deps else ()
-        if key is None:
-            key = keymod.pure_key(fn, token, payload) if pure else keymod.unique_key(fn)
+        if key is None or type(key) is _Prefix:
+            name = keymod.prefix(fn) if key is None else str(key)
+            key = keymod.pure_key(name, token, payload) if pure else keymod.unique_key(name)
         elif not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__qualname__}")
         future = self._cluster.registry.new_future(key, self)
@@ -246,20 +247,19 @@ class Executor:
             raise NoWorkersError("this MPI job has no worker ranks to scatter data to")
         if isinstance(data, dict):
             items = list(data.items())
+            shape: Callable = lambda fs: {k: f for (k, _), f in zip(items, fs)}  # noqa: E731
         elif isinstance(data, (list, tuple)):
             items = list(enumerate(data))
+            shape = _same_sequence(data)
         else:
             items = [(None, data)]
+            shape = operator.itemgetter(0)
         out = []
         for i, (_, value) in enumerate(items):
             ranks = targets if broadcast else (targets[i % len(targets)],)
             out.append(self._scatter_one(value, ranks, hash))
         cf.wait(out)  # done once every copy is stored (a broadcast confirms each one)
-        if isinstance(data, dict):
-            return {k: f for (k, _), f in zip(items, out)}
-        if isinstance(data, (list, tuple)):
-            return type(data)(out)
-        return out[0]
+        return shape(out)
 
     def _scatter_one(self, value: Any, ranks: tuple[int, ...], hashed: bool) -> Future:
         payload = dumps(value)
@@ -475,3 +475,44 @@ class Executor:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<mpifutures.Executor {state} workers={len(self._cluster.workers)}>"
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as an int (numpy integers too); TypeError for anything else, bools included."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {value!r}") from None
+
+
+def _ranks(workers: Any) -> tuple[int, ...]:
+    """``workers=`` as a tuple of ranks: one rank or an iterable of them."""
+    if isinstance(workers, (str, bytes)):
+        workers = [workers]  # refused below, with the message
+    try:
+        return (_integer("workers", workers),)
+    except TypeError:
+        pass
+    try:
+        return tuple(_integer("workers", w) for w in workers)
+    except TypeError:
+        raise TypeError(f"workers must be a worker rank or a list of ranks (ints), not "
+                        f"{workers!r}") from None
+
+
+def _same_sequence(data: Sequence) -> Callable[[list], Sequence]:
+    """How to put futures back into a sequence of ``data``'s type: a list, a tuple or a
+    namedtuple keeps its type; another subclass becomes a plain list or tuple."""
+    kind = type(data)
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return lambda fs: kind(*fs)
+    if kind in (list, tuple):
+        return kind
+    return list if isinstance(data, list) else tuple
+
+
+class _Prefix(str):
+    """A key prefix given to ``map``: the tasks' keys are made from it."""
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import numbers
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -36,7 +37,7 @@ def check_timeout(timeout: Any) -> Optional[float]:
     and anything beyond ``threading.TIMEOUT_MAX`` mean no limit)."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):  # numpy's too
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
     if timeout != timeout or timeout < 0:  # NaN, or negative (no float() of a huge int)
         raise ValueError(f"timeout must not be negative, got {timeout!r}")

@@ -22,9 +22,10 @@ def prefix(fn: Callable) -> str:
     return "lambda" if name == "<lambda>" else name.replace("-", "_")
 
 
-def pure_key(fn: Callable, fn_token: str, args: Payload) -> str:
-    """A deterministic key from the function's pickle token and the arguments' payload."""
-    return f"{prefix(fn)}-{_digest(fn_token.encode(), args)}"
+def pure_key(name: str, fn_token: str, args: Payload) -> str:
+    """A deterministic key ``name-<hash>`` from the function's pickle token and the
+    arguments' payload."""
+    return f"{name}-{_digest(fn_token.encode(), args)}"
 
 
 def data_key(name: str, payload: Payload) -> str:

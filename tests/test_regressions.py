@@ -307,3 +307,39 @@ def test_a_task_exception_is_unpickled_by_the_thread_asking_for_it(executor):
     assert "remade" in a.traceback()
     assert "mpifutures-scheduler" not in tasks.UNPICKLED_ON
     assert threading.current_thread().name in tasks.UNPICKLED_ON
+
+
+def test_options_take_numpy_integers_and_refuse_bad_values_with_their_names(executor):
+    rank = list(executor.workers)[0]
+    f = executor.submit(tasks.inc, 1, workers=np.int64(rank), priority=np.int32(2),
+                        retries=np.uint8(1), pure=False)
+    assert f.result(np.float32(10)) == 2 and f.result(np.int64(5)) == 2
+    assert executor.submit(tasks.inc, 2, workers=[np.int64(rank)], pure=False).result(10) == 3
+    for options, kind, words in (({"workers": 1.5}, TypeError, "workers must be"),
+                                 ({"workers": "1"}, TypeError, "workers must be"),
+                                 ({"priority": 1.0}, TypeError, "priority must be an int"),
+                                 ({"retries": -1}, ValueError, "retries must be 0 or more"),
+                                 ({"retries": True}, TypeError, "retries must be an int")):
+        with pytest.raises(kind, match=words):
+            executor.submit(tasks.inc, 1, pure=False, **options)
+
+
+def test_map_key_prefixes_name_each_call_apart(executor):
+    first = executor.map(tasks.identity, ["a", "b"], key="step")
+    second = executor.map(tasks.identity, ["c", "d"], key="step")
+    assert executor.gather(second) == ["c", "d"] and executor.gather(first) == ["a", "b"]
+    assert all(f.key.startswith("step-") for f in first + second)
+    again = executor.map(tasks.identity, ["a"], key="step")  # pure: the same call, same key
+    assert again[0].key == first[0].key
+    impure = executor.map(tasks.identity, ["a", "a"], key="step", pure=False)
+    assert len({f.key for f in impure + first}) == 4
+
+
+def test_scatter_gives_a_namedtuple_back_as_a_namedtuple(executor):
+    import collections
+
+    Point = collections.namedtuple("Point", "x y")
+    p = executor.scatter(Point(1, np.arange(3)))
+    assert type(p) is Point and p.x.result(10) == 1 and list(p.y.result(10)) == [0, 1, 2]
+    d = executor.scatter(collections.OrderedDict(a=1, b=2))
+    assert {k: v.result(10) for k, v in d.items()} == {"a": 1, "b": 2}

@@ -94,7 +94,7 @@ def test_function_pickle_is_cached_per_function_object():
 def test_pure_keys_are_deterministic_and_distinguish_arguments():
     def key(fn, *args, **kwargs):
         token, _ = functions.dumps(fn)
-        return keys.pure_key(fn, token, dumps_args(args, kwargs)[0])
+        return keys.pure_key(keys.prefix(fn), token, dumps_args(args, kwargs)[0])
 
     assert key(abs, 1) == key(abs, 1)
     assert key(abs, 1) != key(abs, 2) != key(abs, 1.0 + 1)
