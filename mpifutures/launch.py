@@ -227,6 +227,14 @@ def spmd(comm: Any = None) -> Iterator[Any]:
     from .executor import Executor
 
     _refuse_inside_a_task("mpifutures.spmd()")
+    with _state.lock:
+        running = _state.owner if _state.scheduler is not None else None
+    if running:  # its other ranks serve that cluster: they would never join the Dup below
+        how = "`python -m mpifutures`" if running == "launcher" else "mpifutures.init()"
+        raise RuntimeError(
+            f"mpifutures.spmd() found this process already running a cluster, started by {how}; "
+            "the other ranks serve it and cannot join a second one. Either run the script with "
+            "plain `mpiexec -n N python script.py`, or use Executor() instead of spmd().")
     config = configmod.load()
     MPI = mpi(config)
     comm = (MPI.COMM_WORLD if comm is None else comm).Dup()

@@ -102,9 +102,11 @@ def report_crashes(rank: int) -> None:
     calling ``os._exit`` prints which task did so before the process ends.
     """
     faulthandler.enable(all_threads=True)
-    real_exit = os._exit
+    real_exit, worker_pid = os._exit, os.getpid()
 
     def _exit(code: int) -> None:
+        if os.getpid() != worker_pid:  # a child a task forked: the worker lives on
+            real_exit(code)
         key = getattr(_context, "key", None)
         os.write(2, (f"mpifutures: task {key!r} called os._exit({code}) on rank {rank}; "
                      "this worker process ends, and the MPI job with it.\n").encode())

@@ -216,3 +216,12 @@ class Remade(Exception):
 
 def raise_remade(message):
     raise Remade(message)
+
+
+def fork_a_child_that_exits(code):
+    """Fork; the child leaves at once with ``os._exit(code)``; return its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

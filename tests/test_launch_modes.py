@@ -192,3 +192,13 @@ def test_workers_import_only_what_they_need_and_every_public_name_resolves():
     r = run([sys.executable, "-c", code], timeout=60, env=ENV)
     assert r.returncode == 0, r
     assert "loaded []" in r.stdout and "modules among public names [] True" in r.stdout, r
+
+
+def test_spmd_under_the_launcher_says_what_to_do_instead_of_hanging():
+    r = mpiexec(3, ["-m", "mpifutures", "-c", textwrap.dedent("""
+        import mpifutures
+        with mpifutures.spmd() as ex:
+            print("inside", ex)
+    """)], timeout=60, env=ENV)
+    assert not r.timed_out and r.returncode != 0, r
+    assert "started by `python -m mpifutures`" in r.stderr and "inside" not in r.stdout, r

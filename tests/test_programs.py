@@ -250,3 +250,13 @@ def test_one_rank_alone_lists_no_workers_and_exits_cleanly():
     """)
     assert r.returncode == 0 and "workers {} run {}" in r.stdout, r
     assert "Error" not in r.stderr, r
+
+
+def test_a_forked_child_of_a_task_leaving_by_os_exit_is_not_reported_as_the_worker():
+    r = launch(3, """
+        from mpifutures import Executor
+        from tests import tasks
+        print("child exited with", Executor().submit(tasks.fork_a_child_that_exits, 7).result(30))
+    """, env={"PYTHONPATH": ROOT})
+    assert r.returncode == 0 and "child exited with 7" in r.stdout, r
+    assert "called os._exit" not in r.stderr, r
