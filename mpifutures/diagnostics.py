@@ -11,20 +11,28 @@ optionally, a Chrome trace-event file that Perfetto opens (see :mod:`mpifutures.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from typing import Any, Iterator, Optional
 
 from .serialize import dumps_args, functions, loads
 
+log = logging.getLogger(__name__)
 
-def set_recording(cluster: Any, on: Optional[bool]) -> list[dict]:
+
+def set_recording(cluster: Any, on: Optional[bool],
+                  timeout: Optional[float] = None) -> list[dict]:
     """Switch recording on every worker (None: leave it); return the records collected, as
-    dicts, oldest first."""
+    dicts, oldest first.
+
+    Raises:
+        TimeoutError: a worker did not answer within ``timeout`` seconds.
+    """
     from .taskrun import task_stream_control
 
     token, fn_bytes = functions.dumps(task_stream_control)
-    replies = cluster.call(token, fn_bytes, dumps_args((on,), {})[0])
+    replies = cluster.call(token, fn_bytes, dumps_args((on,), {})[0], timeout)
     fresh = [r for ok, payload in replies.values() if ok for r in loads(payload)]
     return cluster.query(lambda s: _merge(s, fresh))
 
@@ -86,8 +94,13 @@ def performance_report(path: str, *, trace: Optional[str] = None,
     try:
         yield
     finally:
-        records = [r for r in set_recording(cluster, cluster.config.task_stream)
-                   if r["stop"] >= started]
+        try:
+            collected = set_recording(cluster, cluster.config.task_stream,
+                                      cluster.config.shutdown_timeout)
+        except TimeoutError as exc:  # write what rank 0 has rather than wait on
+            log.warning("performance report %s lacks some tasks: %s", path, exc)
+            collected = cluster.query(lambda s: _merge(s, []))
+        records = [r for r in collected if r["stop"] >= started]
         write_report(path, records, settings(cluster))
         if trace is not None:
             write_chrome_trace(trace, records)

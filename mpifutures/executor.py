@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
 from .events import CancelRequested, DataScattered, KeepRequested, RetryRequested, TaskSubmitted
-from .future import Future, wait_ended
+from .future import Future, check_timeout, wait_ended
 from .serialize import dumps, dumps_args, functions, loads, value_nbytes
 from .structure import SKIP, rebuild, walk
 
@@ -351,17 +351,20 @@ class Executor:
         for f in self._these(futures, "fire_and_forget"):
             self._cluster.post(("event", KeepRequested(f.key)))
 
-    def get_task_stream(self, *, record: Optional[bool] = None) -> list[dict]:
+    def get_task_stream(self, *, record: Optional[bool] = None,
+                        timeout: Optional[float] = None) -> list[dict]:
         """The task-stream records collected so far, one dict per task, oldest first.
 
         Records exist only while recording is on: inside :func:`mpifutures.performance_report`,
         with ``--report`` or ``MPIFUTURES_TASK_STREAM=1``, or after ``record=True`` here
-        (``record=False`` stops it).
+        (``record=False`` stops it). Each worker answers between tasks; ``timeout`` bounds the
+        wait (TimeoutError naming the workers that did not answer).
         """
         self._check_open("get_task_stream")
+        timeout = check_timeout(timeout)
         from .diagnostics import set_recording
 
-        return set_recording(self._cluster, record)
+        return set_recording(self._cluster, record, timeout)
 
     # ------------------------------------------------------------ used by Future
 

@@ -110,11 +110,24 @@ class Scheduler:
         if item is not None:
             self.post(item)
 
-    def call(self, token: str, fn_bytes: bytes, payload: Any) -> dict:
-        """Run a function on every worker's loop; return ``{rank: (ok, payload)}``."""
+    def call(self, token: str, fn_bytes: bytes, payload: Any,
+             timeout: Optional[float] = None) -> dict:
+        """Run a function on every worker's loop; return ``{rank: (ok, payload)}``.
+
+        Raises:
+            TimeoutError: some worker did not answer within ``timeout`` seconds.
+        """
         reply: _Reply = _Reply()
-        self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply))
-        return reply.result()
+        answers: dict = {}
+        self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply, answers))
+        try:
+            return reply.result(timeout)
+        except TimeoutError:
+            missing = sorted(set(self.workers) - set(list(answers)))
+            raise TimeoutError(
+                f"worker ranks {missing} did not answer within {timeout} s. A worker answers "
+                "between tasks; one running a task inside C code that holds the GIL answers "
+                "when that call returns.") from None
 
     def hosts(self, timeout: float = 60.0) -> dict[int, str]:
         """``{rank: host name}`` of the workers, as each told in its first message.
@@ -269,12 +282,12 @@ class Scheduler:
             waiting.append(record)
 
     def _rq_call(self, item: tuple, events: list) -> None:
-        _, call_id, token, fn_bytes, args, reply = item
+        _, call_id, token, fn_bytes, args, reply, answers = item
         self._handle(events)  # the call sees the effects of everything posted before it
         if not self.workers:
             reply.set_result({})
             return
-        self.calls[call_id] = (reply, {})
+        self.calls[call_id] = (reply, answers)
         for w in self.workers:
             self.outbox[w].append((P.CALL, call_id, token, fn_bytes, args))
 
@@ -379,7 +392,9 @@ class Scheduler:
                 record.deliver(None, exc)
         while self.inbox:
             item = self.inbox.popleft()
-            if item[0] in ("query", "call"):
+            if item[0] == "query":
                 item[-1].set_exception(exc)
+            elif item[0] == "call":
+                item[-2].set_exception(exc)
         for reply, _ in self.calls.values():
             reply.set_exception(exc)

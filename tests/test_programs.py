@@ -260,3 +260,26 @@ def test_a_forked_child_of_a_task_leaving_by_os_exit_is_not_reported_as_the_work
     """, env={"PYTHONPATH": ROOT})
     assert r.returncode == 0 and "child exited with 7" in r.stdout, r
     assert "called os._exit" not in r.stderr, r
+
+
+def test_task_stream_and_report_give_up_on_a_worker_that_cannot_answer(tmp_path):
+    report = str(tmp_path / "r.html")
+    r = launch(3, f"""
+        import math, time, mpifutures
+        from mpifutures import Executor
+        ex = Executor()
+        with mpifutures.performance_report({report!r}):
+            ex.submit(abs, -1).result()
+            busy = ex.submit(math.factorial, 500_000, pure=False)
+            time.sleep(0.3)  # its worker's loop now waits for the GIL
+            try:
+                ex.get_task_stream(timeout=0.2)
+            except TimeoutError as e:
+                print("stream:", e)
+        print("report written while busy", not busy.done())
+        busy.result()
+    """, env={"MPIFUTURES_SHUTDOWN_TIMEOUT": "0.3"}, timeout=120)
+    assert r.returncode == 0, r
+    assert re.search(r"stream: worker ranks \[\d\] did not answer within 0.2 s", r.stdout), r
+    assert "report written while busy True" in r.stdout, r
+    assert "lacks some tasks" in r.stderr and os.path.getsize(report) > 1000, r
