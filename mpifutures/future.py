@@ -247,8 +247,8 @@ class Future(cf.Future):
             if self._state in _ENDED:
                 raise cf.InvalidStateError(f"{self._state}: {self!r}")
             self._result, self._exception, self._state = result, exception, _FINISHED
-            hooks = self._waiters
-        for hook in hooks:  # no hook is added once the state is set
+            hooks = list(self._waiters) if self._waiters else ()  # only when_done's, so far
+        for hook in hooks:  # a waiter added from now on sees the future ended
             hook.add_result(self)
         self._invoke_callbacks()
         return True
