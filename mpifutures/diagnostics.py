@@ -27,18 +27,23 @@ def set_recording(cluster: Any, on: Optional[bool],
     dicts, oldest first.
 
     Raises:
-        TimeoutError: a worker did not answer within ``timeout`` seconds.
+        TimeoutError: a worker did not answer within ``timeout`` seconds (the records of
+        those that did, and of late answers, are kept for the next read).
     """
     from .taskrun import task_stream_control
 
     token, fn_bytes = functions.dumps(task_stream_control)
-    replies = cluster.call(token, fn_bytes, dumps_args((on,), {})[0], timeout)
-    fresh = [r for ok, payload in replies.values() if ok for r in loads(payload)]
-    return cluster.query(lambda s: _merge(s, fresh))
+    cluster.call(token, fn_bytes, dumps_args((on,), {})[0], timeout, each=_keep_records)
+    return cluster.query(_records)
 
 
-def _merge(scheduler: Any, fresh: list[tuple]) -> list[dict]:
-    scheduler.task_records.extend(fresh)
+def _keep_records(scheduler: Any, ok: bool, payload: Any) -> None:
+    """On the scheduler thread: keep the records a worker handed over (they left it)."""
+    if ok:
+        scheduler.task_records.extend(loads(payload))
+
+
+def _records(scheduler: Any) -> list[dict]:
     return [as_dict(r) for r in sorted(scheduler.task_records, key=lambda r: r[2])]
 
 
@@ -99,7 +104,7 @@ def performance_report(path: str, *, trace: Optional[str] = None,
                                       cluster.config.shutdown_timeout)
         except TimeoutError as exc:  # write what rank 0 has rather than wait on
             log.warning("performance report %s lacks some tasks: %s", path, exc)
-            collected = cluster.query(lambda s: _merge(s, []))
+            collected = cluster.query(_records)
         records = [r for r in collected if r["stop"] >= started]
         write_report(path, records, settings(cluster))
         if trace is not None:

@@ -109,8 +109,7 @@ class Executor:
         self._check_open(name)
         if not callable(fn):
             raise TypeError(f"{name} needs a callable, not {type(fn).__qualname__}: {fn!r}")
-        if batch_size is not None and (isinstance(batch_size, bool)
-                                       or not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and _integer("batch_size", batch_size) < 1:
             raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
         task_keys = self._map_keys(key)
         if batch_size is None:
@@ -292,6 +291,7 @@ class Executor:
                 self._check_mine(f)
         failed = wait_ended(found, stop_at_failure=errors == "raise")
         if failed is not None and errors == "raise":  # at once, not after the rest
+            del found, futures  # the traceback keeps this frame: it must not keep them
             failed.result()  # raises its exception (or CancelledError)
         wanted = {f._key: f._record for f in found if f.status == "finished"}
         remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
@@ -492,13 +492,13 @@ def _integer(name: str, value: Any) -> int:
 
 def _ranks(workers: Any) -> tuple[int, ...]:
     """``workers=`` as a tuple of ranks: one rank or an iterable of them."""
-    if isinstance(workers, (str, bytes)):
-        workers = [workers]  # refused below, with the message
     try:
         return (_integer("workers", workers),)
     except TypeError:
         pass
     try:
+        if isinstance(workers, (str, bytes)):
+            raise TypeError
         return tuple(_integer("workers", w) for w in workers)
     except TypeError:
         raise TypeError(f"workers must be a worker rank or a list of ranks (ints), not "

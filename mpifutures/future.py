@@ -46,41 +46,81 @@ def check_timeout(timeout: Any) -> Optional[float]:
     return float(timeout)
 
 
+#: How a future ended, as :func:`when_done` hooks are told.
+FINISHED, ERROR, CANCELLED = "finished", "error", "cancelled"
+
+
+def _outcome(future: cf.Future) -> str:
+    """How an ended future ended (read under its Condition, or on the thread ending it)."""
+    if future._state in _CANCELLED:
+        return CANCELLED
+    return ERROR if future._exception is not None else FINISHED
+
+
 class _Notify:
-    """A ``concurrent.futures`` waiter that calls ``fn(future)`` as the future ends."""
+    """A ``concurrent.futures`` waiter that calls ``fn(future, outcome)`` as the future ends.
 
-    __slots__ = ("fn",)
+    The outcome comes with the call, so a hook never reads a state that a ``retry()`` on
+    another thread may already have reset. A hook that raises is logged, never passed on:
+    it runs on the thread that resolves futures.
+    """
 
-    def __init__(self, fn: Optional[Callable[[cf.Future], None]]) -> None:
-        self.fn = fn
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[cf.Future, str], None], future: cf.Future) -> None:
+        self.fn: Optional[Callable] = fn
+        self.future: Optional[cf.Future] = future
+
+    def _tell(self, future: cf.Future, outcome: str) -> None:
+        fn, self.fn, self.future = self.fn, None, None  # once; then it holds nothing
+        if fn is not None:
+            try:
+                fn(future, outcome)
+            except Exception:  # noqa: BLE001 - never break the resolving thread
+                log.exception("a completion hook of %r raised", future)
 
     def add_result(self, future: cf.Future) -> None:
-        fn, self.fn = self.fn, None  # once; and a leftover waiter then holds nothing
-        if fn is not None:
-            fn(future)
+        self._tell(future, FINISHED)
 
-    add_exception = add_cancelled = add_result
+    def add_exception(self, future: cf.Future) -> None:
+        self._tell(future, ERROR)
+
+    def add_cancelled(self, future: cf.Future) -> None:
+        self._tell(future, CANCELLED)
+
+    def __call__(self, future: cf.Future) -> None:  # as a done-callback of a plain future
+        self._tell(future, _outcome(future))
 
     def disarm(self) -> None:
-        self.fn = None  # a waiter without a function does nothing
+        """Drop the hook: it will not be called, and (on our futures) leaves the future."""
+        future, self.fn, self.future = self.future, None, None
+        if isinstance(future, Future):
+            with future._condition:
+                if self in future._waiters:
+                    future._waiters.remove(self)
 
 
-def when_done(future: cf.Future, fn: Callable[[cf.Future], None]) -> Callable[[], None]:
-    """Call ``fn(future)`` once ``future`` is done, on the thread that ends it (now if done).
+def when_done(future: cf.Future, fn: Callable[[cf.Future, str], None]) -> Callable[[], None]:
+    """Call ``fn(future, outcome)`` once ``future`` has ended (now if it has), with outcome
+    ``"finished"``, ``"error"`` or ``"cancelled"``; return a function that disarms the hook.
 
-    For the library's own waiting (``as_completed``, ``progress``, ``await``): unlike a
-    done-callback it does not queue behind user callbacks, so ``fn`` must be quick and
-    never block. Returns a function that disarms the hook.
+    For the library's own waiting (``as_completed``, ``progress``, ``gather``, ``await``):
+    on mpifutures futures it runs on the thread that ends the future, not behind user
+    done-callbacks, so ``fn`` must be quick and never block. Other futures get it as a
+    done-callback (a bare ``cancel()`` of theirs tells no waiter).
     """
-    notify = _Notify(fn)
-    if isinstance(future, Future) and future._hook_unwatched(notify):
+    notify = _Notify(fn, future)
+    if not isinstance(future, Future):
+        future.add_done_callback(notify)
+        return notify.disarm
+    if future._hook_unwatched(notify):
         return notify.disarm
     with future._condition:
-        ended = future._state in _ENDED
-        if not ended:
+        outcome = _outcome(future) if future._state in _ENDED else None
+        if outcome is None:
             future._waiters.append(notify)
-    if ended:
-        fn(future)
+    if outcome is not None:
+        notify._tell(future, outcome)
     return notify.disarm
 
 
@@ -100,18 +140,20 @@ def wait_ended(futures: list, stop_at_failure: bool) -> Optional[cf.Future]:
     ended: list = []
     failures: list = []
 
-    def one_ended(f: cf.Future) -> None:  # on the scheduler thread: quick, no lock needed
+    def one_ended(f: cf.Future, outcome: str) -> None:  # quick, and no lock needed
         ended.append(None)
-        if f._exception is not None or f._state in _CANCELLED:
+        if outcome != FINISHED:
             failures.append(f)
             if stop_at_failure:
                 stop.set()
         if len(ended) >= len(pending):
             stop.set()
 
-    for f in pending:
-        when_done(f, one_ended)
+    hooks = [when_done(f, one_ended) for f in pending]
     stop.wait()
+    if len(ended) < len(pending):  # stopped early: the rest must not keep us (or them) alive
+        for disarm in hooks:
+            disarm()
     return failed or (failures[0] if failures else None)
 
 
@@ -249,7 +291,10 @@ class Future(cf.Future):
             self._result, self._exception, self._state = result, exception, _FINISHED
             hooks = list(self._waiters) if self._waiters else ()  # only when_done's, so far
         for hook in hooks:  # a waiter added from now on sees the future ended
-            hook.add_result(self)
+            if exception is None:
+                hook.add_result(self)
+            else:
+                hook.add_exception(self)
         self._invoke_callbacks()
         return True
 
@@ -320,10 +365,10 @@ class Future(cf.Future):
             value = _REMOTE if self._result is _REMOTE else super().result(timeout)
         except cf.TimeoutError:
             raise self._not_yet(timeout) from None
-        except Unbuilt:
-            value = Unbuilt  # raised below, outside this handler, so no chained context
-        if value is Unbuilt:
-            raise self._built(self._exception)
+        except Unbuilt as unbuilt:
+            value = unbuilt  # raised below, outside this handler, so no chained context
+        if isinstance(value, Unbuilt):
+            raise value.build()
         if value is not _REMOTE:
             return value
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -395,16 +440,19 @@ class Future(cf.Future):
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
 
-        def wake(_: cf.Future) -> None:
-            loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+        def wake(_: cf.Future, outcome: str) -> None:
+            if not loop.is_closed():  # else nobody awaits any more
+                loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(outcome))
 
-        remove = when_done(self, wake)
+        disarm = when_done(self, wake)
         try:
-            await ended
+            outcome = await ended
         except asyncio.CancelledError:  # the awaiting coroutine was cancelled: so is the task
-            remove()
+            disarm()
             self.cancel()
             raise
+        if outcome == CANCELLED:  # as asyncio's own futures do
+            raise asyncio.CancelledError(f"task {self._key!r} was cancelled")
         if self._result is _REMOTE and not self._record.loaded:  # fetch off the event loop
             return await loop.run_in_executor(None, self.result)
         return self.result()

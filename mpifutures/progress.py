@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError
 from typing import Any, Optional, TextIO
 
 logger = logging.getLogger(__name__)
@@ -55,11 +55,11 @@ class _Counter:
         self.total = len(futures)
         self.counts = dict.fromkeys(FINAL_STATES, 0)
         self.cond = threading.Condition()
-        from .future import when_done  # here: workers import this module, not futures
+        from .future import Future, when_done  # here: workers import this module, not futures
 
         for f in futures:
-            if isinstance(f, Future):  # not behind (possibly slow) user done-callbacks
-                when_done(f, self._on_done)
+            if isinstance(f, Future):  # told at once, not behind (slow) user done-callbacks
+                when_done(f, self._count)
             else:
                 f.add_done_callback(self._on_done)
 
@@ -69,6 +69,9 @@ class _Counter:
         except Exception:  # a broken future must not hide completion
             logger.exception("could not classify future %r", fut)
             state = "error"
+        self._count(fut, state)
+
+    def _count(self, fut: Any, state: str) -> None:
         with self.cond:
             self.counts[state] += 1
             if self.done() >= self.total:

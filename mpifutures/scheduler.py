@@ -56,7 +56,7 @@ class Scheduler:
         self.fetches: dict[str, list[KeyRecord]] = {}
         self._released: list[str] = []  # keys whose records may go, at the end of a drain
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
-        self.calls: dict[int, tuple[_Reply, dict]] = {}
+        self.calls: dict[int, tuple[_Reply, dict, Optional[Callable]]] = {}
         self._call_ids = itertools.count()
         self.task_records: deque[tuple] = deque(maxlen=config.task_stream_max)
         self.callbacks = CallbackThread()
@@ -110,16 +110,19 @@ class Scheduler:
         if item is not None:
             self.post(item)
 
-    def call(self, token: str, fn_bytes: bytes, payload: Any,
-             timeout: Optional[float] = None) -> dict:
+    def call(self, token: str, fn_bytes: bytes, payload: Any, timeout: Optional[float] = None,
+             each: Optional[Callable[["Scheduler", bool, Any], None]] = None) -> dict:
         """Run a function on every worker's loop; return ``{rank: (ok, payload)}``.
+
+        ``each(scheduler, ok, payload)``, if given, runs on the scheduler thread for every
+        answer as it arrives, also for answers that come after the caller gave up.
 
         Raises:
             TimeoutError: some worker did not answer within ``timeout`` seconds.
         """
         reply: _Reply = _Reply()
         answers: dict = {}
-        self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply, answers))
+        self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply, answers, each))
         try:
             return reply.result(timeout)
         except TimeoutError:
@@ -282,12 +285,12 @@ class Scheduler:
             waiting.append(record)
 
     def _rq_call(self, item: tuple, events: list) -> None:
-        _, call_id, token, fn_bytes, args, reply, answers = item
+        _, call_id, token, fn_bytes, args, reply, answers, each = item
         self._handle(events)  # the call sees the effects of everything posted before it
         if not self.workers:
             reply.set_result({})
             return
-        self.calls[call_id] = (reply, answers)
+        self.calls[call_id] = (reply, answers, each)
         for w in self.workers:
             self.outbox[w].append((P.CALL, call_id, token, fn_bytes, args))
 
@@ -350,8 +353,13 @@ class Scheduler:
 
     def _on_called(self, source: int, msg: tuple) -> None:
         _, call_id, ok, payload = msg
-        reply, results = self.calls[call_id]
+        reply, results, each = self.calls[call_id]
         results[source] = (ok, payload)
+        if each is not None:
+            try:
+                each(self, ok, payload)
+            except Exception:  # noqa: BLE001 - the scheduler thread must go on
+                log.exception("handling rank %d's answer to call %d failed", source, call_id)
         if len(results) == len(self.workers):
             del self.calls[call_id]
             reply.set_result(results)
@@ -395,6 +403,6 @@ class Scheduler:
             if item[0] == "query":
                 item[-1].set_exception(exc)
             elif item[0] == "call":
-                item[-2].set_exception(exc)
-        for reply, _ in self.calls.values():
+                item[-3].set_exception(exc)
+        for reply, _, _ in self.calls.values():
             reply.set_exception(exc)

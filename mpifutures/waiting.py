@@ -44,7 +44,7 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
         self._with_results = with_results
         self._cond = threading.Condition()
         self._ready: deque = deque()
-        self._waiting: dict = {}  # id -> future: keeps the pending ones alive
+        self._waiting: dict = {}  # id -> (future, disarm its hook): keeps pending ones alive
         for f in fs:
             self.add(f)
 
@@ -55,17 +55,20 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
         with self._cond:
             if id(future) in self._waiting:
                 return
-            self._waiting[id(future)] = future
+            self._waiting[id(future)] = (future, None)
         # Not a done-callback: those run one after another on the callback thread, where a
         # slow user callback would hold this loop up.
-        when_done(future, self._done)
+        disarm = when_done(future, self._done)
+        with self._cond:
+            if id(future) in self._waiting:  # still pending: keep the way to disarm it
+                self._waiting[id(future)] = (future, disarm)
 
     def update(self, futures: Iterable[cf.Future]) -> None:
         """Add several futures."""
         for f in futures:
             self.add(f)
 
-    def _done(self, future: cf.Future) -> None:
+    def _done(self, future: cf.Future, outcome: str) -> None:
         with self._cond:
             self._ready.append(future)
             self._waiting.pop(id(future), None)
@@ -86,11 +89,28 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
             while not self._ready:
                 left = None if self._deadline is None else self._deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise cf.TimeoutError(f"{len(self._waiting)} futures unfinished after "
-                                          "timeout")
+                    break
                 self._cond.wait(left)
-            future = self._ready.popleft()
+            if not self._ready:
+                unfinished = len(self._waiting)
+                future = None
+            else:
+                future = self._ready.popleft()
+        if future is None:  # past the deadline: every later call ends here too
+            self._disarm()  # outside our lock: a hook takes it under the future's lock
+            raise cf.TimeoutError(f"{unfinished} futures unfinished after timeout")
         if self._with_results:
             left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
-            return future, future.result(left)
+            try:
+                return future, future.result(left)
+            except cf.TimeoutError:  # its value did not arrive in time: yield it next time
+                with self._cond:
+                    self._ready.appendleft(future)
+                raise
         return future
+
+    def _disarm(self) -> None:
+        with self._cond:
+            hooks = [disarm for _, disarm in self._waiting.values() if disarm is not None]
+        for disarm in hooks:
+            disarm()

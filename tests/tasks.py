@@ -225,3 +225,8 @@ def fork_a_child_that_exits(code):
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def slow_fail(delay, message):
+    time.sleep(delay)
+    raise ValueError(message)

@@ -172,3 +172,15 @@ def test_missing_tqdm_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     progress([done_future(1)], file=out, use_tqdm=True)
     assert "1/1" in out.getvalue() and "\r" not in out.getvalue()
+
+
+def test_plain_futures_cancelled_later_end_the_wait() -> None:
+    import mpifutures
+
+    for wait in (lambda f: progress([f], file=io.StringIO(), interval=0.05),
+                 lambda f: list(mpifutures.as_completed([f], timeout=10))):
+        f: Future = Future()
+        later(0.1, f.cancel)  # a bare cancel() tells no waiter, only done-callbacks
+        t = time.monotonic()
+        wait(f)
+        assert time.monotonic() - t < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import gc
 import threading
 import time
@@ -343,3 +344,74 @@ def test_scatter_gives_a_namedtuple_back_as_a_namedtuple(executor):
     assert type(p) is Point and p.x.result(10) == 1 and list(p.y.result(10)) == [0, 1, 2]
     d = executor.scatter(collections.OrderedDict(a=1, b=2))
     assert {k: v.result(10) for k, v in d.items()} == {"a": 1, "b": 2}
+
+
+def test_retrying_a_failure_while_its_hooks_run_does_not_stall_the_scheduler(executor):
+    import io
+    import sys
+
+    import mpifutures
+
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # makes the window between resolving and the hooks likely
+    try:
+        for trial in range(10):
+            f = executor.submit(tasks.slow_fail, 0.05, f"boom {trial}", pure=False)
+            first = mpifutures.as_completed([f])  # its hook wakes this thread first
+            others = [mpifutures.as_completed([f]) for _ in range(50)]  # widen the window
+            shown = threading.Thread(target=mpifutures.progress, args=([f],), daemon=True,
+                                     kwargs={"file": io.StringIO(), "interval": 0.05})
+            shown.start()
+            time.sleep(0.01)  # progress's hook comes last
+            next(first)
+            f.retry()
+            assert executor.submit(tasks.inc, trial, pure=False).result(10) == trial + 1
+            shown.join(10)
+            assert not shown.is_alive()
+            del others
+            with pytest.raises(ValueError):
+                f.result(10)
+    finally:
+        sys.setswitchinterval(saved)
+
+
+def test_an_await_left_pending_on_a_closed_event_loop_harms_nothing(executor):
+    import asyncio
+
+    slow = executor.submit(tasks.slow_inc, 1, 0.3, pure=False)
+
+    async def wait_for_it():
+        return await slow
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(wait_for_it())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    loop.close()  # the await never ends; its hook must not fail the scheduler
+    assert slow.result(10) == 2 and not task.done()
+    assert executor.submit(tasks.inc, 5, pure=False).result(10) == 6
+
+
+def test_gather_raising_early_and_timed_out_as_completed_keep_nothing_alive(executor, tmp_path):
+    import weakref
+
+    import mpifutures
+
+    rank = list(executor.workers)[0]
+    gate = str(tmp_path / "gate")
+    slow = executor.submit(tasks.wait_for_path_on, gate, rank, 60, workers=[rank], pure=False)
+    try:
+        for _ in range(20):
+            with pytest.raises(cf.TimeoutError):
+                next(mpifutures.as_completed([slow], timeout=0))
+        assert len(slow._waiters) < 5  # timed-out iterators took their hooks away
+        with pytest.raises(ValueError):
+            executor.gather([slow, executor.submit(tasks.fail, "now", pure=False)])
+        gc.disable()  # without the cycle collector, only references keep it alive
+        try:
+            ref = weakref.ref(slow)
+            del slow
+            assert ref() is None
+        finally:
+            gc.enable()
+    finally:
+        open(gate, "w").close()
