@@ -315,12 +315,6 @@ class Future(cf.Future):
         if not self._resolve_unwatched(None, exception):
             super().set_exception(exception)
 
-    def _wait_ended(self) -> None:
-        """Wait until done, making the Condition only if it is not done yet."""
-        if self._state not in _ENDED:
-            with self._condition:
-                self._condition.wait_for(lambda: self._state in _ENDED)
-
     def done(self) -> bool:
         return self._state in _ENDED
 
