@@ -134,6 +134,12 @@ def install_signal_handlers(rank: int) -> None:
         signal.signal(signal.SIGTERM, _disregard)
 
 
+def _writable(path: str) -> bool:
+    """Whether a file can be created at ``path`` (its directory exists and is writable)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(folder) and os.access(folder, os.W_OK) and not os.path.isdir(path)
+
+
 def _exit_code(code: object) -> int:
     if code is None:
         return 0
@@ -174,11 +180,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             MPI.COMM_WORLD.Abort(1)
         return 0
     scheduler = launch.start_scheduler(comm, config, "launcher")
-    if opts.report:
-        from .diagnostics import performance_report
+    if opts.report and not _writable(opts.report):
+        sys.stderr.write(f"mpifutures: cannot write the report to {opts.report!r} (no such "
+                         "directory, or no permission); fix --report, the script did not run.\n")
+        code = 2
+    elif opts.report:
+        code = 1
+        try:  # whatever happens here, the workers must be stopped below
+            from .diagnostics import performance_report
 
-        with performance_report(opts.report, executor=None):
-            code = run_target(kind, target, args)
+            with performance_report(opts.report, executor=None):
+                code = run_target(kind, target, args)
+        except Exception:  # noqa: BLE001 - writing the report failed
+            traceback.print_exc()
+            sys.stderr.write(f"mpifutures: the performance report {opts.report!r} could not be "
+                             "written.\n")
+            code = code or 1
     else:
         code = run_target(kind, target, args)
     sys.stdout.flush()

@@ -75,6 +75,10 @@ class Executor:
             NoWorkersError: the job has no worker ranks.
         """
         options = self._options(workers, allow_other_workers, priority, retries)
+        return self._submit_call(fn, args, kwargs, key, pure, options)
+
+    def _submit_call(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str] = None,
+                     pure: bool = True, options: dict = _DEFAULT_OPTIONS) -> Future:
         future, event = self._prepare(fn, args, kwargs, key, pure, options)
         self._post_submits([(future, event)])
         return future

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import ExecutorClosedError
 from .executor import Executor
-from .future import Future, check_timeout
+from .future import Future, check_timeout, when_done
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
@@ -33,13 +34,24 @@ class PoolExecutor(cf.Executor):
 
     def __init__(self, max_workers: Optional[int] = None, *, cluster: Any = None) -> None:
         self._executor = Executor(max_workers, cluster=cluster)
+        self._running: dict[int, Future] = {}  # every call runs, even if its future is dropped
+        self._lock = threading.Lock()
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
-        """Schedule ``fn(*args, **kwargs)``; every call runs (no deduplication)."""
+        """Schedule ``fn(*args, **kwargs)``; every call runs (no deduplication), whether or
+        not its future is kept. All of ``kwargs`` go to ``fn``."""
         try:
-            return self._executor.submit(fn, *args, pure=False, **kwargs)
+            future = self._executor._submit_call(fn, args, kwargs, pure=False)
         except ExecutorClosedError:
             raise RuntimeError("cannot schedule new futures after shutdown") from None
+        with self._lock:
+            self._running[id(future)] = future
+        when_done(future, self._ended)
+        return future
+
+    def _ended(self, future: Future, outcome: str) -> None:  # quick: on the scheduler thread
+        with self._lock:
+            self._running.pop(id(future), None)
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:

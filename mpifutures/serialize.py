@@ -134,7 +134,9 @@ def _cloud_pickler(with_deps: bool) -> type:
 def _by_value_modules() -> bool:
     """True if the program told cloudpickle to pickle some modules by value."""
     cloudpickle = sys.modules.get("cloudpickle")
-    return bool(cloudpickle and cloudpickle.list_registry_pickle_by_value())
+    # getattr: another thread may be importing it (nothing is registered before that ends)
+    registry = getattr(cloudpickle, "list_registry_pickle_by_value", None)
+    return bool(registry and registry())
 
 
 def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:

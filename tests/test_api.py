@@ -297,6 +297,22 @@ class TestPoolExecutor:
             futures = [p2.submit(tasks.slow_inc, i, 0.05) for i in range(4)]
         assert all(f.done() for f in futures)
 
+    def test_every_keyword_goes_to_the_function(self, pool):
+        assert pool.submit(tasks.total, 1, priority=5, key=2, workers=3, retries=4,
+                           pure=5, allow_other_workers=6).result(10) == 26
+        assert pool.submit(sorted, [3, -5, 1], key=abs).result(10) == [1, 3, -5]
+
+    def test_calls_whose_futures_are_dropped_still_run(self, cluster, tmp_path):
+        import gc
+        import os
+
+        with PoolExecutor(cluster=cluster) as p:
+            p.map(tasks.touch, [str(tmp_path / f"m{i}") for i in range(4)])  # not consumed
+            for i in range(4):
+                p.submit(tasks.touch, str(tmp_path / f"s{i}"))  # future dropped
+            gc.collect()
+        assert len(os.listdir(tmp_path)) == 8  # shutdown(wait=True) waited for all of them
+
     def test_shutdown_without_waiting_lets_pending_calls_finish(self, cluster):
         p = PoolExecutor(cluster=cluster)
         results = p.map(tasks.slow_inc, range(4), [0.1] * 4)

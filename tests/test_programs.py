@@ -287,3 +287,43 @@ def test_task_stream_and_report_give_up_on_a_worker_that_cannot_answer(tmp_path)
     # The records that came with answers after the timeouts are kept (factorial's may not
     # exist: the report turned recording off, perhaps before that task ended).
     assert re.search(r"kept \['abs'(, 'factorial')?\]", r.stdout), r
+
+
+def test_a_report_that_cannot_be_written_ends_the_job_instead_of_hanging(tmp_path):
+    r = mpiexec(3, ["-m", "mpifutures", "--report", str(tmp_path / "no" / "r.html"), "-c",
+                    "print('script ran')"], timeout=60)
+    assert not r.timed_out and r.returncode == 2, r
+    assert "cannot write the report" in r.stderr and "script ran" not in r.stdout, r
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    r = mpiexec(3, ["-m", "mpifutures", "--report", str(gone / "r.html"), "-c", textwrap.dedent(f"""
+        import shutil
+        from mpifutures import Executor
+        print(Executor().submit(abs, -1).result())
+        shutil.rmtree({str(gone)!r})  # the report's folder goes while the script runs
+    """)], timeout=60)
+    assert not r.timed_out and r.returncode == 1, r
+    assert "could not be written" in r.stderr and r.stdout.strip() == "1", r
+
+
+def test_threads_making_their_first_submits_at_once_all_succeed():
+    # The first submits import cloudpickle; the others must not see it half-imported.
+    for _ in range(2):
+        r = launch(3, """
+            import threading
+            from mpifutures import Executor
+            ex = Executor()
+            errors = []
+
+            def first_submits(t):
+                try:
+                    assert ex.submit(lambda x: x + t, 1, pure=False).result(30) == 1 + t
+                except Exception as exc:
+                    errors.append(repr(exc))
+
+            threads = [threading.Thread(target=first_submits, args=(t,)) for t in range(8)]
+            [t.start() for t in threads]
+            [t.join(60) for t in threads]
+            print("errors", errors)
+        """)
+        assert r.returncode == 0 and "errors []" in r.stdout, r
