@@ -15,14 +15,14 @@ import runpy
 import signal
 import sys
 import traceback
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 USAGE = "python -m mpifutures [options] (script.py | -m module | -c code) [args ...]"
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]:
     """Split ``argv`` into launcher options and the target, as ``python`` itself does."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m mpifutures", usage=USAGE,
         description="Run a Python script on rank 0 of an MPI job, with every other rank "
                     "serving it as an mpifutures worker. Start it with mpiexec or srun, e.g. "
@@ -57,9 +57,28 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
     return opts, "script", rest[0], rest[1:]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        """Print a usage error on the first rank only (every rank parses the same argv)."""
+        if _launcher_rank() in (None, "0"):
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _launcher_rank() -> Optional[str]:
+    """This process's rank as the launcher tells it (MPICH, Open MPI, Slurm), before MPI."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return os.environ[name]
+    return None
+
+
 def _split(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list]:
     # Options end at the target: everything after `-m mod`, `-c code` or the script is the
     # target's own argv, even when it looks like an option.
+    with_value = [s for a in parser._actions if a.nargs is None
+                  for s in a.option_strings if s.startswith("--")]
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -67,10 +86,9 @@ def _split(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.N
             return parser.parse_args(argv[:i + 2]), argv[i + 2:]
         if not arg.startswith("-"):
             return parser.parse_args(argv[:i]), argv[i:]
-        if arg in ("-h", "--help", "--mpi-info") or "=" in arg:
-            i += 1
-        else:
-            i += 2
+        takes_value = "=" not in arg and any(s.startswith(arg) for s in with_value) \
+            and len(arg) > 2  # a known option that takes a value (or its abbreviation)
+        i += 2 if takes_value else 1
     return parser.parse_args(argv), []
 
 

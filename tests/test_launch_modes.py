@@ -128,6 +128,12 @@ def test_launcher_options(tmp_path):
     assert "--threads-per-worker" in r.stdout and "MPIFUTURES_BACKOFF" in r.stdout
 
 
+def test_an_unknown_option_is_named_alone_and_once():
+    r = mpiexec(3, ["-m", "mpifutures", "--bogus", "x.py"], timeout=60, env=ENV)
+    assert r.returncode == 2, r
+    assert r.stderr.count("unrecognized arguments: --bogus\n") == 1, r
+
+
 def test_bad_configuration_is_named(monkeypatch):
     monkeypatch.setenv("MPIFUTURES_BACKOFF", "fast")
     with pytest.raises(ValueError, match="MPIFUTURES_BACKOFF"):
