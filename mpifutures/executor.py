@@ -27,6 +27,8 @@ from .structure import SKIP, rebuild, walk
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
+_settling: set = set()  # threads finishing the calls of pools shut down without waiting
+
 _DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
 
@@ -431,8 +433,10 @@ class Executor:
             for f in pending:
                 f._cancel_locally()
         elif pending and not wait and settle:
-            threading.Thread(target=self._settle_then_close, args=(pending,),
-                             name="mpifutures-shutdown", daemon=True).start()
+            thread = threading.Thread(target=self._settle_then_close, args=(pending,),
+                                      name="mpifutures-shutdown", daemon=True)
+            _settling.add(thread)
+            thread.start()
             return
         if wait and pending:
             cf.wait(pending)
@@ -442,15 +446,18 @@ class Executor:
                 f._cancel_locally()
 
     def _settle_then_close(self, pending: list[Future]) -> None:
-        for f in pending:
-            try:
-                f.result()  # brought to rank 0 while the session still holds it
-            except BaseException:  # noqa: BLE001 - the future keeps its own error
-                pass
         try:
-            self._close()
-        except ExecutorClosedError:
-            pass  # the cluster is gone: nothing left to release
+            for f in pending:
+                try:
+                    f.result()  # brought to rank 0 while the session still holds it
+                except BaseException:  # noqa: BLE001 - the future keeps its own error
+                    pass
+            try:
+                self._close()
+            except ExecutorClosedError:
+                pass  # the cluster is gone: nothing left to release
+        finally:
+            _settling.discard(threading.current_thread())
 
     def _close(self) -> None:
         self._cluster.post(("close", self._session))
@@ -522,4 +529,12 @@ def _same_sequence(data: Sequence) -> Callable[[list], Sequence]:
 
 class _Prefix(str):
     """A key prefix given to ``map``: the tasks' keys are made from it."""
+
+
+def finish_pending_calls() -> None:
+    """Wait until pools shut down with ``wait=False`` have finished their pending calls (the
+    standard library's pools do so at exit); called before the workers are stopped."""
+    for thread in list(_settling):
+        if thread is not threading.current_thread():
+            thread.join()
 

@@ -46,6 +46,12 @@ def stop(scheduler: Any) -> None:
     comms = getattr(scheduler, "spawned", None)
     if comms is None:
         return
+    from .executor import finish_pending_calls
+
+    finish_pending_calls()
+    comms = getattr(scheduler, "spawned", None)  # a pool that finished may have stopped it
+    if comms is None:
+        return
     scheduler.spawned = None
     atexit.unregister(stop)
     if scheduler.stop(scheduler.config.shutdown_timeout):

@@ -82,6 +82,28 @@ def test_spawn_mode_spawns_and_shutdown_ends_the_workers(tmp_path):
     assert "second 3" in r.stdout and "late ExecutorClosedError" in r.stdout, r
 
 
+@pytest.mark.parametrize("how", ["spawn", "launcher"])
+def test_a_pool_shut_down_without_waiting_finishes_its_calls_before_the_job_ends(tmp_path, how):
+    path = script(tmp_path, f"""
+        import os, time
+        from mpifutures import PoolExecutor
+        def touch(i):
+            time.sleep(0.5)
+            open(os.path.join({str(tmp_path)!r}, f"done{{i}}"), "w").close()
+        pool = PoolExecutor({'max_workers=2' if how == 'spawn' else ''})
+        for i in range(4):
+            pool.submit(touch, i)
+        pool.shutdown(wait=False)
+        print("script ends", flush=True)
+    """)
+    if how == "spawn":
+        r = run([sys.executable, path], timeout=60, env=ENV)
+    else:
+        r = mpiexec(3, ["-m", "mpifutures", path], timeout=60, env=ENV)
+    assert r.returncode == 0 and "script ends" in r.stdout, r
+    assert sorted(p.name for p in tmp_path.glob("done*")) == [f"done{i}" for i in range(4)], r
+
+
 def test_spawn_failure_says_what_to_do_instead():
     class FakeMPI:
         class Exception(Exception):
