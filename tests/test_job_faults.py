@@ -35,9 +35,9 @@ def test_a_dying_worker_ends_the_job_and_names_rank_and_task(fault, expect):
         from tests import faults
         Executor().submit(faults.{fault}).result(timeout=60)
     """)
-    assert not r.timed_out and r.returncode != 0, r
+    assert not r.timed_out and r.returncode != 0, str(r)  # str: the whole output, stacks too
     assert time.monotonic() - start < 30
-    assert re.search(expect, r.stderr), r
+    assert re.search(expect, r.stderr), str(r)
 
 
 def _running(p):
