@@ -152,6 +152,26 @@ def install_signal_handlers(rank: int) -> None:
         signal.signal(signal.SIGTERM, _disregard)
 
 
+def run_reported(path: str, kind: str, target: str, args: list[str]) -> int:
+    """:func:`run_target` inside a performance report written to ``path``; never raises, so
+    that the workers are always stopped afterwards."""
+    if not _writable(path):
+        sys.stderr.write(f"mpifutures: cannot write the report to {path!r} (no such "
+                         "directory, or no permission); fix --report, the script did not run.\n")
+        return 2
+    code = 1
+    try:
+        from .diagnostics import performance_report
+
+        with performance_report(path, executor=None):
+            code = run_target(kind, target, args)
+    except Exception:  # noqa: BLE001 - writing the report failed
+        traceback.print_exc()
+        sys.stderr.write(f"mpifutures: the performance report {path!r} could not be written.\n")
+        code = code or 1
+    return code
+
+
 def _writable(path: str) -> bool:
     """Whether a file can be created at ``path`` (its directory exists and is writable)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -198,22 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             MPI.COMM_WORLD.Abort(1)
         return 0
     scheduler = launch.start_scheduler(comm, config, "launcher")
-    if opts.report and not _writable(opts.report):
-        sys.stderr.write(f"mpifutures: cannot write the report to {opts.report!r} (no such "
-                         "directory, or no permission); fix --report, the script did not run.\n")
-        code = 2
-    elif opts.report:
-        code = 1
-        try:  # whatever happens here, the workers must be stopped below
-            from .diagnostics import performance_report
-
-            with performance_report(opts.report, executor=None):
-                code = run_target(kind, target, args)
-        except Exception:  # noqa: BLE001 - writing the report failed
-            traceback.print_exc()
-            sys.stderr.write(f"mpifutures: the performance report {opts.report!r} could not be "
-                             "written.\n")
-            code = code or 1
+    if opts.report:
+        code = run_reported(opts.report, kind, target, args)
     else:
         code = run_target(kind, target, args)
     sys.stdout.flush()

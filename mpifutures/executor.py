@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
 from .events import CancelRequested, DataScattered, KeepRequested, RetryRequested, TaskSubmitted
-from .future import Future, check_timeout, wait_ended
+from .future import Future, check_timeout
+from .hooks import wait_ended
 from .serialize import dumps, dumps_args, functions, loads, value_nbytes
-from .structure import SKIP, rebuild, walk
+from .options import integer, ranks
+from .structure import SKIP, rebuild, same_sequence, walk
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class Executor:
         self._check_open(name)
         if not callable(fn):
             raise TypeError(f"{name} needs a callable, not {type(fn).__qualname__}: {fn!r}")
-        if batch_size is not None and _integer("batch_size", batch_size) < 1:
+        if batch_size is not None and integer("batch_size", batch_size) < 1:
             raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
         task_keys = self._map_keys(key)
         if batch_size is None:
@@ -173,12 +175,12 @@ class Executor:
                 and type(priority) is int and type(retries) is int:
             return _DEFAULT_OPTIONS  # most submits: skip the checks and the new dict
         if workers is not None:
-            workers = _ranks(workers)
+            workers = ranks(workers)
             bad = [w for w in workers if w not in self._cluster.workers]
             if bad or not workers:
                 raise ValueError(f"workers={list(workers)} names no worker rank; the workers "
                                  f"are ranks {list(self._cluster.workers)}")
-        priority, retries = _integer("priority", priority), _integer("retries", retries)
+        priority, retries = integer("priority", priority), integer("retries", retries)
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         return {"workers": workers, "loose": bool(loose), "priority": priority,
@@ -255,7 +257,7 @@ class Executor:
             shape: Callable = lambda fs: {k: f for (k, _), f in zip(items, fs)}  # noqa: E731
         elif isinstance(data, (list, tuple)):
             items = list(enumerate(data))
-            shape = _same_sequence(data)
+            shape = same_sequence(data)
         else:
             items = [(None, data)]
             shape = operator.itemgetter(0)
@@ -489,42 +491,6 @@ class Executor:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<mpifutures.Executor {state} workers={len(self._cluster.workers)}>"
-
-
-def _integer(name: str, value: Any) -> int:
-    """``value`` as an int (numpy integers too); TypeError for anything else, bools included."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, not {value!r}") from None
-
-
-def _ranks(workers: Any) -> tuple[int, ...]:
-    """``workers=`` as a tuple of ranks: one rank or an iterable of them."""
-    try:
-        return (_integer("workers", workers),)
-    except TypeError:
-        pass
-    try:
-        if isinstance(workers, (str, bytes)):
-            raise TypeError
-        return tuple(_integer("workers", w) for w in workers)
-    except TypeError:
-        raise TypeError(f"workers must be a worker rank or a list of ranks (ints), not "
-                        f"{workers!r}") from None
-
-
-def _same_sequence(data: Sequence) -> Callable[[list], Sequence]:
-    """How to put futures back into a sequence of ``data``'s type: a list, a tuple or a
-    namedtuple keeps its type; another subclass becomes a plain list or tuple."""
-    kind = type(data)
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return lambda fs: kind(*fs)
-    if kind in (list, tuple):
-        return kind
-    return list if isinstance(data, list) else tuple
 
 
 class _Prefix(str):

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import ExecutorClosedError
 from .executor import Executor
-from .future import Future, check_timeout, when_done
+from .future import Future, check_timeout
+from .hooks import when_done
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:

@@ -55,7 +55,8 @@ class _Counter:
         self.total = len(futures)
         self.counts = dict.fromkeys(FINAL_STATES, 0)
         self.cond = threading.Condition()
-        from .future import Future, when_done  # here: workers import this module, not futures
+        from .future import Future  # here: workers import this module, not futures
+        from .hooks import when_done
 
         for f in futures:
             if isinstance(f, Future):  # told at once, not behind (slow) user done-callbacks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 #: returned by a leaf function to leave that item out of its container
 SKIP = object()
@@ -38,3 +38,14 @@ def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
         pairs = ((k, rebuild(v, leaf, value)) for k, v in obj.items())
         return type(obj)((k, v) for k, v in pairs if v is not SKIP)
     return obj
+
+
+def same_sequence(data: Sequence) -> Callable[[list], Sequence]:
+    """How to put futures back into a sequence of ``data``'s type: a list, a tuple or a
+    namedtuple keeps its type; another subclass becomes a plain list or tuple."""
+    kind = type(data)
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return lambda fs: kind(*fs)
+    if kind in (list, tuple):
+        return kind
+    return list if isinstance(data, list) else tuple

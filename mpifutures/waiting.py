@@ -8,7 +8,8 @@ import time
 from collections import deque
 from typing import Any, Iterable, Iterator, Optional
 
-from .future import check_timeout, when_done
+from .future import check_timeout
+from .hooks import when_done
 
 FIRST_COMPLETED = cf.FIRST_COMPLETED
 FIRST_EXCEPTION = cf.FIRST_EXCEPTION
