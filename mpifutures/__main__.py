@@ -144,12 +144,22 @@ def install_signal_handlers(rank: int) -> None:
 
     Workers use a handler that does nothing rather than ``SIG_IGN``: an ignored signal stays
     ignored in every program a task starts (``subprocess``, a spawned ``multiprocessing``
-    pool), which then cannot be terminated; a handler is reset to the default at ``exec``."""
+    pool), which then cannot be terminated; a handler is reset to the default at ``exec``,
+    and a child forked without ``exec`` gets Python's defaults back at the fork."""
     if rank == 0:
         signal.signal(signal.SIGTERM, _interrupt)
     else:
         signal.signal(signal.SIGINT, _disregard)
         signal.signal(signal.SIGTERM, _disregard)
+        os.register_at_fork(after_in_child=_default_signal_handlers)
+
+
+def _default_signal_handlers() -> None:
+    """In a child a task forked: SIGINT and SIGTERM act as in any Python program again."""
+    if signal.getsignal(signal.SIGINT) is _disregard:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is _disregard:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_reported(path: str, kind: str, target: str, args: list[str]) -> int:

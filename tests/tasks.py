@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -223,6 +224,20 @@ def fork_a_child_that_exits(code):
     pid = os.fork()
     if pid == 0:
         os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def fork_a_child_that_terminates_itself():
+    """Fork; the child checks SIGINT raises KeyboardInterrupt (else exit 2), sends itself
+    SIGTERM and would leave with 0 five seconds later; return its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            os._exit(2)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        os._exit(0)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 

@@ -262,6 +262,15 @@ def test_a_forked_child_of_a_task_leaving_by_os_exit_is_not_reported_as_the_work
     assert "called os._exit" not in r.stderr, r
 
 
+def test_a_forked_child_of_a_task_gets_the_default_signal_handlers_back():
+    r = launch(3, """
+        from mpifutures import Executor
+        from tests import tasks
+        print("child status", Executor().submit(tasks.fork_a_child_that_terminates_itself).result(30))
+    """, env={"PYTHONPATH": ROOT})
+    assert r.returncode == 0 and "child status -15" in r.stdout, r  # ended by its SIGTERM
+
+
 def test_task_stream_and_report_give_up_on_a_worker_that_cannot_answer(tmp_path):
     report = str(tmp_path / "r.html")
     r = launch(3, f"""
