@@ -316,19 +316,25 @@ class Executor:
                            else f.result())
         return None if gathered is SKIP else gathered  # a single future that failed
 
-    def run(self, fn: Callable, /, *args: Any, **kwargs: Any) -> dict[int, Any]:
+    def run(self, fn: Callable, /, *args: Any, timeout: Optional[float] = None,
+            **kwargs: Any) -> dict[int, Any]:
         """Call ``fn(*args, **kwargs)`` once on every worker now; return ``{rank: result}``.
 
-        It runs on each worker's message loop, between tasks: keep it short.
+        It runs on each worker's message loop, between tasks: keep it short. ``timeout``
+        bounds the wait (TimeoutError naming the workers that did not answer; the call still
+        runs on them later); it is not passed to ``fn`` (use :func:`functools.partial` for a
+        keyword of that name).
         """
         self._check_open("run")
+        timeout = check_timeout(timeout)
         if not callable(fn):
             raise TypeError(f"run needs a callable, not {type(fn).__qualname__}: {fn!r}")
         token, fn_bytes = functions.dumps(fn)
         payload, deps = dumps_args(args, kwargs)
         if deps:
             raise TypeError("run does not take futures as arguments; pass their results")
-        replies = self._cluster.call(token + keymod.unique_key("run"), fn_bytes, payload)
+        replies = self._cluster.call(token + keymod.unique_key("run"), fn_bytes, payload,
+                                     timeout)
         out = {}
         for rank in sorted(replies):
             ok, value = replies[rank]

@@ -119,6 +119,9 @@ def test_run_calls_every_worker(executor):
     hosts = executor.run(tasks.hostname)
     assert sorted(hosts) == sorted(executor.workers)
     assert executor.run(tasks.add, 1, y=2) == {r: 3 for r in executor.workers}
+    assert executor.run(dict, a=1, timeout=10) == {r: {"a": 1} for r in executor.workers}
+    with pytest.raises(ValueError, match="timeout"):
+        executor.run(dict, timeout=-1)
     with pytest.raises(ValueError, match="from run"):
         executor.run(tasks.fail, "from run")
     assert executor.workers == hosts

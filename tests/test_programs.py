@@ -271,7 +271,7 @@ def test_a_forked_child_of_a_task_gets_the_default_signal_handlers_back():
     assert r.returncode == 0 and "child status -15" in r.stdout, r  # ended by its SIGTERM
 
 
-def test_task_stream_and_report_give_up_on_a_worker_that_cannot_answer(tmp_path):
+def test_task_stream_run_and_report_give_up_on_a_worker_that_cannot_answer(tmp_path):
     report = str(tmp_path / "r.html")
     r = launch(3, f"""
         import math, time, mpifutures
@@ -285,12 +285,19 @@ def test_task_stream_and_report_give_up_on_a_worker_that_cannot_answer(tmp_path)
                 ex.get_task_stream(timeout=0.2)
             except TimeoutError as e:
                 print("stream:", e)
+            try:
+                ex.run(abs, -1, timeout=0.2)
+            except TimeoutError as e:
+                print("run:", e)
         print("report written while busy", not busy.done())
         busy.result()
+        print("run after", ex.run(dict, timeout=30, a=1))
         print("kept", sorted({{r["prefix"] for r in ex.get_task_stream()}}))
     """, env={"MPIFUTURES_SHUTDOWN_TIMEOUT": "0.3"}, timeout=120)
     assert r.returncode == 0, r
     assert re.search(r"stream: worker ranks \[\d\] did not answer within 0.2 s", r.stdout), r
+    assert re.search(r"run: worker ranks \[\d\] did not answer within 0.2 s", r.stdout), r
+    assert "run after {1: {'a': 1}, 2: {'a': 1}}" in r.stdout, r
     assert "report written while busy True" in r.stdout, r
     assert "lacks some tasks" in r.stderr and os.path.getsize(report) > 1000, r
     # The records that came with answers after the timeouts are kept (factorial's may not
