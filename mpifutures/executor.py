@@ -426,22 +426,32 @@ class Executor:
         the ones that have not finished. With ``wait=False`` the tasks still pending lose
         their last claim and are cancelled, and so are their futures.
         """
-        self._shutdown(wait, cancel_futures, settle=False)
+        self._shutdown(wait, cancel_futures, keep=False)
 
-    def _shutdown(self, wait: bool, cancel_futures: bool, settle: bool) -> None:
-        """``settle``: with ``wait=False``, let pending tasks finish (and fetch their
-        values) on a background thread before the session's data is released."""
+    def _shutdown(self, wait: bool, cancel_futures: bool, keep: bool) -> None:
+        """``keep`` (a :class:`~mpifutures.PoolExecutor`): results stay readable afterwards,
+        as in the standard library's pools. The session is then not released at once: each
+        future's garbage collection releases its key. Where this executor owns its workers
+        (spawn mode), which leave at close, every live value is brought to rank 0 first.
+        With ``wait=False`` that waiting happens on a thread the job's end waits for."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        pending = [f for f in self._cluster.registry.futures_of(self) if not f.done()]
+        live = self._cluster.registry.futures_of(self)
+        pending = [f for f in live if not f.done()]
         if cancel_futures and pending:
             self._cancel(pending)
             for f in pending:
                 f._cancel_locally()
-        elif pending and not wait and settle:
-            thread = threading.Thread(target=self._settle_then_close, args=(pending,),
+            pending = []
+        if keep:
+            fetch = self._owns_cluster
+            todo = [f for f in live if not f.cancelled()] if fetch else pending
+            if wait or not todo:
+                self._settle(todo, fetch)
+                return
+            thread = threading.Thread(target=self._settle, args=(todo, fetch),
                                       name="mpifutures-shutdown", daemon=True)
             _settling.add(thread)
             thread.start()
@@ -453,9 +463,13 @@ class Executor:
             for f in pending:
                 f._cancel_locally()
 
-    def _settle_then_close(self, pending: list[Future]) -> None:
+    def _settle(self, futures: list[Future], fetch: bool) -> None:
+        """Wait for ``futures`` (``fetch``: bring their values to rank 0, then close)."""
         try:
-            for f in pending:
+            if not fetch:
+                cf.wait(futures)
+                return
+            for f in futures:
                 try:
                     f.result()  # brought to rank 0 while the session still holds it
                 except BaseException:  # noqa: BLE001 - the future keeps its own error

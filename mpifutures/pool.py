@@ -96,6 +96,8 @@ class PoolExecutor(cf.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; ``wait`` for pending calls, or cancel them first.
 
-        With ``wait=False`` pending calls still run and their results stay readable.
+        As in the standard library, every call not cancelled runs (also with ``wait=False``)
+        and every result stays readable afterwards: a call's data is released when its
+        future is garbage-collected.
         """
-        self._executor._shutdown(wait, cancel_futures, settle=True)
+        self._executor._shutdown(wait, cancel_futures, keep=True)

@@ -83,17 +83,30 @@ def test_spawn_mode_spawns_and_shutdown_ends_the_workers(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["spawn", "launcher"])
-def test_a_pool_shut_down_without_waiting_finishes_its_calls_before_the_job_ends(tmp_path, how):
+def test_a_pool_runs_every_call_and_keeps_every_result_after_shutdown(tmp_path, how):
     path = script(tmp_path, f"""
         import os, time
         from mpifutures import PoolExecutor
         def touch(i):
             time.sleep(0.5)
             open(os.path.join({str(tmp_path)!r}, f"done{{i}}"), "w").close()
+        def big(n):
+            return bytes(n)
         pool = PoolExecutor({'max_workers=2' if how == 'spawn' else ''})
         for i in range(4):
             pool.submit(touch, i)
         pool.shutdown(wait=False)
+        # Results stay readable after shutdown (these are too big to come with the reply).
+        with PoolExecutor({'max_workers=2' if how == 'spawn' else ''}) as pool:
+            done = pool.submit(big, 100_000)
+            done.result()
+            fs = [pool.submit(big, 100_000) for _ in range(3)]
+            results = pool.map(big, [50_000] * 3)
+        print("read after", len(done.result()), [len(f.result()) for f in fs], list(map(len, results)))
+        with PoolExecutor({'max_workers=2' if how == 'spawn' else ''}) as pool:
+            fs = [pool.submit(big, 100_000) for _ in range(2)]
+            pool.shutdown(wait=False)
+        print("read after wait=False", [len(f.result()) for f in fs])
         print("script ends", flush=True)
     """)
     if how == "spawn":
@@ -101,6 +114,8 @@ def test_a_pool_shut_down_without_waiting_finishes_its_calls_before_the_job_ends
     else:
         r = mpiexec(3, ["-m", "mpifutures", path], timeout=60, env=ENV)
     assert r.returncode == 0 and "script ends" in r.stdout, r
+    assert "read after 100000 [100000, 100000, 100000] [50000, 50000, 50000]" in r.stdout, r
+    assert "read after wait=False [100000, 100000]" in r.stdout, r
     assert sorted(p.name for p in tmp_path.glob("done*")) == [f"done{i}" for i in range(4)], r
 
 
