@@ -28,6 +28,9 @@ _FINISHED, _PENDING = cf._base.FINISHED, cf._base.PENDING
 _CANCELLED = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
 _ENDED = (*_CANCELLED, _FINISHED)
 _LAZY = threading.Lock()  # makes conditions, and resolves futures that have none
+#: once a task has finished, its value gets at least this many seconds to arrive from its
+#: owner, whatever is left of a ``result(timeout)`` (a finished future's result is no wait)
+VALUE_GRACE = 60.0
 _STATUS = {cf._base.PENDING: "pending", cf._base.RUNNING: "pending",
            cf._base.CANCELLED: "cancelled", cf._base.CANCELLED_AND_NOTIFIED: "cancelled"}
 
@@ -117,7 +120,9 @@ class KeyRecord:
             ready = self.loaded or self.payload is not None or self.error is not None
             arrived = self.arrived
         if not ready and arrived is not None and not arrived.wait(timeout):
-            raise cf.TimeoutError(f"the value of {self.key!r} did not arrive within {timeout} s")
+            raise cf.TimeoutError(f"the task {self.key!r} finished, but its value did not arrive "
+                                  f"within {timeout} s; its owner rank may be inside a task "
+                                  "that holds the GIL: try again later")
         with self.lock:
             if self.loaded:
                 return self.value
@@ -234,8 +239,12 @@ class Future(cf.Future):
     def result(self, timeout: Optional[float] = None) -> Any:
         """Wait for the task and return its value (fetched from its owner rank).
 
+        ``timeout`` bounds the wait for the task to finish, as in ``concurrent.futures``;
+        once it has, fetching its value may take up to ``VALUE_GRACE`` (60) seconds more.
+
         Raises:
-            TimeoutError: not finished (and fetched) within ``timeout`` seconds.
+            TimeoutError: not finished within ``timeout`` seconds, or finished but its value
+                did not arrive within the grace period.
             CancelledError: the task was cancelled.
             Exception: the task's own exception, remote traceback as ``__cause__``.
         """
@@ -254,7 +263,7 @@ class Future(cf.Future):
             raise value.build()
         if value is not _REMOTE:
             return value
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        left = None if deadline is None else max(VALUE_GRACE, deadline - time.monotonic())
         return self._record.get(self._executor._fetch, left)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:

@@ -45,6 +45,7 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
         self._with_results = with_results
         self._cond = threading.Condition()
         self._ready: deque = deque()
+        self._ready_ids: set[int] = set()  # so that a future is queued once
         self._waiting: dict = {}  # id -> (future, disarm its hook): keeps pending ones alive
         for f in fs:
             self.add(f)
@@ -54,8 +55,8 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
         if not isinstance(future, cf.Future):
             raise TypeError(f"as_completed takes futures, not {future!r}")
         with self._cond:
-            if id(future) in self._waiting:
-                return
+            if id(future) in self._waiting or id(future) in self._ready_ids:
+                return  # already to be yielded (once)
             self._waiting[id(future)] = (future, None)
         # Not a done-callback: those run one after another on the callback thread, where a
         # slow user callback would hold this loop up.
@@ -72,6 +73,7 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
     def _done(self, future: cf.Future, outcome: str) -> None:
         with self._cond:
             self._ready.append(future)
+            self._ready_ids.add(id(future))
             self._waiting.pop(id(future), None)
             self._cond.notify_all()
 
@@ -97,16 +99,21 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
                 future = None
             else:
                 future = self._ready.popleft()
+                self._ready_ids.discard(id(future))
         if future is None:  # past the deadline: every later call ends here too
             self._disarm()  # outside our lock: a hook takes it under the future's lock
             raise cf.TimeoutError(f"{unfinished} futures unfinished after timeout")
         if self._with_results:
+            if future.cancelled() or future.exception(0) is not None:
+                return future, future.result(0)  # raises the task's own exception, once
             left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
             try:
                 return future, future.result(left)
             except cf.TimeoutError:  # its value did not arrive in time: yield it next time
                 with self._cond:
-                    self._ready.appendleft(future)
+                    if id(future) not in self._ready_ids:
+                        self._ready.appendleft(future)
+                        self._ready_ids.add(id(future))
                 raise
         return future
 

@@ -245,3 +245,7 @@ def fork_a_child_that_terminates_itself():
 def slow_fail(delay, message):
     time.sleep(delay)
     raise ValueError(message)
+
+
+def raise_timeout(message):
+    raise TimeoutError(message)

@@ -415,3 +415,41 @@ def test_gather_raising_early_and_timed_out_as_completed_keep_nothing_alive(exec
             gc.enable()
     finally:
         open(gate, "w").close()
+
+
+def test_a_finished_future_returns_its_value_whatever_the_timeout(executor):
+    import mpifutures
+
+    f = executor.submit(tasks.big, 50_000, pure=False)  # too big to come with the reply
+    mpifutures.wait([f], timeout=30)
+    assert f.done() and len(f.result(timeout=0)) == 50_000  # finished: no wait, as in cf
+    with mpifutures.PoolExecutor(cluster=executor._cluster) as pool:
+        results = pool.map(tasks.big, [50_000] * 3, timeout=0.5)
+        assert len(next(results)) == 50_000
+        time.sleep(0.7)  # past the map's timeout, but every call has finished
+        assert [len(r) for r in results] == [50_000, 50_000]
+
+
+def test_as_completed_raises_a_task_timeout_error_once_and_yields_each_future_once(executor):
+    import mpifutures
+
+    bad = executor.submit(tasks.raise_timeout, "from the task", pure=False)
+    good = executor.submit(tasks.inc, 1, pure=False)
+    mpifutures.wait([bad, good], timeout=30)
+    ac = mpifutures.as_completed([bad, good, bad], with_results=True)
+    outcomes = []
+    for _ in range(5):
+        try:
+            outcomes.append(next(ac)[1])
+        except StopIteration:
+            break
+        except TimeoutError as e:
+            outcomes.append(str(e))
+    assert sorted(outcomes, key=str) == [2, "from the task"]
+    slow = executor.submit(tasks.sleep, 0.3, pure=False)
+    assert list(mpifutures.as_completed([slow, slow], timeout=30)) == [slow]
+    ac = mpifutures.as_completed([good])
+    assert next(ac) is good
+    ac.add(good)  # added again after it was yielded: yielded again
+    ac.add(good)
+    assert list(ac) == [good]
