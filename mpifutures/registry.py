@@ -132,8 +132,12 @@ class Registry:
                     f._cancel_locally()
 
     def reset(self, key: str) -> None:
-        """Make the failed or cancelled futures of ``key`` pending again (for a retry)."""
+        """Make the failed or cancelled futures of ``key`` pending again (for a retry).
+
+        They count as made now: a cancellation posted before the retry, and resolved after
+        it, leaves them pending (see :meth:`mark_cancel`)."""
         for future in self.handles(key):
+            future._serial = next(self._serials)
             future._reset()
         record = self.records.get(key)
         if record is not None:

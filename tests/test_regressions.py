@@ -453,3 +453,11 @@ def test_as_completed_raises_a_task_timeout_error_once_and_yields_each_future_on
     ac.add(good)  # added again after it was yielded: yielded again
     ac.add(good)
     assert list(ac) == [good]
+
+
+def test_a_retry_right_after_a_cancel_runs_the_task_for_the_future(executor):
+    for i in range(10):
+        f = executor.submit(tasks.sleep, 0.01, pure=False)
+        f.cancel()
+        f.retry()  # the cancel may not have reached the scheduler yet
+        assert f.result(timeout=30) == 0.01, i
