@@ -160,6 +160,10 @@ class Worker:
     def _on_run(self, source: int, msg: tuple) -> None:
         task = _Task(msg)
         self.pending[task.key] = task  # replaces an older attempt, whose outcome is dropped
+        # A value kept from an older attempt is stale (the scheduler sends a task only where
+        # nobody holds its key): drop it, so that neither a dependent nor a leak keeps it.
+        self.store.pop(task.key, None)
+        self.payloads.pop(task.key, None)
         for key, owner in task.deps:
             if key in self.store:
                 continue

@@ -461,3 +461,25 @@ def test_a_retry_right_after_a_cancel_runs_the_task_for_the_future(executor):
         f.cancel()
         f.retry()  # the cancel may not have reached the scheduler yet
         assert f.result(timeout=30) == 0.01, i
+
+
+def test_a_cancelled_attempt_leaves_no_stale_value_on_its_worker(executor):
+    import uuid
+
+    rank, key = min(executor.workers), f"stale-{uuid.uuid4().hex}"
+    first = executor.submit(tasks.sleep, 0.3, key=key, workers=[rank])
+    time.sleep(0.1)  # running on its worker
+    blocker = threading.Thread(target=executor._cluster.query, args=(lambda s: time.sleep(1.0),))
+    blocker.start()  # the scheduler handles the next requests after attempt 1 finished
+    time.sleep(0.1)
+    first.cancel()
+    second = executor.submit(tasks.sleep, 0.3, key=key, workers=[rank])  # same key and worker
+    blocker.join()
+    time.sleep(0.1)
+    second.cancel()  # before attempt 2 finishes: nobody holds the key any more
+    del first, second
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while key in executor.run(tasks.stored_keys)[rank] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert key not in executor.run(tasks.stored_keys)[rank]
