@@ -252,19 +252,24 @@ class Future(cf.Future):
             return self._record.value  # set once, before ``loaded``, and never changed
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        # _REMOTE is only ever set by a successful finish, never undone: no Condition needed
         try:
-            value = _REMOTE if self._result is _REMOTE else super().result(timeout)
-        except cf.TimeoutError:
-            raise self._not_yet(timeout) from None
-        except Unbuilt as unbuilt:
-            value = unbuilt  # raised below, outside this handler, so no chained context
-        if isinstance(value, Unbuilt):
-            raise value.build()
-        if value is not _REMOTE:
-            return value
-        left = None if deadline is None else max(VALUE_GRACE, deadline - time.monotonic())
-        return self._record.get(self._executor._fetch, left)
+            # _REMOTE is only ever set by a successful finish, never undone: no Condition needed
+            try:
+                value = _REMOTE if self._result is _REMOTE else super().result(timeout)
+            except cf.TimeoutError:
+                raise self._not_yet(timeout) from None
+            except Unbuilt as unbuilt:
+                value = unbuilt  # raised below, outside this handler, so no chained context
+            if isinstance(value, Unbuilt):
+                raise value.build()
+            if value is not _REMOTE:
+                return value
+            left = None if deadline is None else max(VALUE_GRACE, deadline - time.monotonic())
+            return self._record.get(self._executor._fetch, left)
+        finally:
+            # A raised exception's traceback holds this frame, and the future holds the
+            # exception: without this, failed futures would wait for the cycle collector.
+            self = value = None  # noqa: F841
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         """Wait for the task and return its exception, or None if it succeeded."""

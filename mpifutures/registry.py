@@ -67,7 +67,10 @@ class Registry:
         future._ref.session = session
 
     def release(self, future: Future) -> Optional[tuple]:
-        """Disarm the future and forget it; return the decref to post (None if unarmed)."""
+        """Disarm the future and forget it; return the decref to post (None if unarmed).
+
+        The key's record goes with its last future (a future never posted, e.g. of a ``map``
+        that failed part way, has no decref that would drop it later)."""
         with self.lock:
             claim = future._ref
             session, claim.session = claim.session, None
@@ -75,6 +78,8 @@ class Registry:
             record = future._record
             if claim in record.handles:
                 record.handles.remove(claim)
+            if self.records.get(claim.key) is record and _all_dead(record.handles):
+                del self.records[claim.key]
         return item
 
     def get(self, key: str) -> Optional[KeyRecord]:

@@ -261,6 +261,8 @@ class Scheduler:
             if counts[key] > 0:
                 return
             del counts[key]
+            if not counts:  # an executor dropped without shutdown() leaves nothing behind
+                del self.refs[session]
             events.append(FutureReleased(key, session))
         self._released.append(key)
 

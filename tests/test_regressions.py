@@ -483,3 +483,34 @@ def test_a_cancelled_attempt_leaves_no_stale_value_on_its_worker(executor):
     while key in executor.run(tasks.stored_keys)[rank] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert key not in executor.run(tasks.stored_keys)[rank]
+
+
+def test_failed_maps_dropped_executors_and_failed_futures_leave_no_bookkeeping(executor):
+    import weakref
+
+    from mpifutures import SerializationError
+
+    cluster = executor._cluster
+    records = len(cluster.registry.records)
+    for _ in range(5):  # the third item cannot be pickled: the map fails part way
+        with pytest.raises(SerializationError):
+            executor.map(tasks.inc, [1, 2, threading.Lock()], pure=False)
+    assert len(cluster.registry.records) == records
+    sessions = len(cluster.query(lambda s: s.refs))
+    for i in range(5):  # dropped without shutdown(): their futures' collection releases all
+        assert Executor(cluster=cluster).submit(tasks.inc, i, pure=False).result(10) == i + 1
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while len(cluster.query(lambda s: s.refs)) > sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(cluster.query(lambda s: s.refs)) == sessions
+    f = executor.submit(tasks.fail, "x", pure=False)
+    with pytest.raises(ValueError):
+        f.result(10)
+    gc.disable()  # only references, not the cycle collector, may free it
+    try:
+        ref = weakref.ref(f)
+        del f
+        assert ref() is None
+    finally:
+        gc.enable()
