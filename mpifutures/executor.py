@@ -287,7 +287,8 @@ class Executor:
 
         ``futures`` may be a future or a list, tuple, set or dict (nested) of futures; any
         other item raises TypeError. With ``errors="skip"``, failed and cancelled futures
-        are left out of lists (and dicts); a single one gives None.
+        are left out of their containers (a namedtuple missing some becomes a plain tuple);
+        a single one gives None.
         """
         self._check_open("gather")
         if errors not in ("raise", "skip"):

@@ -33,7 +33,9 @@ def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = [v for v in (value(i) if isinstance(i, leaf) else rebuild(i, leaf, value)
                              for i in obj) if v is not SKIP]
-        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+        if hasattr(obj, "_fields"):  # a namedtuple; one that lost items is a plain tuple
+            return type(obj)(*items) if len(items) == len(obj) else tuple(items)
+        return type(obj)(items)
     if isinstance(obj, dict):
         pairs = ((k, rebuild(v, leaf, value)) for k, v in obj.items())
         return type(obj)((k, v) for k, v in pairs if v is not SKIP)

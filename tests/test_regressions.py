@@ -514,3 +514,13 @@ def test_failed_maps_dropped_executors_and_failed_futures_leave_no_bookkeeping(e
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_gather_skip_on_a_namedtuple_with_a_failure_gives_a_plain_tuple(executor):
+    import collections
+
+    Pair = collections.namedtuple("Pair", "a b")
+    ok, bad = executor.submit(tasks.inc, 1, pure=False), executor.submit(tasks.fail, pure=False)
+    assert executor.gather(Pair(ok, bad), errors="skip") == (2,)
+    assert executor.gather(Pair(ok, ok), errors="skip") == Pair(2, 2)
+    assert type(executor.gather(Pair(ok, ok), errors="skip")) is Pair
