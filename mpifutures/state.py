@@ -192,7 +192,10 @@ class SchedulerState:
         task = TaskState(ev.key, None, (), next(self._seq))
         self.tasks[ev.key] = task
         task.status, task.nbytes = "memory", ev.nbytes
-        task.holders, task.expected = {ev.workers[0]}, set(ev.workers[1:])
+        # The first worker counts as a holder (fetches sent there queue behind the data), but
+        # the future waits for its confirmation too: a peer's request for the data may reach
+        # that worker before the data has (MPI orders messages per sender only).
+        task.holders, task.expected = {ev.workers[0]}, set(ev.workers)
         task.clients = _with(task.clients, ev.client)
         self._resolve_scattered(task)
 

@@ -86,7 +86,7 @@ def test_task_goes_to_the_worker_holding_most_input_bytes(state):
 
 
 def test_ties_go_to_the_least_loaded_worker(state):
-    state.handle(DataScattered("d", (1, 2), 100), ReplicaStored("d", 2))
+    state.handle(DataScattered("d", (1, 2), 100), ReplicaStored("d", 2), ReplicaStored("d", 1))
     state.handle(submit("busy", workers=(1,)))
     out = state.handle(submit("t", "d"))
     assert out == [Dispatch(2, "t", "spec-t", (("d", 2),))]
@@ -140,8 +140,17 @@ def test_copies_fetched_by_a_worker_are_freed_too(state):
 def test_broadcast_copies_count_once_confirmed(state):
     assert state.handle(DataScattered("d", (1, 2), 100)) == []
     assert state.who_has("d") == (1,)
-    assert state.handle(ReplicaStored("d", 2)) == [ResolveFuture("d", "memory")]
+    assert state.handle(ReplicaStored("d", 2)) == []  # the first copy is not confirmed yet
     assert state.who_has("d") == (1, 2)
+    assert state.handle(ReplicaStored("d", 1)) == [ResolveFuture("d", "memory")]
+
+
+def test_scattered_data_is_done_once_its_worker_confirms_it(state):
+    # Until then a peer's request for it could reach that worker before the data does.
+    assert state.handle(DataScattered("d", (1,), 100)) == []
+    assert state.who_has("d") == (1,)  # fetches from rank 0 queue behind the data
+    assert state.handle(ReplicaStored("d", 1)) == [ResolveFuture("d", "memory")]
+    assert not state.awaiting_workers()
 
 
 def test_a_stale_attempt_never_frees_the_current_copy(state):
@@ -228,6 +237,6 @@ def test_awaiting_workers_while_a_task_runs_or_a_copy_is_unconfirmed(state):
     state.handle(TaskFinished("a", 1, 8))
     assert not state.awaiting_workers()
     state.handle(DataScattered("d", (1, 2), 100))
-    assert state.awaiting_workers()  # rank 2's copy is not confirmed yet
-    state.handle(ReplicaStored("d", 2))
+    assert state.awaiting_workers()  # the copies are not confirmed yet
+    state.handle(ReplicaStored("d", 2), ReplicaStored("d", 1))
     assert not state.awaiting_workers()
