@@ -524,3 +524,19 @@ def test_gather_skip_on_a_namedtuple_with_a_failure_gives_a_plain_tuple(executor
     assert executor.gather(Pair(ok, bad), errors="skip") == (2,)
     assert executor.gather(Pair(ok, ok), errors="skip") == Pair(2, 2)
     assert type(executor.gather(Pair(ok, ok), errors="skip")) is Pair
+
+
+def test_cancelling_in_one_executor_leaves_another_executors_same_task_running(executor):
+    other = Executor(cluster=executor._cluster)
+    try:
+        with pytest.raises(KeyError):
+            with Executor(cluster=executor._cluster) as ex1:  # leaves with cancel_futures
+                mine = ex1.submit(tasks.sleep, 0.3)  # pure: the same key as below
+                theirs = other.submit(tasks.sleep, 0.3)
+                raise KeyError("leave the block")
+        assert mine.cancelled() and theirs.result(10) == 0.3
+        mine, theirs = other.submit(tasks.sleep, 0.31), executor.submit(tasks.sleep, 0.31)
+        assert theirs.cancel() and theirs.cancelled()
+        assert mine.result(10) == 0.31
+    finally:
+        other.shutdown()
