@@ -239,35 +239,94 @@ def _find_unpicklable(args: tuple, kwargs: dict) -> tuple[str, Any]:
     return "an argument", (args, kwargs)
 
 
-def _pickle_function(fn: Callable) -> bytes:
-    """By reference with plain pickle when the workers can import it, else cloudpickle."""
+def _pickle_function(fn: Callable) -> tuple[bytes, bool]:
+    """``(pickle, by_value)``: by reference with plain pickle when the workers can import
+    ``fn``, else by value with cloudpickle."""
     if not _by_value_modules():
         try:
             data = pickle.dumps(fn, protocol=_PROTOCOL)
             if b"__main__" not in data:
-                return data
+                return data, False
         except Exception:  # noqa: BLE001 - lambdas, closures, ...: cloudpickle handles them
             pass
     import cloudpickle
 
-    return cloudpickle.dumps(fn, protocol=_PROTOCOL)
+    return cloudpickle.dumps(fn, protocol=_PROTOCOL), True
+
+
+_MISSING = object()
+
+
+class _Captured:
+    """What a by-value pickle of a function took along that the program can rebind later:
+    the globals its code names (also those of the functions it calls from the same
+    module), its defaults and its closure cells. ``current()`` tells whether all of them are
+    still the same objects (a changed global makes the cached pickle stale)."""
+
+    __slots__ = ("names", "values", "cells", "contents", "fn", "defaults")
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.defaults = fn, (fn.__defaults__, fn.__kwdefaults__)
+        self.cells = fn.__closure__ or ()
+        self.contents = tuple(_cell(c) for c in self.cells)
+        names: set[str] = set()
+        todo, seen = [fn], set()
+        while todo:
+            f = todo.pop()
+            if id(f) in seen:
+                continue
+            seen.add(id(f))
+            codes = [f.__code__]
+            while codes:
+                code = codes.pop()
+                names.update(code.co_names)
+                codes.extend(c for c in code.co_consts if type(c) is type(code))
+            for name in list(names):  # functions of the same module are pickled by value too
+                g = fn.__globals__.get(name)
+                if type(g) is type(fn) and g.__globals__ is fn.__globals__:
+                    todo.append(g)
+        self.names = tuple(names)
+        self.values = tuple(fn.__globals__.get(n, _MISSING) for n in self.names)
+
+    def current(self) -> bool:
+        fn = self.fn
+        if fn.__defaults__ is not self.defaults[0] or fn.__kwdefaults__ is not self.defaults[1]:
+            return False
+        get = fn.__globals__.get
+        for name, value in zip(self.names, self.values):
+            if get(name, _MISSING) is not value:
+                return False
+        return all(_cell(c) is v for c, v in zip(self.cells, self.contents))
+
+
+def _cell(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # not filled yet
+        return _MISSING
 
 
 class _FunctionCache:
-    """Bounded LRU cache so that a loop of submits pickles its function once."""
+    """Bounded LRU cache so that a loop of submits pickles its function once.
+
+    Only what cannot change behind the cache is kept: a function, class or builtin pickled
+    by reference, or a plain function pickled by value whose captured globals, defaults and
+    closure are unchanged when it is submitted again. Other callables (objects with a
+    ``__call__``, bound methods, partials) carry state that may change: pickled each time.
+    """
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._by_id: OrderedDict[int, tuple[Any, str, bytes]] = OrderedDict()
+        self._by_id: OrderedDict[int, tuple[Any, str, bytes, Any]] = OrderedDict()
         self._by_token: OrderedDict[str, Callable] = OrderedDict()
 
     def dumps(self, fn: Callable) -> tuple[str, bytes]:
         hit = self._by_id.get(id(fn))  # a dict read is atomic; eviction is first-in first-out
-        if hit is not None and hit[0] is fn:
+        if hit is not None and hit[0] is fn and (hit[3] is None or hit[3].current()):
             return hit[1], hit[2]
         try:
-            data = _pickle_function(fn)
+            data, by_value = _pickle_function(fn)
         except Exception as exc:
             raise SerializationError(
                 f"the function {fn!r} cannot be pickled: {exc}. Define it at module level or "
@@ -276,8 +335,16 @@ class _FunctionCache:
         import hashlib
 
         token = hashlib.blake2b(data, digest_size=10).hexdigest()
+        kind = type(fn)
+        if kind.__name__ == "function" and kind.__module__ == "builtins":
+            check = _Captured(fn) if by_value else None
+        elif not by_value and (isinstance(fn, type) or kind.__name__ in (
+                "builtin_function_or_method", "method_descriptor")):
+            check = None
+        else:
+            return token, data
         with self._lock:
-            self._by_id[id(fn)] = (fn, token, data)  # fn kept alive so its id stays unique
+            self._by_id[id(fn)] = (fn, token, data, check)  # fn kept: its id stays unique
             if len(self._by_id) > self.size:
                 self._by_id.popitem(last=False)
         return token, data

@@ -91,6 +91,45 @@ def test_function_pickle_is_cached_per_function_object():
     assert functions._by_id[id(f)][0] is f
 
 
+class Scaler:
+    """A callable object: its state is pickled with it, and may change between submits."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, x):
+        return x * self.factor
+
+
+def test_a_cached_function_pickle_follows_changes_to_what_it_captured():
+    namespace = {"__name__": "__main__"}  # as in a script: pickled by value
+    exec("scale = 2\ndef helper(x):\n    return x * scale\n"
+         "def f(x, k=1):\n    return helper(x) * k\n", namespace)
+    f = namespace["f"]
+
+    def run(fn):
+        return functions.loads(*functions.dumps(fn))(3)
+
+    first = functions.dumps(f)
+    assert functions.dumps(f)[1] is first[1] and run(f) == 6  # unchanged: the cached pickle
+    namespace["scale"] = 5  # a global of a function it calls
+    assert functions.dumps(f)[0] != first[0] and run(f) == 15
+    f.__defaults__ = (10,)
+    assert run(f) == 150
+    offset = 1
+
+    def g(x):
+        return x + offset
+
+    assert run(g) == 4
+    offset = 7
+    assert run(g) == 10  # a closure cell changed
+    scaler = Scaler(2)
+    assert run(scaler) == 6
+    scaler.factor = 4
+    assert run(scaler) == 12  # an object's state: pickled each time
+
+
 def test_pure_keys_are_deterministic_and_distinguish_arguments():
     def key(fn, *args, **kwargs):
         token, _ = functions.dumps(fn)
