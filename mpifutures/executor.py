@@ -143,12 +143,13 @@ class Executor:
                       pure: bool, options: dict) -> list[Future]:
         pairs: list = []
         try:
+            pickled = functions.dumps(fn) if calls else None  # once per batch
             for items in calls:
                 try:
                     k = next(task_keys)
                 except StopIteration:
                     raise ValueError("map got fewer keys than tasks") from None
-                pairs.append(self._prepare(fn, items, {}, k, pure, options))
+                pairs.append(self._prepare(fn, items, {}, k, pure, options, pickled))
         except BaseException:
             for future, _ in pairs:  # never posted: shutdown must not wait for them
                 self._cluster.registry.release(future)
@@ -187,7 +188,8 @@ class Executor:
                 "retries": retries}
 
     def _prepare(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str],
-                 pure: bool, options: dict) -> tuple[Future, TaskSubmitted]:
+                 pure: bool, options: dict, pickled: Optional[tuple[str, bytes]] = None
+                 ) -> tuple[Future, TaskSubmitted]:
         self._check_open("submit")
         if not callable(fn):
             raise TypeError(f"submit needs a callable, not {type(fn).__qualname__}: {fn!r}")
@@ -195,7 +197,7 @@ class Executor:
             raise NoWorkersError(
                 "this MPI job has no worker ranks (it runs on 1 rank), so no task can run. "
                 "Start it with more ranks, e.g. `mpiexec -n 4 python -m mpifutures script.py`.")
-        token, fn_bytes = functions.dumps(fn)
+        token, fn_bytes = pickled or functions.dumps(fn)
         payload, deps = dumps_args(args, kwargs)
         dep_keys = tuple(dict.fromkeys(self._own(f) for f in deps)) if deps else ()
         if key is None or type(key) is _Prefix:
