@@ -164,6 +164,7 @@ class Worker:
         # nobody holds its key): drop it, so that neither a dependent nor a leak keeps it.
         self.store.pop(task.key, None)
         self.payloads.pop(task.key, None)
+        self.fetching.pop(task.key, None)  # an older copy still on its way is stale too
         for key, owner in task.deps:
             if key in self.store:
                 continue
@@ -243,7 +244,9 @@ class Worker:
     def _on_data(self, source: int, msg: tuple) -> None:
         _, key, payload = msg
         started = self.fetching.pop(key, None)
-        seconds = time.perf_counter() - started if started is not None else 0.0
+        if started is None:  # no longer asked for: the key is computed here again, anew
+            return
+        seconds = time.perf_counter() - started
         try:
             value = loads(payload)
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: fail the tasks needing it
@@ -258,7 +261,8 @@ class Worker:
 
     def _on_missing(self, source: int, msg: tuple) -> None:
         _, key, reason = msg
-        self.fetching.pop(key, None)
+        if self.fetching.pop(key, None) is None:
+            return  # no longer asked for (see _on_data): the tasks waiting wait for the new one
         self._fail_waiters(key, f"input {key!r} could not be fetched from rank {source}: "
                                 f"{reason}")
 

@@ -1,0 +1,43 @@
+"""A worker's message handling, driven by hand on an in-process transport (no MPI, no threads:
+the worker's loop and compute threads are not started)."""
+
+from __future__ import annotations
+
+from mpifutures import protocol as P
+from mpifutures.config import Config
+from mpifutures.serialize import dumps, dumps_args, functions
+from mpifutures.transport import LocalFabric
+from mpifutures.worker import Worker
+
+
+def run_msg(key, deps=(), attempt=1):
+    token, fn_bytes = functions.dumps(abs)
+    return (P.RUN, key, token, fn_bytes, dumps_args((-1,), {})[0], deps, 0, attempt)
+
+
+def handled(worker, *messages):
+    with worker.lock:
+        for source, msg in messages:
+            worker._handle(source, msg)
+        return worker._take_outbox()
+
+
+def test_a_copy_arriving_after_its_key_is_sent_to_run_here_anew_is_dropped():
+    worker = Worker(LocalFabric(3).endpoints[1], Config())
+    out = handled(worker, (0, run_msg("d", deps=(("k", 2),))))
+    assert (P.GET, "k") in out[2]  # fetching the old "k" for "d"
+    # "d" is cancelled, "k" forgotten, then computed again on this worker; the old copy, or
+    # word that it is missing, arrives only now.
+    out = handled(worker, (0, (P.CANCEL, ["d"])), (0, run_msg("k", attempt=2)),
+                  (0, run_msg("e", deps=(("k", 1),), attempt=3)),
+                  (2, (P.DATA, "k", dumps("old"))), (2, (P.MISSING, "k", "gone")))
+    assert "k" not in worker.store and out.get(0, []) == []  # no STORED of the old copy
+    assert [t.key for t in worker.waiters["k"]] == ["e"]  # "e" waits for the new "k"
+    assert set(worker.pending) == {"k", "e"}  # nobody failed
+
+
+def test_a_new_attempt_drops_the_value_an_older_one_left():
+    worker = Worker(LocalFabric(2).endpoints[1], Config())
+    worker.store["k"], worker.payloads["k"] = "stale", dumps("stale")
+    handled(worker, (0, run_msg("k", attempt=2)))
+    assert "k" not in worker.store and "k" not in worker.payloads
