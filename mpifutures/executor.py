@@ -427,7 +427,8 @@ class Executor:
 
         With ``wait=True`` wait for pending futures first; ``cancel_futures=True`` cancels
         the ones that have not finished. With ``wait=False`` the tasks still pending lose
-        their last claim and are cancelled, and so are their futures.
+        their last claim and are cancelled, and so are their futures. Either way a task
+        that another executor holds a future of (the same pure call) runs on for it.
         """
         self._shutdown(wait, cancel_futures, keep=False)
 
@@ -444,7 +445,11 @@ class Executor:
         live = self._cluster.registry.futures_of(self)
         pending = [f for f in live if not f.done()]
         if cancel_futures and pending:
-            self._cancel(pending)
+            if keep:  # a pool's calls have keys of their own: cancel them outright
+                self._cancel(pending)
+            # Otherwise closing the session lets go of them: a task that no other executor
+            # holds a future of is cancelled by that; one shared with another executor (the
+            # same pure call) runs on for it.
             for f in pending:
                 f._cancel_locally()
             pending = []

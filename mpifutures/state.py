@@ -266,13 +266,8 @@ class SchedulerState:
     def _cancel(self, ev: CancelRequested) -> None:
         for key in ev.keys:
             task = self.tasks.get(key)
-            if task is None or task.status in _ENDED:
-                continue
-            if len(task.clients) > 1 and ev.client in task.clients:
-                # Another session wants it too: only the cancelling one lets go of it.
-                _without(task.clients, ev.client)
-                continue
-            self._end(task, "cancelled", None)
+            if task is not None and task.status not in _ENDED:
+                self._end(task, "cancelled", None)
 
     def _retry(self, ev: RetryRequested) -> None:
         task = self.tasks.get(ev.key)

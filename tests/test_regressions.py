@@ -526,17 +526,24 @@ def test_gather_skip_on_a_namedtuple_with_a_failure_gives_a_plain_tuple(executor
     assert type(executor.gather(Pair(ok, ok), errors="skip")) is Pair
 
 
-def test_cancelling_in_one_executor_leaves_another_executors_same_task_running(executor):
+def test_leaving_one_executor_on_an_error_leaves_another_executors_same_task_running(executor):
     other = Executor(cluster=executor._cluster)
     try:
         with pytest.raises(KeyError):
             with Executor(cluster=executor._cluster) as ex1:  # leaves with cancel_futures
                 mine = ex1.submit(tasks.sleep, 0.3)  # pure: the same key as below
                 theirs = other.submit(tasks.sleep, 0.3)
+                alone = ex1.submit(tasks.sleep, 5.0, pure=False)
                 raise KeyError("leave the block")
-        assert mine.cancelled() and theirs.result(10) == 0.3
+        assert mine.cancelled() and alone.cancelled() and theirs.result(10) == 0.3
+        deadline = time.monotonic() + 10  # the task nobody else wanted was cancelled
+        while executor._cluster.query(lambda s: s.state.status(alone.key)) is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # An explicit cancel() ends the task for every executor sharing its key.
         mine, theirs = other.submit(tasks.sleep, 0.31), executor.submit(tasks.sleep, 0.31)
-        assert theirs.cancel() and theirs.cancelled()
-        assert mine.result(10) == 0.31
+        assert theirs.cancel()
+        with pytest.raises(cf.CancelledError):
+            mine.result(10)
     finally:
         other.shutdown()

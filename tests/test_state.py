@@ -201,17 +201,6 @@ def test_cancel_cascades_and_a_late_result_is_dropped(state):
     assert out == [Dispatch(1, "a", "spec-a", ())]
 
 
-def test_a_cancel_ends_a_task_only_for_the_session_when_another_wants_it(state):
-    state.handle(submit("a", client=1), submit("a", client=2))
-    assert state.handle(CancelRequested(("a",), 1)) == []  # session 2 still wants it
-    assert state.handle(TaskFinished("a", 1, 8)) == [ResolveFuture("a", "memory")]
-    assert state.handle(FutureReleased("a", 2)) == [FreeData(1, "a")]  # 1 let go already
-    state.handle(submit("b", client=1), submit("b", client=2))
-    state.handle(FutureReleased("b", 2))
-    assert state.handle(CancelRequested(("b",), 1)) == [CancelTask(1, "b"),
-                                                         ResolveFuture("b", "cancelled")]
-
-
 def test_a_whole_chain_submitted_at_once_goes_to_one_worker(state):
     out = state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
     assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(1, "b", "spec-b", (("a", 1),)),
