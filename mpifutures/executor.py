@@ -29,7 +29,8 @@ from .structure import SKIP, rebuild, same_sequence, walk
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
-_settling: set = set()  # threads finishing the calls of pools shut down without waiting
+#: threads finishing the calls of pools shut down without waiting, and each one's cluster
+_settling: dict = {}
 
 _DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
@@ -461,7 +462,7 @@ class Executor:
                 return
             thread = threading.Thread(target=self._settle, args=(todo, fetch),
                                       name="mpifutures-shutdown", daemon=True)
-            _settling.add(thread)
+            _settling[thread] = self._cluster
             thread.start()
             return
         if wait and pending:
@@ -487,7 +488,7 @@ class Executor:
             except ExecutorClosedError:
                 pass  # the cluster is gone: nothing left to release
         finally:
-            _settling.discard(threading.current_thread())
+            _settling.pop(threading.current_thread(), None)
 
     def _close(self) -> None:
         self._cluster.post(("close", self._session))
@@ -525,10 +526,11 @@ class _Prefix(str):
     """A key prefix given to ``map``: the tasks' keys are made from it."""
 
 
-def finish_pending_calls() -> None:
+def finish_pending_calls(cluster: Any = None) -> None:
     """Wait until pools shut down with ``wait=False`` have finished their pending calls (the
-    standard library's pools do so at exit); called before the workers are stopped."""
-    for thread in list(_settling):
-        if thread is not threading.current_thread():
+    standard library's pools do so at exit); called before the workers of ``cluster`` (by
+    default: of every cluster) are stopped."""
+    for thread, its_cluster in list(_settling.items()):
+        if thread is not threading.current_thread() and cluster in (None, its_cluster):
             thread.join()
 

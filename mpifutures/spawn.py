@@ -17,6 +17,7 @@ from .config import Config
 from .errors import MpiFuturesError
 
 log = logging.getLogger(__name__)
+_live: list = []  # spawned clusters not stopped yet: stopped at the interpreter's exit
 
 
 def spawn_cluster(MPI: Any, config: Config, max_workers: Optional[int]) -> Any:
@@ -37,8 +38,16 @@ def spawn_cluster(MPI: Any, config: Config, max_workers: Optional[int]) -> Any:
     comm = inter.Merge(high=False)
     scheduler = start_scheduler(comm, config, "spawn", register=False)
     scheduler.spawned = (comm, inter)
-    atexit.register(stop, scheduler)
+    if not _live:
+        atexit.unregister(_stop_all)  # registered once, whatever the number of clusters
+        atexit.register(_stop_all)
+    _live.append(scheduler)
     return scheduler
+
+
+def _stop_all() -> None:
+    for scheduler in list(_live):
+        stop(scheduler)
 
 
 def stop(scheduler: Any) -> None:
@@ -48,12 +57,13 @@ def stop(scheduler: Any) -> None:
         return
     from .executor import finish_pending_calls
 
-    finish_pending_calls()
+    finish_pending_calls(scheduler)  # this cluster's only: another's may be stopping too
     comms = getattr(scheduler, "spawned", None)  # a pool that finished may have stopped it
     if comms is None:
         return
     scheduler.spawned = None
-    atexit.unregister(stop)
+    if scheduler in _live:
+        _live.remove(scheduler)
     if scheduler.stop(scheduler.config.shutdown_timeout):
         merged, inter = comms
         merged.Free()  # Open MPI 5.0 hangs in Disconnect of a merged intracommunicator

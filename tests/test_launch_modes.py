@@ -119,6 +119,20 @@ def test_a_pool_runs_every_call_and_keeps_every_result_after_shutdown(tmp_path, 
     assert sorted(p.name for p in tmp_path.glob("done*")) == [f"done{i}" for i in range(4)], r
 
 
+def test_two_spawned_pools_shut_down_without_waiting_let_the_script_end(tmp_path):
+    path = script(tmp_path, """
+        import time
+        from mpifutures import PoolExecutor
+        pools = [PoolExecutor(max_workers=1), PoolExecutor(max_workers=1)]
+        fs = [pool.submit(time.sleep, 0.5 + i / 2) for i, pool in enumerate(pools)]
+        for pool in pools:
+            pool.shutdown(wait=False)  # each stops its own workers once its calls ended
+        print("results", [f.result(30) for f in fs], flush=True)
+    """)
+    r = run([sys.executable, path], timeout=60, env=ENV)
+    assert not r.timed_out and r.returncode == 0 and "results [None, None]" in r.stdout, r
+
+
 def test_spawn_failure_says_what_to_do_instead():
     class FakeMPI:
         class Exception(Exception):
