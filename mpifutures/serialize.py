@@ -259,44 +259,85 @@ _MISSING = object()
 
 class _Captured:
     """What a by-value pickle of a function took along that the program can rebind later:
-    the globals its code names (also those of the functions it calls from the same
-    module), its defaults and its closure cells. ``current()`` tells whether all of them are
-    still the same objects (a changed global makes the cached pickle stale)."""
+    the globals its code reads, its defaults and closure cells, and the same of the functions
+    and classes of its module that it reaches (a helper it calls, a class whose methods it
+    uses, the function a decorator wraps). ``current()``: are all of them still the same
+    objects? A rebound name makes the cached pickle stale. A change inside an object would
+    not show: ``fixed`` is False when any of them could change inside (a dict, a list, an
+    array, an instance), and then the function is not cached at all."""
 
-    __slots__ = ("names", "values", "cells", "contents", "fn", "defaults")
+    __slots__ = ("names", "cells", "defaults", "fixed")
 
     def __init__(self, fn: Any) -> None:
-        self.fn, self.defaults = fn, (fn.__defaults__, fn.__kwdefaults__)
-        self.cells = fn.__closure__ or ()
-        self.contents = tuple(_cell(c) for c in self.cells)
-        names: set[str] = set()
-        todo, seen = [fn], set()
+        import dis
+
+        self.names: list = []  # (namespace, name, value)
+        self.cells: list = []  # (cell, contents)
+        self.defaults: list = []  # (function, __defaults__, __kwdefaults__)
+        self.fixed = True
+        module, todo, seen = fn.__module__, [fn], set()
         while todo:
             f = todo.pop()
             if id(f) in seen:
                 continue
             seen.add(id(f))
-            codes = [f.__code__]
-            while codes:
-                code = codes.pop()
-                names.update(code.co_names)
-                codes.extend(c for c in code.co_consts if type(c) is type(code))
-            for name in list(names):  # functions of the same module are pickled by value too
-                g = fn.__globals__.get(name)
-                if type(g) is type(fn) and g.__globals__ is fn.__globals__:
-                    todo.append(g)
-        self.names = tuple(names)
-        self.values = tuple(fn.__globals__.get(n, _MISSING) for n in self.names)
+            if isinstance(f, type):  # a class of the script: its attributes and methods
+                for name, value in vars(f).items():
+                    self.names.append((vars(f), name, value))
+                    if name.startswith("__") and name.endswith("__"):
+                        continue  # the class's own machinery (__dict__, __module__, ...)
+                    self.fixed = self.fixed and _fixed(value)
+                    value = getattr(value, "__func__", getattr(value, "fget", value))
+                    if type(value) is type(fn):
+                        todo.append(value)
+                continue
+            self.defaults.append((f, f.__defaults__, f.__kwdefaults__))
+            space = f.__globals__
+            for name in _global_names(f.__code__, dis):
+                value = space.get(name, _MISSING)
+                self.names.append((space, name, value))
+                self.fixed = self.fixed and _fixed(value)
+                if (type(value) is type(fn) or isinstance(value, type)) and \
+                        getattr(value, "__module__", None) == module:
+                    todo.append(value)
+            for cell in f.__closure__ or ():
+                value = _cell(cell)
+                self.cells.append((cell, value))
+                self.fixed = self.fixed and _fixed(value)
+                if type(value) is type(fn):
+                    todo.append(value)
 
     def current(self) -> bool:
-        fn = self.fn
-        if fn.__defaults__ is not self.defaults[0] or fn.__kwdefaults__ is not self.defaults[1]:
-            return False
-        get = fn.__globals__.get
-        for name, value in zip(self.names, self.values):
-            if get(name, _MISSING) is not value:
+        for f, defaults, kwdefaults in self.defaults:
+            if f.__defaults__ is not defaults or f.__kwdefaults__ is not kwdefaults:
                 return False
-        return all(_cell(c) is v for c, v in zip(self.cells, self.contents))
+        for space, name, value in self.names:
+            if space.get(name, _MISSING) is not value:
+                return False
+        for cell, value in self.cells:
+            if _cell(cell) is not value:
+                return False
+        return True
+
+
+def _fixed(value: Any) -> bool:
+    """True if ``value`` cannot change without being replaced (a number, a string, a
+    module, a function or class, a tuple of such)."""
+    if type(value) in (tuple, frozenset):
+        return all(_fixed(v) for v in value)
+    return value is _MISSING or type(value) in _SCALAR_TYPES or isinstance(value, _FIXED_TYPES)
+
+
+def _global_names(code: Any, dis: Any) -> set[str]:
+    """The global names ``code`` (and the code nested in it) reads or writes."""
+    names: set[str] = set()
+    codes = [code]
+    while codes:
+        c = codes.pop()
+        names.update(i.argval for i in dis.get_instructions(c)
+                     if i.opname in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"))
+        codes.extend(k for k in c.co_consts if type(k) is type(code))
+    return names
 
 
 def _cell(cell: Any) -> Any:
@@ -304,6 +345,10 @@ def _cell(cell: Any) -> Any:
         return cell.cell_contents
     except ValueError:  # not filled yet
         return _MISSING
+
+
+_FIXED_TYPES = (type, type(sys), type(len), type(_cell), type(len.__call__), range,
+                staticmethod, classmethod, property)
 
 
 class _FunctionCache:
@@ -338,6 +383,8 @@ class _FunctionCache:
         kind = type(fn)
         if kind.__name__ == "function" and kind.__module__ == "builtins":
             check = _Captured(fn) if by_value else None
+            if check is not None and not check.fixed:
+                return token, data  # reads something that may change inside: not cached
         elif not by_value and (isinstance(fn, type) or kind.__name__ in (
                 "builtin_function_or_method", "method_descriptor")):
             check = None

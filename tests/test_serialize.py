@@ -124,6 +124,29 @@ def test_a_cached_function_pickle_follows_changes_to_what_it_captured():
     assert run(g) == 4
     offset = 7
     assert run(g) == 10  # a closure cell changed
+    namespace = {"__name__": "__main__"}
+    exec("import functools\nSCALE = 2\nvalue = 0\n"
+         "def logged(fn):\n    @functools.wraps(fn)\n    def wrapper(*a):\n"
+         "        return fn(*a)\n    return wrapper\n"
+         "@logged\ndef decorated(x):\n    return x * SCALE\n"
+         "class Model:\n    def predict(self, x):\n        return x * SCALE\n"
+         "def use_model(x):\n    return Model().predict(x)\n"
+         "def attribute(p):\n    return p.value\n", namespace)
+    decorated, use_model = namespace["decorated"], namespace["use_model"]
+    # (use_model is not unpickled here: in the process that pickled it, cloudpickle would
+    # patch the original class with the unpickled methods)
+    assert run(decorated) == 6 and functions.dumps(use_model) == functions.dumps(use_model)
+    before = functions.dumps(use_model)[0]
+    namespace["SCALE"] = 3  # reached through the wrapper's closure, and through a class
+    assert run(decorated) == 9 and functions.dumps(use_model)[0] != before
+    exec("PARAMS = {'scale': 2}\ndef from_dict(x):\n    return x * PARAMS['scale']\n", namespace)
+    assert run(namespace["from_dict"]) == 6
+    namespace["PARAMS"]["scale"] = 4  # changed inside: such a function is never cached
+    assert run(namespace["from_dict"]) == 12
+    attribute = namespace["attribute"]
+    cached = functions.dumps(attribute)
+    namespace["value"] = 1  # a global that is only an attribute's namesake there
+    assert functions.dumps(attribute)[1] is cached[1]
     scaler = Scaler(2)
     assert run(scaler) == 6
     scaler.factor = 4
