@@ -152,11 +152,15 @@ class SchedulerState:
             if task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
+        # A cancelled key submitted again runs anew, for every session still holding a
+        # future of it too (one may retry it, and must then get this run's outcome).
+        clients = {ev.client}
         if task is not None:
+            clients.update(task.clients)
             self._forget(task)
         task = TaskState(ev.key, ev.spec, ev.deps, next(self._seq), ev.priority,
                          ev.workers, ev.loose, ev.retries)
-        task.clients = {ev.client}
+        task.clients = clients
         self.tasks[ev.key] = task
         self._start(task)
 
@@ -187,10 +191,12 @@ class SchedulerState:
             task.expected = set(task.expected) | (set(ev.workers) - task.holders)
             self._resolve_scattered(task)
             return
+        clients = set(task.clients) if task is not None else set()
         if task is not None:
             self._forget(task)
         task = TaskState(ev.key, None, (), next(self._seq))
         self.tasks[ev.key] = task
+        task.clients = clients
         task.status, task.nbytes = "memory", ev.nbytes
         # The first worker counts as a holder (fetches sent there queue behind the data), but
         # the future waits for its confirmation too: a peer's request for the data may reach
@@ -432,7 +438,8 @@ class SchedulerState:
                 self._unload(task)
                 self._out.append(CancelTask(task.worker, task.key))
             task.status = "cancelled"
-            self._drop_inputs(task)
+        # (an ended task reached before its turn in _drop_inputs_tree is still linked)
+        self._drop_inputs(task)
         self._forget(task)
 
     def _forget(self, task: TaskState) -> None:

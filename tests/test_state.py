@@ -201,6 +201,26 @@ def test_cancel_cascades_and_a_late_result_is_dropped(state):
     assert out == [Dispatch(1, "a", "spec-a", ())]
 
 
+def test_a_cancelled_key_submitted_again_runs_for_every_session_still_holding_it(state):
+    state.handle(submit("k", client=1))
+    state.handle(CancelRequested(("k",), 1))  # session 1 keeps its (cancelled) future
+    state.handle(submit("k", client=2))  # runs anew; session 1 may retry and wait for it
+    assert state.handle(RetryRequested("k"), FutureReleased("k", 2)) == []
+    assert state.handle(TaskFinished("k", 1, 8)) == [ResolveFuture("k", "memory")]
+    assert state.handle(FutureReleased("k", 1)) == [FreeData(1, "k")]
+
+
+def test_a_failure_unlinks_every_ended_task_from_its_inputs(state):
+    # Y is reached before X in the walk over F's dependents; X, unwanted, is forgotten then.
+    state.handle(submit("F"), submit("B"))
+    b, f = state.tasks["B"].worker, state.tasks["F"].worker
+    state.handle(TaskFinished("B", b, 8))
+    state.handle(submit("A", "F"), submit("X", "A", "B"), submit("Y", "X", "F"))
+    state.handle(FutureReleased("X"))
+    state.handle(TaskFailed("F", f, "boom"))  # Checked.handle checks the links after it
+    assert state.handle(FutureReleased("B")) == [FreeData(b, "B")]
+
+
 def test_a_whole_chain_submitted_at_once_goes_to_one_worker(state):
     out = state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
     assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(1, "b", "spec-b", (("a", 1),)),
