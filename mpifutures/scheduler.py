@@ -247,7 +247,11 @@ class Scheduler:
         _, session, first, msg, ev = item
         self._handle(events)  # a FREE of an earlier copy of this key must go out first
         self._count(session, ev.key)
-        self.outbox[first].append(msg)
+        task = self.state.tasks.get(ev.key)
+        if msg[3] or task is None or task.status != "memory" or first not in task.holders:
+            # (equal data already there is not sent again: its second confirmation could
+            # arrive after the key was freed and scattered elsewhere, and be taken as new)
+            self.outbox[first].append(msg)
         events.append(ev)
 
     def _rq_event(self, item: tuple, events: list) -> None:

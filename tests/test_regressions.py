@@ -547,3 +547,30 @@ def test_leaving_one_executor_on_an_error_leaves_another_executors_same_task_run
             mine.result(10)
     finally:
         other.shutdown()
+
+
+def test_scattering_equal_data_again_sends_nothing_to_a_worker_holding_it(executor):
+    # A second copy's confirmation could come after the key was freed there and scattered
+    # elsewhere, and make that worker a false holder: nothing is sent, nothing confirmed.
+    from mpifutures import protocol as P
+
+    first = min(executor.workers)
+    transport = executor._cluster.t
+    stores = []
+
+    def send(dest, msgs, real=transport.send):
+        stores.extend(dest for m in msgs if m[0] == P.STORE)
+        real(dest, msgs)
+
+    transport.send = send  # an instance attribute, shadowing the method
+    try:
+        data = np.arange(1000.0) + time.time()  # data of its own: a key of its own
+        x = executor.scatter(data, workers=[first])
+        y = executor.scatter(data, workers=[first])
+        assert x.key == y.key and executor.who_has([y]) == {y.key: [first]}
+        assert stores == [first]
+        z = executor.scatter(data, broadcast=True)  # to be forwarded on: sent again
+        assert len(stores) == 2 and executor.who_has([z]) == {z.key: sorted(executor.workers)}
+        assert executor.submit(tasks.inc, z, pure=False).result(10)[0] == data[0] + 1
+    finally:
+        del transport.send
