@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
-from .events import CancelRequested, DataScattered, KeepRequested, RetryRequested, TaskSubmitted
+from .events import DataScattered, KeepRequested, RetryRequested, TaskSubmitted
 from .future import Future, check_timeout
 from .hooks import wait_ended
 from .serialize import dumps, dumps_args, functions, loads, value_nbytes
@@ -392,9 +392,9 @@ class Executor:
     def _cancel(self, futures: Iterable[Future]) -> None:
         futures = list(futures)
         if futures:
-            self._cluster.registry.mark_cancel(futures)
+            mark = self._cluster.registry.mark_cancel(futures)
             keys = tuple(f.key for f in futures)
-            self._cluster.post(("event", CancelRequested(keys, self._session)))
+            self._cluster.post(("cancel", self._session, keys, mark))
 
     def _retry(self, future: Future) -> None:
         self._check_open("retry")

@@ -110,12 +110,23 @@ class Registry:
                 if record is not None and _all_dead(record.handles):
                     del self.records[key]
 
-    def mark_cancel(self, futures: Iterable[Future]) -> None:
+    def mark_cancel(self, futures: Iterable[Future]) -> int:
         """A client cancelled these: futures of their keys made from now on stay untouched
-        by that cancellation (a resubmit of the key runs it again)."""
+        by that cancellation (a resubmit of the key runs it again). Returns the mark, which
+        :meth:`unmark_cancel` takes away once the scheduler has handled the cancellation."""
         mark = next(self._serials)
         for f in futures:
             f._record.cancel_mark = mark
+        return mark
+
+    def unmark_cancel(self, keys: Iterable[str], mark: int) -> None:
+        """The cancellation that set ``mark`` was handled (its futures are resolved, or it
+        found the tasks ended): a later cancellation of these keys, by a cancelled input,
+        must reach every future of them."""
+        for key in keys:
+            record = self.records.get(key)
+            if record is not None and record.cancel_mark == mark:
+                record.cancel_mark = None
 
     def resolve(self, key: str, status: str, error: Any) -> None:
         """Finish, fail or cancel every live future of ``key``."""

@@ -276,7 +276,10 @@ class Scheduler:
         self.registry.drop(keys)
 
     def _rq_cancel(self, item: tuple, events: list) -> None:
-        events.append(CancelRequested(tuple(item[2]), item[1]))
+        _, session, keys, mark = item
+        events.append(CancelRequested(keys, session))
+        self._handle(events)  # now, in order: the futures it cancels are resolved with the mark
+        self.registry.unmark_cancel(keys, mark)
 
     def _rq_fetch(self, item: tuple, events: list) -> None:
         self._handle(events)  # fetch from where the data is after what was posted before

@@ -574,3 +574,14 @@ def test_scattering_equal_data_again_sends_nothing_to_a_worker_holding_it(execut
         assert executor.submit(tasks.inc, z, pure=False).result(10)[0] == data[0] + 1
     finally:
         del transport.send
+
+
+def test_a_cancellation_that_finds_its_task_ended_leaves_no_mark_behind(executor):
+    # cancel() racing the task's end: the scheduler finds it finished. A mark left on the key
+    # would keep a later cancellation (by a cancelled input, after a retry) from reaching
+    # the futures made since, which would then wait forever.
+    f = executor.submit(tasks.inc, 1, pure=False)
+    assert f.result(10) == 2
+    executor._cancel([f])
+    executor._cluster.query(lambda s: None)  # handled by now
+    assert f._record.cancel_mark is None and f.result(10) == 2
