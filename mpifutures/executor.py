@@ -217,7 +217,7 @@ class Executor:
             self._check_open("submit")
             for future, _ in pairs:
                 self._cluster.registry.arm(future, self._session)
-            self._cluster.post(("submit", self._session, [event for _, event in pairs]))
+            self._cluster.post(("submit", self._session, pairs))
 
     def _these(self, futures: Union[Future, Iterable[Future]], what: str) -> list[Future]:
         """``futures`` as a list, each checked to be a future of this executor."""
@@ -282,7 +282,7 @@ class Executor:
             self._check_open("scatter")
             self._cluster.registry.arm(future, self._session)
             self._cluster.post(("scatter", self._session, first, (P.STORE, key, payload, rest),
-                                event))
+                                event, future))
         return future
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:

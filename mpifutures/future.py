@@ -163,6 +163,7 @@ class Future(cf.Future):
         self._ref: Any = None  # the registry's Claim: its death releases the key
         self._serial = 0
         self._released = False
+        self._posted = False  # set by the scheduler thread once it has taken the submit in
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]

@@ -129,11 +129,13 @@ class Registry:
                 record.cancel_mark = None
 
     def resolve(self, key: str, status: str, error: Any) -> None:
-        """Finish, fail or cancel every live future of ``key``."""
+        """Finish, fail or cancel every live future of ``key`` whose submit the scheduler
+        has taken in (a newer one is answered by the state when its submit comes: the task
+        it finds may be another, e.g. if the older futures were all released meanwhile)."""
         record = self.records.get(key)
         if record is None:
             return
-        handles = self.handles(key)
+        handles = [f for f in self.handles(key) if f._posted]
         if status == "memory":
             for f in handles:
                 f._finish()

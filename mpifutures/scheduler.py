@@ -238,14 +238,17 @@ class Scheduler:
         counts[key] = counts.get(key, 0) + 1
 
     def _rq_submit(self, item: tuple, events: list) -> None:
-        _, session, submitted = item
-        for ev in submitted:
-            self._count(session, ev.key)
-        events.extend(submitted)
+        _, session, pairs = item
+        counts = self.refs.setdefault(session, {})
+        for future, ev in pairs:
+            future._posted = True  # resolutions from now on reach it (Registry.resolve)
+            counts[ev.key] = counts.get(ev.key, 0) + 1
+            events.append(ev)
 
     def _rq_scatter(self, item: tuple, events: list) -> None:
-        _, session, first, msg, ev = item
+        _, session, first, msg, ev, future = item
         self._handle(events)  # a FREE of an earlier copy of this key must go out first
+        future._posted = True
         self._count(session, ev.key)
         task = self.state.tasks.get(ev.key)
         if msg[3] or task is None or task.status != "memory" or first not in task.holders:

@@ -585,3 +585,15 @@ def test_a_cancellation_that_finds_its_task_ended_leaves_no_mark_behind(executor
     executor._cancel([f])
     executor._cluster.query(lambda s: None)  # handled by now
     assert f._record.cancel_mark is None and f.result(10) == 2
+
+
+def test_a_resolution_does_not_reach_a_future_whose_submit_is_still_on_its_way(executor):
+    # An older task of the same key ending while the new submit waits in the inbox (behind
+    # the release of the old futures, which frees that task's data) must not finish it.
+    registry = executor._cluster.registry
+    f = registry.new_future("key-in-flight", executor)  # made; its submit not taken in yet
+    registry.resolve("key-in-flight", "memory", None)
+    assert not f.done()
+    registry.release(f)
+    g = executor.submit(tasks.inc, 1, key="key-in-flight")
+    assert g.result(10) == 2 and g._posted
