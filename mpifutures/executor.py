@@ -29,8 +29,6 @@ from .structure import SKIP, rebuild, same_sequence, walk
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
-#: threads finishing the calls of pools shut down without waiting, and each one's cluster
-_settling: dict = {}
 
 _DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
@@ -120,25 +118,10 @@ class Executor:
             raise TypeError(f"{name} needs a callable, not {type(fn).__qualname__}: {fn!r}")
         if batch_size is not None and integer("batch_size", batch_size) < 1:
             raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        task_keys = self._map_keys(key)
+        task_keys = keymod.map_keys(key)
         if batch_size is None:
             return self._submit_batch(fn, list(calls), task_keys, pure, options)
         return self._map_lazily(fn, calls, task_keys, pure, options, batch_size)
-
-    def _map_keys(self, key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
-        if key is None:
-            return itertools.repeat(None)
-        if isinstance(key, str):  # a prefix: each task's key is the prefix and a token
-            return itertools.repeat(_Prefix(key))
-        try:
-            keys = list(key)
-            repeated = len(set(keys)) != len(keys)
-        except TypeError:
-            raise TypeError(f"key must be a str (a prefix) or a list of str keys, not "
-                            f"{key!r}") from None
-        if repeated:
-            raise ValueError("map got the same key twice; give each task its own key")
-        return iter(keys)
 
     def _submit_batch(self, fn: Callable, calls: list, task_keys: Iterator[Optional[str]],
                       pure: bool, options: dict) -> list[Future]:
@@ -201,7 +184,7 @@ class Executor:
         token, fn_bytes = pickled or functions.dumps(fn)
         payload, deps = dumps_args(args, kwargs)
         dep_keys = tuple(dict.fromkeys(self._own(f) for f in deps)) if deps else ()
-        if key is None or type(key) is _Prefix:
+        if key is None or type(key) is keymod.Prefix:
             name = keymod.prefix(fn) if key is None else str(key)
             key = keymod.pure_key(name, token, payload) if pure else keymod.unique_key(name)
         elif not isinstance(key, str):
@@ -434,11 +417,8 @@ class Executor:
         self._shutdown(wait, cancel_futures, keep=False)
 
     def _shutdown(self, wait: bool, cancel_futures: bool, keep: bool) -> None:
-        """``keep`` (a :class:`~mpifutures.PoolExecutor`): results stay readable afterwards,
-        as in the standard library's pools. The session is then not released at once: each
-        future's garbage collection releases its key. Where this executor owns its workers
-        (spawn mode), which leave at close, every live value is brought to rank 0 first.
-        With ``wait=False`` that waiting happens on a thread the job's end waits for."""
+        """``keep``: a :class:`~mpifutures.PoolExecutor`'s shutdown (see
+        :mod:`mpifutures.settle`): results stay readable afterwards."""
         with self._lock:
             if self._closed:
                 return
@@ -455,15 +435,9 @@ class Executor:
                 f._cancel_locally()
             pending = []
         if keep:
-            fetch = self._owns_cluster
-            todo = [f for f in live if not f.cancelled()] if fetch else pending
-            if wait or not todo:
-                self._settle(todo, fetch)
-                return
-            thread = threading.Thread(target=self._settle, args=(todo, fetch),
-                                      name="mpifutures-shutdown", daemon=True)
-            _settling[thread] = self._cluster
-            thread.start()
+            from .settle import wind_down
+
+            wind_down(self, live, pending, wait)
             return
         if wait and pending:
             cf.wait(pending)
@@ -471,24 +445,6 @@ class Executor:
         if not wait:  # released above: nothing will finish them any more
             for f in pending:
                 f._cancel_locally()
-
-    def _settle(self, futures: list[Future], fetch: bool) -> None:
-        """Wait for ``futures`` (``fetch``: bring their values to rank 0, then close)."""
-        try:
-            if not fetch:
-                cf.wait(futures)
-                return
-            for f in futures:
-                try:
-                    f.result()  # brought to rank 0 while the session still holds it
-                except BaseException:  # noqa: BLE001 - the future keeps its own error
-                    pass
-            try:
-                self._close()
-            except ExecutorClosedError:
-                pass  # the cluster is gone: nothing left to release
-        finally:
-            _settling.pop(threading.current_thread(), None)
 
     def _close(self) -> None:
         self._cluster.post(("close", self._session))
@@ -520,17 +476,4 @@ class Executor:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<mpifutures.Executor {state} workers={len(self._cluster.workers)}>"
-
-
-class _Prefix(str):
-    """A key prefix given to ``map``: the tasks' keys are made from it."""
-
-
-def finish_pending_calls(cluster: Any = None) -> None:
-    """Wait until pools shut down with ``wait=False`` have finished their pending calls (the
-    standard library's pools do so at exit); called before the workers of ``cluster`` (by
-    default: of every cluster) are stopped."""
-    for thread, its_cluster in list(_settling.items()):
-        if thread is not threading.current_thread() and cluster in (None, its_cluster):
-            thread.join()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from .serialize import Payload
 
@@ -47,3 +47,25 @@ def unique_key(fn: Any) -> str:
     """A key no other task of this process has."""
     name = prefix(fn) if callable(fn) else str(fn)
     return f"{name}-{_PROCESS}{next(_unique):x}"
+
+
+class Prefix(str):
+    """A key prefix given to ``map``: the tasks' keys are made from it."""
+
+
+def map_keys(key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
+    """The keys of a ``map``'s tasks, one per task: None (made from each call), a
+    :class:`Prefix`, or the given keys, checked to be all different."""
+    if key is None:
+        return itertools.repeat(None)
+    if isinstance(key, str):  # a prefix: each task's key is the prefix and a token
+        return itertools.repeat(Prefix(key))
+    try:
+        keys = list(key)
+        repeated = len(set(keys)) != len(keys)
+    except TypeError:
+        raise TypeError(f"key must be a str (a prefix) or a list of str keys, not "
+                        f"{key!r}") from None
+    if repeated:
+        raise ValueError("map got the same key twice; give each task its own key")
+    return iter(keys)

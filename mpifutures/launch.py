@@ -145,9 +145,9 @@ def stop_scheduler(code: int) -> int:
         return code
     config = scheduler.config
     try:
-        executor = sys.modules.get("mpifutures.executor")
-        if executor is not None:
-            executor.finish_pending_calls()
+        settle = sys.modules.get("mpifutures.settle")  # imported by a pool's shutdown
+        if settle is not None:
+            settle.finish_pending_calls()
         if scheduler.stop(config.shutdown_timeout):
             return code
     except BaseException:  # a signal during the wait: end now, not later in MPI_Finalize

@@ -55,7 +55,7 @@ def stop(scheduler: Any) -> None:
     comms = getattr(scheduler, "spawned", None)
     if comms is None:
         return
-    from .executor import finish_pending_calls
+    from .settle import finish_pending_calls
 
     finish_pending_calls(scheduler)  # this cluster's only: another's may be stopping too
     comms = getattr(scheduler, "spawned", None)  # a pool that finished may have stopped it
