@@ -56,21 +56,26 @@ class TaskSubmitted(Record):
 
 
 class DataScattered(Record):
-    """A client sent a value for ``key`` to ``workers[0]``, which forwards it to the others."""
+    """A client sent a value for ``key`` to ``workers[0]``, which forwards it to the others;
+    ``copy`` numbers this scatter (rank 0 counts them up): copies carry it, so that freeing an
+    older copy never drops a newer one that overtook the FREE on another path."""
 
-    __slots__ = ("key", "workers", "nbytes", "client")
+    __slots__ = ("key", "workers", "nbytes", "client", "copy")
 
-    def __init__(self, key: str, workers: tuple[int, ...], nbytes: int, client: int = 0) -> None:
+    def __init__(self, key: str, workers: tuple[int, ...], nbytes: int, client: int = 0,
+                 copy: int = 0) -> None:
         self.key, self.workers, self.nbytes, self.client = key, workers, nbytes, client
+        self.copy = copy
 
 
 class ReplicaStored(Record):
-    """``worker`` keeps a copy of ``key`` (an input it fetched, or forwarded scattered data)."""
+    """``worker`` keeps a copy of ``key`` (an input it fetched, or scattered data: then
+    ``copy`` is the scatter's number)."""
 
-    __slots__ = ("key", "worker")
+    __slots__ = ("key", "worker", "copy")
 
-    def __init__(self, key: str, worker: int) -> None:
-        self.key, self.worker = key, worker
+    def __init__(self, key: str, worker: int, copy: int = 0) -> None:
+        self.key, self.worker, self.copy = key, worker, copy
 
 
 class TaskFinished(Record):
@@ -155,12 +160,13 @@ class ResolveFuture(Record):
 
 
 class FreeData(Record):
-    """``worker`` must drop its copy of ``key``."""
+    """``worker`` must drop its copy of ``key`` (one scattered with a number above ``copy``,
+    when given, is newer: it stays)."""
 
-    __slots__ = ("worker", "key")
+    __slots__ = ("worker", "key", "copy")
 
-    def __init__(self, worker: int, key: str) -> None:
-        self.worker, self.key = worker, key
+    def __init__(self, worker: int, key: str, copy: int = 0) -> None:
+        self.worker, self.key, self.copy = worker, key, copy
 
 
 class CancelTask(Record):

@@ -6,15 +6,18 @@ scheduler → worker
     ``(RUN, key, fn_token, fn_bytes, args, deps, priority, attempt)``  run a task; ``deps``
     pairs each input key with the rank to fetch it from (the worker itself: wait for it
     locally); ``attempt`` counts the dispatches of this key and comes back with the outcome
-    ``(FREE, keys)``   drop these keys        ``(CANCEL, keys)``   do not run these tasks
-    ``(STORE, key, payload, forward)``  keep a value sent by the client (scatter) and pass it
-    on to the ranks in ``forward`` (a binary tree: broadcast costs log2(N) steps)
+    ``(FREE, keys)``   drop these keys; an item ``(key, copy)`` spares a scattered copy
+    numbered above ``copy`` (a newer scatter's, which may overtake the FREE when forwarded)
+    ``(CANCEL, keys)``   do not run these tasks
+    ``(STORE, key, payload, forward, copy)``  keep a value sent by the client (scatter number
+    ``copy``) and pass it on to the ranks in ``forward`` (a binary tree: log2(N) steps)
     ``(STOP,)``   leave the loop
     ``(CALL, call_id, token, fn_bytes, args)``  run a function now, reply with ``CALLED``
 worker → scheduler
     ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
-    ``(STORED, key)``  this worker now keeps a copy of ``key`` (fetched, or scattered to it)
+    ``(STORED, key, copy)``  this worker now keeps a copy of ``key`` (scattered to it with
+    that number, or fetched: 0)
     ``(RECORDS, records)``  task-stream records
     ``(HELLO, host_name)``  a worker's first message
 any rank → any worker, and back

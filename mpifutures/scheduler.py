@@ -341,7 +341,7 @@ class Scheduler:
         elif op == P.FAILED:
             events.append(TaskFailed(msg[1], source, msg[3], msg[2]))
         elif op == P.STORED:
-            events.append(ReplicaStored(msg[1], source))
+            events.append(ReplicaStored(msg[1], source, msg[2]))
         elif op in (P.DATA, P.MISSING):
             self._on_data(source, msg)
         elif op == P.CALLED:
@@ -391,7 +391,8 @@ class Scheduler:
             elif kind is ResolveFuture:
                 self.registry.resolve(cmd.key, cmd.status, cmd.error)
             elif kind is FreeData:
-                self._append_key(outbox[cmd.worker], P.FREE, cmd.key)
+                self._append_key(outbox[cmd.worker], P.FREE,
+                                 (cmd.key, cmd.copy) if cmd.copy else cmd.key)
             elif kind is CancelTask:
                 self._append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
 

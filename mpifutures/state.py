@@ -69,7 +69,7 @@ class TaskState:
 
     __slots__ = ("key", "spec", "deps", "seq", "priority", "workers", "loose", "retries",
                  "status", "waiting_on", "dependents", "clients", "keep", "worker", "holders",
-                 "expected", "nbytes", "error", "attempt")
+                 "expected", "nbytes", "error", "attempt", "copy", "first_copy")
 
     def __init__(self, key: str, spec: Any, deps: tuple[str, ...], seq: int, priority: int = 0,
                  workers: Optional[tuple[int, ...]] = None, loose: bool = False,
@@ -88,6 +88,7 @@ class TaskState:
         self.nbytes = 0
         self.error: Any = None
         self.attempt = 0  # the number of its latest dispatch; outcomes of older ones are stale
+        self.copy = self.first_copy = 0  # scattered data: its latest and first scatter numbers
 
     def __repr__(self) -> str:
         return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
@@ -188,6 +189,7 @@ class SchedulerState:
         task = self.tasks.get(ev.key)
         if task is not None and task.status == "memory":
             task.clients = _with(task.clients, ev.client)
+            task.copy = max(task.copy, ev.copy)
             task.expected = set(task.expected) | (set(ev.workers) - task.holders)
             self._resolve_scattered(task)
             return
@@ -198,6 +200,7 @@ class SchedulerState:
         self.tasks[ev.key] = task
         task.clients = clients
         task.status, task.nbytes = "memory", ev.nbytes
+        task.copy = task.first_copy = ev.copy
         # The first worker counts as a holder (fetches sent there queue behind the data), but
         # the future waits for its confirmation too: a peer's request for the data may reach
         # that worker before the data has (MPI orders messages per sender only).
@@ -214,8 +217,10 @@ class SchedulerState:
 
     def _replica(self, ev: ReplicaStored) -> None:
         task = self.tasks.get(ev.key)
-        if task is None or task.status != "memory":
-            self._out.append(FreeData(ev.worker, ev.key))  # a copy nobody needs any more
+        if task is None or task.status != "memory" or 0 < ev.copy < task.first_copy:
+            # A copy nobody needs any more, or one of an earlier scatter of the key, which was
+            # freed (the FREE names its number: a newer copy there stays).
+            self._out.append(FreeData(ev.worker, ev.key, ev.copy))
             return
         task.holders = _with(task.holders, ev.worker)
         if ev.worker in task.expected:
@@ -445,7 +450,7 @@ class SchedulerState:
     def _forget(self, task: TaskState) -> None:
         holders = task.holders
         for worker in sorted(holders) if len(holders) > 1 else holders:
-            self._out.append(FreeData(worker, task.key))
+            self._out.append(FreeData(worker, task.key, task.copy))
         task.holders = _NONE
         self.unconfirmed.discard(task.key)
         del self.tasks[task.key]

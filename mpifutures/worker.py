@@ -77,6 +77,7 @@ class Worker:
         self.config = config
         self.store: dict[str, Any] = {}
         self.payloads: dict[str, Payload] = {}
+        self.copies: dict[str, int] = {}  # scattered keys held: the number of their scatter
         self.waiters: dict[str, list[_Task]] = defaultdict(list)
         self.fetching: dict[str, float] = {}
         self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
@@ -164,6 +165,7 @@ class Worker:
         # nobody holds its key): drop it, so that neither a dependent nor a leak keeps it.
         self.store.pop(task.key, None)
         self.payloads.pop(task.key, None)
+        self.copies.pop(task.key, None)
         self.fetching.pop(task.key, None)  # an older copy still on its way is stale too
         for key, owner in task.deps:
             if key in self.store:
@@ -178,8 +180,13 @@ class Worker:
 
     def _on_free(self, source: int, msg: tuple) -> None:
         for key in msg[1]:
+            if type(key) is tuple:  # (key, scatter number): a newer copy of it stays
+                key, copy = key
+                if self.copies.get(key, 0) > copy:
+                    continue
             self.store.pop(key, None)
             self.payloads.pop(key, None)
+            self.copies.pop(key, None)
 
     def _on_cancel(self, source: int, msg: tuple) -> None:
         for key in msg[1]:
@@ -195,17 +202,18 @@ class Worker:
 
     def _on_store(self, source: int, msg: tuple) -> None:
         """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
-        _, key, payload, forward = msg
+        _, key, payload, forward, copy = msg
         half = (len(forward) + 1) // 2
         for part in (forward[:half], forward[half:]):
             if part:
-                self.outbox[part[0]].append((P.STORE, key, payload, part[1:]))
+                self.outbox[part[0]].append((P.STORE, key, payload, part[1:], copy))
         self.payloads[key] = payload
+        self.copies[key] = max(self.copies.get(key, 0), copy)
         try:
             value: Any = loads(payload)
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: tasks reading it fail
             value = Broken(f"scattered data failed to unpickle on rank {self.rank}: {exc!r}")
-        self.outbox[self.scheduler].append((P.STORED, key))
+        self.outbox[self.scheduler].append((P.STORED, key, copy))
         self._arrived(key, value)
 
     def _on_stop(self, source: int, msg: tuple) -> None:
@@ -256,7 +264,7 @@ class Worker:
         self.stats["bytes_fetched"] += payload.nbytes
         for task in self.waiters.get(key, ()):
             task.fetched.append((key, source, payload.nbytes, seconds))
-        self.outbox[self.scheduler].append((P.STORED, key))  # a copy: freed with the original
+        self.outbox[self.scheduler].append((P.STORED, key, 0))  # a copy: freed with the original
         self._arrived(key, value)
 
     def _on_missing(self, source: int, msg: tuple) -> None:

@@ -46,7 +46,7 @@ def test_records_compare_by_type_and_fields_and_copy_with_changes():
     d = Dispatch(1, "k", "spec", (), 0, 7)
     assert d.replace(attempt=0) == Dispatch(1, "k", "spec", ())
     assert d.attempt == 7  # the original is unchanged
-    assert repr(FreeData(1, "a")) == "FreeData(worker=1, key='a')"
+    assert repr(FreeData(1, "a")) == "FreeData(worker=1, key='a', copy=0)"
     with pytest.raises(TypeError, match="no field nope"):
         d.replace(nope=1)
 
@@ -151,6 +151,19 @@ def test_scattered_data_is_done_once_its_worker_confirms_it(state):
     assert state.who_has("d") == (1,)  # fetches from rank 0 queue behind the data
     assert state.handle(ReplicaStored("d", 1)) == [ResolveFuture("d", "memory")]
     assert not state.awaiting_workers()
+
+
+def test_scatter_numbers_keep_an_earlier_scatter_from_touching_a_later_one(state):
+    state.handle(DataScattered("d", (1,), 100, copy=3), ReplicaStored("d", 1, 3))
+    assert state.handle(FutureReleased("d")) == [FreeData(1, "d", 3)]  # spares newer copies
+    state.handle(DataScattered("d", (2, 1), 100, copy=5))  # the same data again, forwarded
+    # rank 1's late confirmation of the earlier copy: not a holder of this one; that copy goes
+    assert state.handle(ReplicaStored("d", 1, 3)) == [FreeData(1, "d", 3)]
+    assert state.who_has("d") == (2,)
+    assert state.handle(ReplicaStored("d", 2, 5), ReplicaStored("d", 1, 5)) == [
+        ResolveFuture("d", "memory")]
+    assert state.who_has("d") == (1, 2)
+    assert state.handle(ReplicaStored("d", 1, 0)) == []  # a fetched copy has no number
 
 
 def test_a_stale_attempt_never_frees_the_current_copy(state):

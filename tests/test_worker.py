@@ -41,3 +41,15 @@ def test_a_new_attempt_drops_the_value_an_older_one_left():
     worker.store["k"], worker.payloads["k"] = "stale", dumps("stale")
     handled(worker, (0, run_msg("k", attempt=2)))
     assert "k" not in worker.store and "k" not in worker.payloads
+
+
+def test_freeing_an_earlier_scatter_spares_a_later_copy_that_overtook_it():
+    worker = Worker(LocalFabric(3).endpoints[2], Config())
+    # Scatter 5 forwarded by rank 1 arrives before rank 0's FREE of scatter 3's copy.
+    out = handled(worker, (1, (P.STORE, "d", dumps("new"), (), 5)),
+                  (0, (P.FREE, [("d", 3)])))
+    assert worker.store["d"] == "new" and out[0][-1] == (P.STORED, "d", 5)
+    handled(worker, (0, (P.FREE, [("d", 5)])))  # its own FREE
+    assert "d" not in worker.store and "d" not in worker.copies
+    handled(worker, (0, (P.STORE, "d", dumps("x"), (), 6)), (0, (P.FREE, ["d"])))
+    assert "d" not in worker.store  # a plain key: dropped whatever its number
