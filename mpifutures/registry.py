@@ -78,9 +78,13 @@ class Registry:
             record = future._record
             if claim in record.handles:
                 record.handles.remove(claim)
-            if self.records.get(claim.key) is record and _all_dead(record.handles):
-                del self.records[claim.key]
+            self._drop_unused(claim.key, record)
         return item
+
+    def _drop_unused(self, key: str, record: Optional[KeyRecord]) -> None:
+        """Forget ``record`` (the key's current one) if no future of it lives (under the lock)."""
+        if record is not None and self.records.get(key) is record and _all_dead(record.handles):
+            del self.records[key]
 
     def get(self, key: str) -> Optional[KeyRecord]:
         return self.records.get(key)
@@ -106,9 +110,7 @@ class Registry:
         """Forget the records of ``keys`` that have no live future left."""
         with self.lock:
             for key in keys:
-                record = self.records.get(key)
-                if record is not None and _all_dead(record.handles):
-                    del self.records[key]
+                self._drop_unused(key, self.records.get(key))
 
     def mark_cancel(self, futures: Iterable[Future]) -> int:
         """A client cancelled these: futures of their keys made from now on stay untouched
@@ -135,7 +137,8 @@ class Registry:
         record = self.records.get(key)
         if record is None:
             return
-        handles = [f for f in self.handles(key) if f._posted]
+        handles = [f for f in (ref() for ref in list(record.handles))  # see handles()
+                   if f is not None and f._posted]
         if status == "memory":
             for f in handles:
                 f._finish()

@@ -239,7 +239,7 @@ class Scheduler:
 
     def _rq_submit(self, item: tuple, events: list) -> None:
         _, session, pairs = item
-        counts = self.refs.setdefault(session, {})
+        counts = self.refs.setdefault(session, {})  # _count's work, the lookup once per batch
         for future, ev in pairs:
             future._posted = True  # resolutions from now on reach it (Registry.resolve)
             counts[ev.key] = counts.get(ev.key, 0) + 1
@@ -252,8 +252,8 @@ class Scheduler:
         self._count(session, ev.key)
         task = self.state.tasks.get(ev.key)
         if msg[3] or task is None or task.status != "memory" or first not in task.holders:
-            # (equal data already there is not sent again: its second confirmation could
-            # arrive after the key was freed and scattered elsewhere, and be taken as new)
+            # (equal data already there is not sent again: a transfer saved, and no second
+            # confirmation to tell apart from the first)
             self.outbox[first].append(msg)
         events.append(ev)
 

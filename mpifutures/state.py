@@ -193,8 +193,9 @@ class SchedulerState:
             task.expected = set(task.expected) | (set(ev.workers) - task.holders)
             self._resolve_scattered(task)
             return
-        clients = set(task.clients) if task is not None else set()
+        clients = {ev.client}  # and, as in _submitted, the sessions holding the old one
         if task is not None:
+            clients.update(task.clients)
             self._forget(task)
         task = TaskState(ev.key, None, (), next(self._seq))
         self.tasks[ev.key] = task
@@ -205,7 +206,6 @@ class SchedulerState:
         # the future waits for its confirmation too: a peer's request for the data may reach
         # that worker before the data has (MPI orders messages per sender only).
         task.holders, task.expected = {ev.workers[0]}, set(ev.workers)
-        task.clients = _with(task.clients, ev.client)
         self._resolve_scattered(task)
 
     def _resolve_scattered(self, task: TaskState) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import gc
 import threading
 import time
@@ -12,6 +13,15 @@ import pytest
 
 from mpifutures import DataLostError, Executor
 from tests import tasks
+
+
+@contextlib.contextmanager
+def cycle_collector_off():
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def wait_until(predicate, timeout=10.0):
@@ -406,13 +416,10 @@ def test_gather_raising_early_and_timed_out_as_completed_keep_nothing_alive(exec
         assert len(slow._waiters) < 5  # timed-out iterators took their hooks away
         with pytest.raises(ValueError):
             executor.gather([slow, executor.submit(tasks.fail, "now", pure=False)])
-        gc.disable()  # without the cycle collector, only references keep it alive
-        try:
+        with cycle_collector_off():  # only references keep it alive
             ref = weakref.ref(slow)
             del slow
             assert ref() is None
-        finally:
-            gc.enable()
     finally:
         open(gate, "w").close()
 
@@ -507,13 +514,10 @@ def test_failed_maps_dropped_executors_and_failed_futures_leave_no_bookkeeping(e
     f = executor.submit(tasks.fail, "x", pure=False)
     with pytest.raises(ValueError):
         f.result(10)
-    gc.disable()  # only references, not the cycle collector, may free it
-    try:
+    with cycle_collector_off():  # only references, not the cycle collector, may free it
         ref = weakref.ref(f)
         del f
         assert ref() is None
-    finally:
-        gc.enable()
 
 
 def test_gather_skip_on_a_namedtuple_with_a_failure_gives_a_plain_tuple(executor):
