@@ -156,8 +156,11 @@ class Registry:
         """Make the failed or cancelled futures of ``key`` pending again (for a retry).
 
         They count as made now: a cancellation posted before the retry, and resolved after
-        it, leaves them pending (see :meth:`mark_cancel`)."""
+        it, leaves them pending (see :meth:`mark_cancel`). A shut-down executor's futures
+        stay as they are: their session has let go of the key, so nothing would end them."""
         for future in self.handles(key):
+            if future._executor._closed:
+                continue
             future._serial = next(self._serials)
             future._reset()
         record = self.records.get(key)

@@ -108,26 +108,30 @@ class Worker:
             thread.start()
         try:
             while self.running:
-                arrived = self.t.poll()  # MPI: this thread only, and outside the lock
-                for source, msgs in arrived:
-                    for msg in msgs:
-                        if msg[0] == P.CALL:  # the user's function runs without the lock
-                            self._handle(source, msg)
-                        else:
-                            with self.lock:
-                                self._handle(source, msg)
-                with self.lock:
-                    out = self._take_outbox()
-                for dest, msgs in out.items():
-                    self.t.send(dest, msgs)
-                if arrived or out or self.t.busy():
-                    self.backoff.reset()
-                else:
-                    self.backoff.idle(self._unsent)
+                self._turn()
         finally:
             with self.ready_cond:
                 self.ready_cond.notify_all()
             self._drain()
+
+    def _turn(self) -> None:
+        """One pass of the loop: handle what arrived, send what is queued, back off if idle."""
+        arrived = self.t.poll()  # MPI: this thread only, and outside the lock
+        for source, msgs in arrived:
+            for msg in msgs:
+                if msg[0] == P.CALL:  # the user's function runs without the lock
+                    self._handle(source, msg)
+                else:
+                    with self.lock:
+                        self._handle(source, msg)
+        with self.lock:
+            out = self._take_outbox()
+        for dest, msgs in out.items():
+            self.t.send(dest, msgs)
+        if arrived or out or self.t.busy():
+            self.backoff.reset()
+        else:
+            self.backoff.idle(self._unsent)
 
     def _handle(self, source: int, msg: tuple) -> None:
         try:
@@ -319,19 +323,23 @@ class Worker:
                 if not self.running:
                     return
                 task = heapq.heappop(self.ready)[2]
-            if self.pending.get(task.key) is not task:
-                continue  # cancelled, or replaced by a newer attempt
-            start = time.time() if self.trace else 0.0
-            outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
-                                      task.inputs, self.rank)
-            task.inputs = {}
-            try:
-                with self.lock:
-                    self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
-            except Exception as exc:  # noqa: BLE001 - the thread must live on, and say so
-                self._report_broken_finish(task, exc)
-            if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
-                self.backoff.wake.set()
+            self._run_task(task)
+
+    def _run_task(self, task: _Task) -> None:
+        """Run ``task`` on the calling compute thread and queue its report."""
+        if self.pending.get(task.key) is not task:
+            return  # cancelled, or replaced by a newer attempt
+        start = time.time() if self.trace else 0.0
+        outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
+                                  task.inputs, self.rank)
+        task.inputs = {}
+        try:
+            with self.lock:
+                self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
+        except Exception as exc:  # noqa: BLE001 - the thread must live on, and say so
+            self._report_broken_finish(task, exc)
+        if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
+            self.backoff.wake.set()
 
     def _report_broken_finish(self, task: _Task, exc: Exception) -> None:
         """A bug while recording a finished task: fail that task instead of losing it."""

@@ -601,3 +601,21 @@ def test_a_resolution_does_not_reach_a_future_whose_submit_is_still_on_its_way(e
     registry.release(f)
     g = executor.submit(tasks.inc, 1, key="key-in-flight")
     assert g.result(10) == 2 and g._posted
+
+
+def test_a_retry_leaves_a_shut_down_executors_future_of_the_key_as_it_was(cluster):
+    import uuid
+
+    key = f"retried-{uuid.uuid4().hex}"
+    closed, live = Executor(cluster=cluster), Executor(cluster=cluster)
+    old = closed.submit(tasks.sleep, 0.2, key=key)
+    closed.shutdown(wait=False)
+    assert old.cancelled()
+    new = live.submit(tasks.sleep, 0.2, key=key)  # the same key, run again for `live`
+    new.cancel()
+    new.retry()
+    # `old` no longer has a claim on the key: nothing would ever end it again (if `live`
+    # let go of the key now, its task would be dropped without a word to any future).
+    assert old.cancelled()
+    assert new.result(timeout=30) == 0.2
+    live.shutdown()
