@@ -171,7 +171,9 @@ class SchedulerState:
             dep = self.tasks.get(dep_key)
             if dep is None:
                 err = DataLostError(f"input {dep_key!r} of task {task.key!r} was already "
-                                    "released")
+                                    "released (no future of it was left); keep a future of "
+                                    "each input while its dependents may be submitted or "
+                                    "retried")
                 self._end(task, "erred", err)
                 return
             if dep.status in ("erred", "cancelled"):
