@@ -98,6 +98,13 @@ class KeyRecord:
         if arrived is not None:
             arrived.set()
 
+    def forget_error(self) -> None:
+        """A retry: a fetch that failed may be made again. A value held stays (it is the
+        key's, and a reader may be on its way to it)."""
+        with self.lock:
+            if self.error is not None:
+                self.error, self.requested = None, False
+
     def claim_fetch(self) -> bool:
         """True if the caller must ask for the value now (nobody asked yet, rank 0 lacks it)."""
         if self.loaded or self.payload is not None:

@@ -165,7 +165,7 @@ class Registry:
             future._reset()
         record = self.records.get(key)
         if record is not None:
-            record.deliver(None)
+            record.forget_error()
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every future and every pending fetch (the scheduler is gone)."""

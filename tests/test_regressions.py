@@ -619,3 +619,20 @@ def test_a_retry_leaves_a_shut_down_executors_future_of_the_key_as_it_was(cluste
     assert old.cancelled()
     assert new.result(timeout=30) == 0.2
     live.shutdown()
+
+
+def test_a_retry_keeps_the_value_rank_0_holds_for_the_key():
+    import types
+
+    from mpifutures.registry import Registry
+    from mpifutures.serialize import dumps
+
+    registry = Registry(lambda item: None)
+    executor = types.SimpleNamespace(_closed=False)
+    done, cancelled = registry.new_future("k", executor), registry.new_future("k", executor)
+    record = done._record
+    assert record.claim_fetch()  # a result() of `done` asked for the value ...
+    record.deliver(dumps(42))  # ... and it arrived
+    cancelled._cancel_locally()
+    registry.reset("k")  # the cancelled future of the same key is retried
+    assert record.get(lambda r: pytest.fail("fetched again"), timeout=0) == 42
