@@ -221,8 +221,11 @@ class SchedulerState:
         task = self.tasks.get(ev.key)
         if task is None or task.status != "memory" or 0 < ev.copy < task.first_copy:
             # A copy nobody needs any more, or one of an earlier scatter of the key, which was
-            # freed (the FREE names its number: a newer copy there stays).
-            self._out.append(FreeData(ev.worker, ev.key, ev.copy))
+            # freed (the FREE names its number: a newer copy there stays). Unless the worker
+            # is computing the key anew: it dropped the old copy when the task reached it,
+            # and a FREE would drop the new value.
+            if task is None or task.status != "processing" or task.worker != ev.worker:
+                self._out.append(FreeData(ev.worker, ev.key, ev.copy))
             return
         task.holders = _with(task.holders, ev.worker)
         if ev.worker in task.expected:

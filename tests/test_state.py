@@ -273,3 +273,15 @@ def test_awaiting_workers_while_a_task_runs_or_a_copy_is_unconfirmed(state):
     assert state.awaiting_workers()  # the copies are not confirmed yet
     state.handle(ReplicaStored("d", 2), ReplicaStored("d", 1))
     assert not state.awaiting_workers()
+
+
+def test_a_stale_fetched_copy_from_the_worker_computing_the_key_anew_is_not_freed(state):
+    # Worker 1 fetched "k" for a task, "k" was then forgotten, submitted again and sent to run
+    # on worker 1; the STORED of the old copy comes after that. The worker dropped the old
+    # copy when the new task reached it: a FREE would now drop the new value instead.
+    assert state.handle(submit("k", client=1)) == [Dispatch(1, "k", "spec-k", ())]
+    assert state.handle(ReplicaStored("k", 1)) == []
+    assert state.handle(TaskFinished("k", 1, 8)) == [ResolveFuture("k", "memory")]
+    assert state.who_has("k") == (1,)
+    assert state.handle(ReplicaStored("k", 2)) == []  # an ordinary copy, once it is computed
+    assert state.who_has("k") == (1, 2)
