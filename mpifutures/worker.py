@@ -42,6 +42,7 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
+_ABSENT = object()
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
 
@@ -172,7 +173,11 @@ class Worker:
         self.copies.pop(task.key, None)
         self.fetching.pop(task.key, None)  # an older copy still on its way is stale too
         for key, owner in task.deps:
-            if key in self.store:
+            # Each input is handed to the task as it is found here or arrives: a FREE handled
+            # later (of a stale copy, say) cannot pull it from under the task.
+            value = self.store.get(key, _ABSENT)
+            if value is not _ABSENT:
+                task.inputs[key] = value
                 continue
             task.missing.add(key)
             self.waiters[key].append(task)
@@ -289,6 +294,7 @@ class Worker:
     def _arrived(self, key: str, value: Any) -> None:
         self.store[key] = value
         for task in self.waiters.pop(key, ()):
+            task.inputs[key] = value
             task.missing.discard(key)
             if not task.missing and self.pending.get(task.key) is task:
                 self._push_ready(task)
@@ -305,9 +311,6 @@ class Worker:
         self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
 
     def _push_ready(self, task: _Task) -> None:
-        # The inputs are handed over now, on the main loop: a FREE handled later cannot pull
-        # them from under the running task.
-        task.inputs = {key: self.store[key] for key, _ in task.deps}
         with self.ready_cond:
             heapq.heappush(self.ready, (-task.priority, next(self.seq), task))
             self.ready_cond.notify()

@@ -53,3 +53,15 @@ def test_freeing_an_earlier_scatter_spares_a_later_copy_that_overtook_it():
     assert "d" not in worker.store and "d" not in worker.copies
     handled(worker, (0, (P.STORE, "d", dumps("x"), (), 6)), (0, (P.FREE, ["d"])))
     assert "d" not in worker.store  # a plain key: dropped whatever its number
+
+
+def test_an_input_freed_here_while_its_task_waits_for_another_is_still_given_to_it():
+    worker = Worker(LocalFabric(4).endpoints[1], Config())
+    # "k" is in the store (a cancelled attempt's value, say) when "d" arrives: "d" takes it
+    # and fetches "j"; the FREE of that "k" comes before "j" arrives.
+    worker.store["k"] = 5
+    out = handled(worker, (0, run_msg("d", deps=(("k", 2), ("j", 3)))), (0, (P.FREE, ["k"])))
+    assert out[3] == [(P.GET, "j")]
+    handled(worker, (3, (P.DATA, "j", dumps(7))))
+    (_, _, task), = worker.ready
+    assert task.key == "d" and task.inputs == {"k": 5, "j": 7}
