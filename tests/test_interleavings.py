@@ -83,7 +83,7 @@ class Rig:
     def __init__(self, seed: int) -> None:
         self.rng = rng = random.Random(seed)
         config = Config(inline_bytes=rng.choice([0, 4096]),
-                        tasks_per_worker=rng.choice([1, 2, 64]))
+                        tasks_per_worker=rng.choice([1, 2, 64]), task_stream=rng.random() < 0.3)
         self.net = Network(rng.choice([3, 4]), rng)
         self.scheduler = Scheduler(self.net.endpoints[0], config)
         self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
@@ -275,6 +275,7 @@ class Rig:
                    (self.scheduler_turn, 10), (self.worker_turn, 10), (self.compute, 10),
                    (self.net.deliver, 30)]
         calls, weights = zip(*actions)
+        weights = [w * self.rng.uniform(0.2, 2.0) for w in weights]  # each run its own mix
         for _ in range(steps):
             self.futures += [(f, s) for f, s in self.scattering if f.done()]
             self.scattering = [(f, s) for f, s in self.scattering if not f.done()]
