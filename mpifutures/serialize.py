@@ -92,11 +92,15 @@ class _DepMixin:
 
     future_type: type | None = None
     deps: list
+    keys: dict
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) is _DepMixin.future_type:
             self.deps.append(obj)
-            return obj.key
+            # One string object per key: pickle's memo then writes a key passed twice the
+            # same way whether one future or two futures of it carry it (a pure key must not
+            # depend on which).
+            return self.keys.setdefault(obj.key, obj.key)
         return None
 
 
@@ -143,7 +147,7 @@ def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:
     buffers: list = []
     out = io.BytesIO()
     pickler = cls(out, protocol=_PROTOCOL, buffer_callback=buffers.append)
-    pickler.deps = []
+    pickler.deps, pickler.keys = [], {}
     pickler.dump(obj)
     return Payload(out.getvalue(), [b.raw() for b in buffers] if buffers else buffers), \
         pickler.deps

@@ -44,6 +44,8 @@ def test_pure_keys_are_shared_and_impure_keys_unique(executor):
     assert g1.key != g2.key
     assert executor.submit(tasks.inc, 1, key="mine").key == "mine"
     assert [f.result(10) for f in (f1, f2, g1, g2)] == [11] * 4
+    # Futures of one key are the same input, whichever of them is passed
+    assert executor.submit(tasks.add, f1, f1).key == executor.submit(tasks.add, f1, f2).key
 
 
 def test_map_stops_at_the_shortest_iterable(executor):

@@ -134,9 +134,7 @@ class Rig:
         """The same pure call with the same inputs again: the same key."""
         held = {(f.executor, s.key): f for f, s in self.futures}
         again = [(f.executor, s, [held.get((f.executor, d.key)) for d in s.inputs])
-                 for f, s in self.futures if s.pure
-                 # (two futures of one key, or one twice, pickle differently: another key)
-                 and len({d.key for d in s.inputs}) == len(s.inputs)]
+                 for f, s in self.futures if s.pure]
         again = [(ex, s, ins) for ex, s, ins in again if None not in ins
                  and ex._session not in self.closed]
         if again:
