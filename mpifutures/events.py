@@ -79,12 +79,15 @@ class ReplicaStored(Record):
 
 
 class TaskFinished(Record):
-    """``worker`` computed dispatch number ``attempt`` of ``key``."""
+    """``worker`` computed dispatch number ``attempt`` of ``key``; ``value`` (opaque here) is
+    the result when small enough to come with the report, else None."""
 
-    __slots__ = ("key", "worker", "nbytes", "attempt")
+    __slots__ = ("key", "worker", "nbytes", "attempt", "value")
 
-    def __init__(self, key: str, worker: int, nbytes: int, attempt: int = 0) -> None:
+    def __init__(self, key: str, worker: int, nbytes: int, attempt: int = 0,
+                 value: Any = None) -> None:
         self.key, self.worker, self.nbytes, self.attempt = key, worker, nbytes, attempt
+        self.value = value
 
 
 class TaskFailed(Record):
@@ -151,12 +154,13 @@ class Dispatch(Record):
 
 
 class ResolveFuture(Record):
-    """Tell the client futures of ``key`` that it ended: finished, error or cancelled."""
+    """Tell the client futures of ``key`` that it ended: finished, error or cancelled; a
+    finish may carry its ``value`` (see :class:`TaskFinished`)."""
 
-    __slots__ = ("key", "status", "error")
+    __slots__ = ("key", "status", "error", "value")
 
-    def __init__(self, key: str, status: str, error: Any = None) -> None:
-        self.key, self.status, self.error = key, status, error
+    def __init__(self, key: str, status: str, error: Any = None, value: Any = None) -> None:
+        self.key, self.status, self.error, self.value = key, status, error, value
 
 
 class FreeData(Record):

@@ -333,11 +333,9 @@ class Scheduler:
         if op == P.DONE:
             _, key, attempt, nbytes, inline, fetched_bytes = msg
             self.stats["bytes_between_workers"] += fetched_bytes
-            record = self.registry.get(key)
-            if inline is not None and record is not None and not record.loaded:
-                self.stats["bytes_to_rank0"] += inline.nbytes
-                record.deliver(inline)
-            events.append(TaskFinished(key, source, nbytes, attempt))
+            # The value inline goes to the futures only if the state takes this finish (a
+            # cancelled attempt's late report must not overwrite a retry's value).
+            events.append(TaskFinished(key, source, nbytes, attempt, inline))
         elif op == P.FAILED:
             events.append(TaskFailed(msg[1], source, msg[3], msg[2]))
         elif op == P.STORED:
@@ -389,12 +387,21 @@ class Scheduler:
                 outbox[cmd.worker].append((P.RUN, cmd.key, token, fn_bytes, args, cmd.deps,
                                            cmd.priority, cmd.attempt))
             elif kind is ResolveFuture:
+                if cmd.value is not None:
+                    self._deliver_inline(cmd.key, cmd.value)
                 self.registry.resolve(cmd.key, cmd.status, cmd.error)
             elif kind is FreeData:
                 self._append_key(outbox[cmd.worker], P.FREE,
                                  (cmd.key, cmd.copy) if cmd.copy else cmd.key)
             elif kind is CancelTask:
                 self._append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
+
+    def _deliver_inline(self, key: str, payload: Any) -> None:
+        """A finished task's small result came with its report: keep it for the futures."""
+        record = self.registry.get(key)
+        if record is not None and not record.loaded:
+            self.stats["bytes_to_rank0"] += payload.nbytes
+            record.deliver(payload)
 
     @staticmethod
     def _append_key(msgs: list, op: int, key: str) -> None:

@@ -242,7 +242,7 @@ class SchedulerState:
         task.status, task.holders, task.nbytes = "memory", {ev.worker}, ev.nbytes
         task.keep = False  # fire and forget: it ran; now it lives as long as it is needed
         self.completed += 1
-        self._out.append(ResolveFuture(task.key, "memory"))
+        self._out.append(ResolveFuture(task.key, "memory", None, ev.value))
         for dep_key in list(task.dependents):
             dependent = self.tasks[dep_key]
             _without(dependent.waiting_on, task.key)

@@ -285,3 +285,14 @@ def test_a_stale_fetched_copy_from_the_worker_computing_the_key_anew_is_not_free
     assert state.who_has("k") == (1,)
     assert state.handle(ReplicaStored("k", 2)) == []  # an ordinary copy, once it is computed
     assert state.who_has("k") == (1, 2)
+
+
+def test_only_an_accepted_finish_hands_its_small_value_to_the_futures(state):
+    # Attempt 1 finished on its worker as it was cancelled; its report (with the value
+    # inline) comes after the retry's attempt 2 ended: only attempt 2's value may reach rank 0.
+    state.handle(submit("k", client=1))
+    first = state.tasks["k"].attempt
+    state.handle(CancelRequested(("k",), 1), RetryRequested("k"))
+    assert state.handle(TaskFinished("k", 1, 8, value="second")) == [
+        ResolveFuture("k", "memory", value="second")]
+    assert state.handle(TaskFinished("k", 1, 8, first, value="first")) == []
