@@ -42,9 +42,10 @@ class Registry:
         """A future of ``key``; call :meth:`arm` once its submit is posted."""
         with self.lock:
             record = self.records.get(key)
-            if record is None or _all_dead(record.handles):
-                # No future of the key is left: a value held for them belongs to the task
-                # they saw, which may be gone (a reused key= can name a new computation).
+            if record is None or not _any_open(record.handles):
+                # No future of the key is left, or only shut-down executors' (which no
+                # longer hold the key): a value held for them belongs to the task they saw,
+                # which may be gone (a reused key= can name a new computation).
                 record = self.records[key] = KeyRecord(key)
             future = Future(key, record, executor)
             future._serial = next(self._serials)
@@ -163,6 +164,8 @@ class Registry:
                 continue
             future._serial = next(self._serials)
             future._reset()
+            if future._executor._closed:  # shut down meanwhile: its list of pending
+                future._cancel_locally()  # futures may have been made before the reset
         record = self.records.get(key)
         if record is not None:
             record.forget_error()
@@ -176,6 +179,15 @@ class Registry:
             for f in (ref() for ref in list(record.handles)):
                 if f is not None:
                     f._fail(error)
+
+
+def _any_open(refs: list) -> bool:
+    """True if a future among ``refs`` lives and its executor is not shut down."""
+    for ref in refs:
+        f = ref()
+        if f is not None and not f._executor._closed:
+            return True
+    return False
 
 
 def _all_dead(refs: list) -> bool:

@@ -636,3 +636,16 @@ def test_a_retry_keeps_the_value_rank_0_holds_for_the_key():
     cancelled._cancel_locally()
     registry.reset("k")  # the cancelled future of the same key is retried
     assert record.get(lambda r: pytest.fail("fetched again"), timeout=0) == 42
+
+
+def test_a_key_reused_after_its_executor_shut_down_names_the_new_computation(cluster):
+    import uuid
+
+    key = f"reused-{uuid.uuid4().hex}"
+    first = Executor(cluster=cluster)
+    old = first.submit(tasks.identity, "A", key=key)
+    assert old.result(30) == "A"
+    first.shutdown()  # `old` lives on, and keeps its value
+    with Executor(cluster=cluster) as ex:
+        assert ex.submit(tasks.identity, "B", key=key).result(30) == "B"
+    assert old.result(30) == "A"
