@@ -351,3 +351,44 @@ def run(seed: int) -> None:
 def test_random_interleavings_end_every_future_rightly_and_leave_nothing_behind():
     for seed in range(RUNS):
         run(seed)
+
+
+_calls = [0]
+
+
+def first_small_then_large():
+    """A task whose value differs between runs: small (inline) the first time, large after."""
+    _calls[0] += 1
+    return "first" if _calls[0] == 1 else "second" * 2000
+
+
+def test_a_cancelled_attempts_late_report_does_not_give_its_value_to_the_retry():
+    _calls[0] = 0
+    net = Network(2, random.Random(0))
+    scheduler, worker = Scheduler(net.endpoints[0], Config()), Worker(net.endpoints[1], Config())
+    for part in (scheduler, worker):
+        part.backoff.idle = lambda *args, **kwargs: None
+
+    def settle():
+        for _ in range(10):
+            scheduler._step()
+            while net.deliver():
+                pass
+            worker._turn()
+            while worker.ready:
+                worker._run_task(heapq.heappop(worker.ready)[2])
+
+    f = Executor(cluster=scheduler).submit(first_small_then_large, pure=False)
+    scheduler._step()
+    net.deliver()
+    worker._turn()
+    worker._run_task(heapq.heappop(worker.ready)[2])  # attempt 1: "first"
+    worker._turn()  # its report, with the value inline, is on its way ...
+    f.cancel()  # ... when the client cancels
+    settle()
+    f.retry()
+    settle()
+    assert worker.store[f.key] == "second" * 2000
+    Rig._fetch(f)  # as result() does, without waiting (nothing else runs the scheduler)
+    settle()
+    assert f.result(timeout=0) == "second" * 2000
