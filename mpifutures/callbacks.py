@@ -34,7 +34,8 @@ class CallbackThread:
         """Run what is queued, then end the thread (waits at most ``timeout`` seconds)."""
         if self._thread.is_alive():
             self._queue.put(None)
-            self._thread.join(timeout)
+            if self._thread is not threading.current_thread():  # a callback may stop us
+                self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
@@ -45,6 +46,7 @@ class CallbackThread:
             for callback in callbacks:
                 try:
                     callback(future)
-                except Exception:  # noqa: BLE001 - a user callback must never kill the thread
+                except BaseException:  # noqa: BLE001 - a user callback must never kill
+                    # the thread (not even with sys.exit): later callbacks would never run
                     log.exception("done-callback %r of %r raised", callback, future)
             del item, future, callbacks, callback  # keep no future alive while idle

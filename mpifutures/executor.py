@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
-from .events import DataScattered, KeepRequested, RetryRequested, TaskSubmitted
+from .events import DataScattered, KeepRequested, TaskSubmitted
 from .future import Future, check_timeout
 from .hooks import wait_ended
 from .serialize import dumps, dumps_args, functions, loads, value_nbytes
@@ -376,14 +376,17 @@ class Executor:
     def _cancel(self, futures: Iterable[Future]) -> None:
         futures = list(futures)
         if futures:
-            mark = self._cluster.registry.mark_cancel(futures)
-            keys = tuple(f.key for f in futures)
-            self._cluster.post(("cancel", self._session, keys, mark))
+            self._cluster.post(("cancel", self._session, tuple(f.key for f in futures)))
 
     def _retry(self, future: Future) -> None:
         self._check_open("retry")
-        self._cluster.registry.reset(future.key)
-        self._cluster.post(("event", RetryRequested(future.key)))
+        reset = self._cluster.registry.reset(future.key)
+        try:
+            self._cluster.post(("retry", future.key, reset))
+        except ExecutorClosedError as exc:  # the cluster is gone: nothing would end them
+            for f, _ in reset:
+                f._fail(exc)
+            raise
 
     def _release(self, future: Future) -> None:
         if not self._closed:
@@ -424,7 +427,10 @@ class Executor:
             if self._closed:
                 return
             self._closed = True
-        live = self._cluster.registry.futures_of(self)
+        # Only futures whose submit was posted: another thread's map or submit still being
+        # prepared now fails (the executor is closed), and nothing would ever end its futures.
+        live = [f for f in self._cluster.registry.futures_of(self)
+                if f._ref.session is not None]
         pending = [f for f in live if not f.done()]
         if cancel_futures and pending:
             if keep:  # a pool's calls have keys of their own: cancel them outright

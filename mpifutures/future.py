@@ -76,7 +76,7 @@ class KeyRecord:
     """What rank 0 knows of one key's value, shared by all of its futures."""
 
     __slots__ = ("key", "handles", "payload", "value", "loaded", "error", "requested",
-                 "arrived", "lock", "cancel_mark", "__weakref__")
+                 "arrived", "lock", "__weakref__")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -88,7 +88,6 @@ class KeyRecord:
         self.requested = False
         self.arrived: Optional[threading.Event] = None  # made when a fetch is requested
         self.lock = threading.Lock()
-        self.cancel_mark: Optional[int] = None  # see Registry.mark_cancel
 
     def deliver(self, payload: Optional[Payload], error: Optional[BaseException] = None) -> None:
         """Called by the scheduler thread when the value (or a fetch error) arrives."""
@@ -168,9 +167,12 @@ class Future(cf.Future):
         self._record = record
         self._executor = executor
         self._ref: Any = None  # the registry's Claim: its death releases the key
-        self._serial = 0
         self._released = False
-        self._posted = False  # set by the scheduler thread once it has taken the submit in
+        # Resolutions reach the future while _posted == _gen: the scheduler thread sets
+        # _posted once it has taken the submit (0) or a retry (its _gen) in; a retry's reset
+        # raises _gen first. (Plain assignments on both sides: no lock, no lost update.)
+        self._posted = -1
+        self._gen = 0
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
@@ -331,10 +333,14 @@ class Future(cf.Future):
                              f"{self.status} one ({self._key!r})")
         self._executor._retry(self)
 
-    def _reset(self) -> None:
+    def _reset(self) -> Optional[int]:
+        """Pending again, for a retry, unless it finished: the retry's generation, or None."""
         with self._condition:
             if self._state in _ENDED and self._result is not _REMOTE:
                 self._state, self._exception, self._result = _PENDING, None, None
+                self._gen += 1  # unreached by resolutions until the retry is taken in
+                return self._gen
+        return None
 
     def __await__(self) -> Any:
         return self._wait_async().__await__()

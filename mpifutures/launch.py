@@ -26,7 +26,7 @@ import threading
 from typing import Any, Iterator, Optional
 
 from . import config as configmod
-from .errors import MpiFuturesError
+from .errors import ExecutorClosedError, MpiFuturesError
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ def stop_scheduler(code: int) -> int:
     config = scheduler.config
     try:
         settle = sys.modules.get("mpifutures.settle")  # imported by a pool's shutdown
-        if settle is not None:
-            settle.finish_pending_calls()
+        if settle is not None and code == 0:  # after an error, exit within seconds instead:
+            settle.finish_pending_calls()  # the calls still pending fail as the workers stop
         if scheduler.stop(config.shutdown_timeout):
             return code
     except BaseException:  # a signal during the wait: end now, not later in MPI_Finalize
@@ -250,7 +250,10 @@ def spmd(comm: Any = None) -> Iterator[Any]:
     try:
         yield executor
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            executor.shutdown(wait=False, cancel_futures=True)
+        except ExecutorClosedError:  # the scheduler failed: the workers must still stop
+            pass
         if not scheduler.stop(config.shutdown_timeout):
             sys.stderr.write("mpifutures: workers did not stop in time; aborting the job.\n")
             scheduler.t.abort(1)

@@ -93,6 +93,14 @@ class PoolExecutor(cf.Executor):
             for f in futures:
                 f.cancel()
 
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        # As the standard library's pools: wait for every call. But interrupted (Ctrl-C, or
+        # SIGTERM, which the launcher raises as KeyboardInterrupt) the job must end within
+        # moments: the calls not done are cancelled instead of waited for.
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.shutdown(wait=True, cancel_futures=interrupted)
+        return False
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; ``wait`` for pending calls, or cancel them first.
 

@@ -11,7 +11,6 @@ released twice.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import weakref
 from typing import Any, Callable, Iterable, Optional
@@ -36,19 +35,17 @@ class Registry:
         self.records: dict[str, KeyRecord] = {}
         self.lock = threading.Lock()
         self._append = inbox_append
-        self._serials = itertools.count(1)
 
     def new_future(self, key: str, executor: Any) -> Future:
         """A future of ``key``; call :meth:`arm` once its submit is posted."""
         with self.lock:
             record = self.records.get(key)
-            if record is None or not _any_open(record.handles):
-                # No future of the key is left, or only shut-down executors' (which no
-                # longer hold the key): a value held for them belongs to the task they saw,
-                # which may be gone (a reused key= can name a new computation).
+            if record is None or not _any_held(record.handles):
+                # No future of the key is left, or only ended ones of shut-down executors
+                # (which no longer hold the key): a value held for them belongs to the task
+                # they saw, which may be gone (a reused key= can name a new computation).
                 record = self.records[key] = KeyRecord(key)
             future = Future(key, record, executor)
-            future._serial = next(self._serials)
             future._ref = claim = Claim(future, self._collected)
             claim.key, claim.session = key, None
             handles = record.handles
@@ -113,33 +110,16 @@ class Registry:
             for key in keys:
                 self._drop_unused(key, self.records.get(key))
 
-    def mark_cancel(self, futures: Iterable[Future]) -> int:
-        """A client cancelled these: futures of their keys made from now on stay untouched
-        by that cancellation (a resubmit of the key runs it again). Returns the mark, which
-        :meth:`unmark_cancel` takes away once the scheduler has handled the cancellation."""
-        mark = next(self._serials)
-        for f in futures:
-            f._record.cancel_mark = mark
-        return mark
-
-    def unmark_cancel(self, keys: Iterable[str], mark: int) -> None:
-        """The cancellation that set ``mark`` was handled (its futures are resolved, or it
-        found the tasks ended): a later cancellation of these keys, by a cancelled input,
-        must reach every future of them."""
-        for key in keys:
-            record = self.records.get(key)
-            if record is not None and record.cancel_mark == mark:
-                record.cancel_mark = None
-
     def resolve(self, key: str, status: str, error: Any) -> None:
-        """Finish, fail or cancel every live future of ``key`` whose submit the scheduler
-        has taken in (a newer one is answered by the state when its submit comes: the task
-        it finds may be another, e.g. if the older futures were all released meanwhile)."""
+        """Finish, fail or cancel every live future of ``key`` whose submit (or retry) the
+        scheduler has taken in (a newer one is answered by the state when its submit comes:
+        the task it finds may be another, e.g. if the older futures were all released
+        meanwhile; and a cancellation handled before a retry leaves the retried futures be)."""
         record = self.records.get(key)
         if record is None:
             return
         handles = [f for f in (ref() for ref in list(record.handles))  # see handles()
-                   if f is not None and f._posted]
+                   if f is not None and f._posted == f._gen]
         if status == "memory":
             for f in handles:
                 f._finish()
@@ -148,27 +128,30 @@ class Registry:
             for f in handles:
                 f._fail(exc)
         else:
-            mark, record.cancel_mark = record.cancel_mark, None
             for f in handles:
-                if mark is None or f._serial < mark:
-                    f._cancel_locally()
+                f._cancel_locally()
 
-    def reset(self, key: str) -> None:
-        """Make the failed or cancelled futures of ``key`` pending again (for a retry).
+    def reset(self, key: str) -> list[tuple[Future, int]]:
+        """Make the failed or cancelled futures of ``key`` pending again (for a retry), and
+        return them with their new generation (see ``Future._posted``).
 
-        They count as made now: a cancellation posted before the retry, and resolved after
-        it, leaves them pending (see :meth:`mark_cancel`). A shut-down executor's futures
-        stay as they are: their session has let go of the key, so nothing would end them."""
+        Resolutions pass them by until the scheduler takes the retry in (it marks them
+        posted again): a cancellation posted before the retry, and handled after this reset,
+        leaves them pending. A shut-down executor's futures stay as they are: their session
+        has let go of the key, so nothing would end them."""
+        reset = []
         for future in self.handles(key):
             if future._executor._closed:
                 continue
-            future._serial = next(self._serials)
-            future._reset()
+            gen = future._reset()
+            if gen is not None:
+                reset.append((future, gen))
             if future._executor._closed:  # shut down meanwhile: its list of pending
                 future._cancel_locally()  # futures may have been made before the reset
         record = self.records.get(key)
         if record is not None:
             record.forget_error()
+        return reset
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every future and every pending fetch (the scheduler is gone)."""
@@ -181,11 +164,12 @@ class Registry:
                     f._fail(error)
 
 
-def _any_open(refs: list) -> bool:
-    """True if a future among ``refs`` lives and its executor is not shut down."""
+def _any_held(refs: list) -> bool:
+    """True if a future among ``refs`` lives and its executor is not shut down, or it is
+    still pending (an executor shutting down waits for it: its resolution must reach it)."""
     for ref in refs:
         f = ref()
-        if f is not None and not f._executor._closed:
+        if f is not None and (not f._executor._closed or not f.done()):
             return True
     return False
 

@@ -30,7 +30,7 @@ from .callbacks import CallbackThread
 from .config import Config
 from .errors import ExecutorClosedError
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
-                     ReplicaStored, ResolveFuture, TaskFailed, TaskFinished)
+                     ReplicaStored, ResolveFuture, RetryRequested, TaskFailed, TaskFinished)
 from .future import Future, KeyRecord, lost
 from .registry import Registry
 from .state import SchedulerState
@@ -241,14 +241,14 @@ class Scheduler:
         _, session, pairs = item
         counts = self.refs.setdefault(session, {})  # _count's work, the lookup once per batch
         for future, ev in pairs:
-            future._posted = True  # resolutions from now on reach it (Registry.resolve)
+            future._posted = 0  # resolutions from now on reach it (Registry.resolve)
             counts[ev.key] = counts.get(ev.key, 0) + 1
             events.append(ev)
 
     def _rq_scatter(self, item: tuple, events: list) -> None:
         _, session, first, msg, ev, future = item
         self._handle(events)  # a FREE of an earlier copy of this key must go out first
-        future._posted = True
+        future._posted = 0
         self._count(session, ev.key)
         task = self.state.tasks.get(ev.key)
         if msg[3] or task is None or task.status != "memory" or first not in task.holders:
@@ -279,10 +279,16 @@ class Scheduler:
         self.registry.drop(keys)
 
     def _rq_cancel(self, item: tuple, events: list) -> None:
-        _, session, keys, mark = item
+        _, session, keys = item
         events.append(CancelRequested(keys, session))
-        self._handle(events)  # now, in order: the futures it cancels are resolved with the mark
-        self.registry.unmark_cancel(keys, mark)
+        self._handle(events)  # now: it reaches only the futures posted before it
+
+    def _rq_retry(self, item: tuple, events: list) -> None:
+        _, key, futures = item
+        self._handle(events)  # what was posted before resolves without them
+        for f, gen in futures:
+            f._posted = gen  # the retry's outcome reaches them (Registry.resolve)
+        events.append(RetryRequested(key))
 
     def _rq_fetch(self, item: tuple, events: list) -> None:
         self._handle(events)  # fetch from where the data is after what was posted before
@@ -322,7 +328,8 @@ class Scheduler:
 
     _requests = {
         "submit": _rq_submit, "scatter": _rq_scatter, "event": _rq_event,
-        "decref": _rq_decref, "close": _rq_close, "cancel": _rq_cancel, "fetch": _rq_fetch,
+        "decref": _rq_decref, "close": _rq_close, "cancel": _rq_cancel, "retry": _rq_retry,
+        "fetch": _rq_fetch,
         "call": _rq_call, "query": _rq_query, "stop": _rq_stop,
     }
 

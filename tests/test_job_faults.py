@@ -161,3 +161,19 @@ def test_a_3gb_array_moves_worker_to_worker_and_to_rank0_intact():
     """, timeout=600)
     assert r.returncode == 0, r
     assert "sums True" in r.stdout and "moved True" in r.stdout, r
+
+
+def test_a_script_failing_after_a_pool_shut_down_without_waiting_ends_promptly():
+    # At a clean exit the pending calls of such a pool run first (as the standard library
+    # does); after an error the job ends within seconds instead.
+    start = time.monotonic()
+    r = launch(3, """
+        from mpifutures import PoolExecutor
+        from tests import faults
+        pool = PoolExecutor()
+        calls = [pool.submit(faults.hang_forever) for _ in range(2)]
+        pool.shutdown(wait=False)
+        raise RuntimeError("the script failed")
+    """, env={"MPIFUTURES_SHUTDOWN_TIMEOUT": "5"}, timeout=90)
+    assert "the script failed" in r.stderr and r.returncode != 0, r
+    assert not r.timed_out and time.monotonic() - start < 45, r

@@ -580,15 +580,34 @@ def test_scattering_equal_data_again_sends_nothing_to_a_worker_holding_it(execut
         del transport.send
 
 
-def test_a_cancellation_that_finds_its_task_ended_leaves_no_mark_behind(executor):
-    # cancel() racing the task's end: the scheduler finds it finished. A mark left on the key
-    # would keep a later cancellation (by a cancelled input, after a retry) from reaching
-    # the futures made since, which would then wait forever.
+def test_a_cancellation_that_finds_its_task_ended_leaves_it_finished(executor):
+    # cancel() racing the task's end: the scheduler finds it finished.
     f = executor.submit(tasks.inc, 1, pure=False)
     assert f.result(10) == 2
     executor._cancel([f])
     executor._cluster.query(lambda s: None)  # handled by now
-    assert f._record.cancel_mark is None and f.result(10) == 2
+    assert f.status == "finished" and f.result(10) == 2
+
+
+def test_a_submit_slipping_in_ahead_of_a_cancel_is_cancelled_with_its_task(executor):
+    import uuid
+
+    x = uuid.uuid4().int % 10**9  # a call no other test makes
+    first = executor.submit(tasks.slow_inc, x, 1.0)
+    cluster, post, later = executor._cluster, executor._cluster.post, []
+
+    def post_with_a_submit_ahead(item):  # another thread submitting the same call, just
+        if item[0] == "cancel" and not later:  # as this one posts its cancel
+            later.append(executor.submit(tasks.slow_inc, x, 1.0))
+        post(item)
+
+    cluster.post = post_with_a_submit_ahead
+    try:
+        first.cancel()
+    finally:
+        del cluster.post
+    with pytest.raises(cf.CancelledError):  # the cancel ended the task it shared
+        later[0].result(30)
 
 
 def test_a_resolution_does_not_reach_a_future_whose_submit_is_still_on_its_way(executor):
@@ -600,7 +619,7 @@ def test_a_resolution_does_not_reach_a_future_whose_submit_is_still_on_its_way(e
     assert not f.done()
     registry.release(f)
     g = executor.submit(tasks.inc, 1, key="key-in-flight")
-    assert g.result(10) == 2 and g._posted
+    assert g.result(10) == 2 and g._posted == g._gen == 0
 
 
 def test_a_retry_leaves_a_shut_down_executors_future_of_the_key_as_it_was(cluster):
@@ -649,3 +668,71 @@ def test_a_key_reused_after_its_executor_shut_down_names_the_new_computation(clu
     with Executor(cluster=cluster) as ex:
         assert ex.submit(tasks.identity, "B", key=key).result(30) == "B"
     assert old.result(30) == "A"
+
+
+def test_shutdown_returns_while_another_thread_is_preparing_a_map(cluster):
+    ex = Executor(cluster=cluster)
+    raised = []
+
+    def producer():
+        try:
+            ex.map(tasks.inc, range(20_000), pure=False)
+        except Exception as exc:  # noqa: BLE001 - the map meets the shutdown
+            raised.append(exc)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    time.sleep(0.05)  # the map is preparing its batch (its futures exist, none is posted)
+    closer = threading.Thread(target=ex.shutdown)
+    closer.start()
+    closer.join(60)
+    thread.join(60)
+    assert not closer.is_alive(), "shutdown(wait=True) waited for futures never submitted"
+    assert not raised or "after shutdown" in str(raised[0])
+
+
+def test_a_shutdown_waits_for_a_task_another_executor_submits_meanwhile(cluster):
+    import uuid
+
+    x = uuid.uuid4().int % 10**9  # a call no other test makes
+    first, second = Executor(cluster=cluster), Executor(cluster=cluster)
+    mine = first.submit(tasks.slow_inc, x, 0.5)
+    closer = threading.Thread(target=first.shutdown)  # waits for `mine`
+    closer.start()
+    time.sleep(0.1)
+    assert second.submit(tasks.slow_inc, x, 0.5).result(30) == x + 1  # the same task
+    closer.join(30)
+    assert not closer.is_alive() and mine.status == "finished"
+    second.shutdown()
+
+
+def test_a_done_callback_calling_sys_exit_does_not_stop_later_callbacks(executor):
+    import sys
+
+    executor.submit(tasks.inc, 1, pure=False).add_done_callback(lambda f: sys.exit("bye"))
+    seen = threading.Event()
+    executor.submit(tasks.inc, 2, pure=False).add_done_callback(lambda f: seen.set())
+    assert seen.wait(30)
+
+
+def test_leaving_a_pool_on_ctrl_c_cancels_its_calls_instead_of_waiting(cluster):
+    from mpifutures import PoolExecutor
+
+    with pytest.raises(KeyboardInterrupt):
+        with PoolExecutor(cluster=cluster) as pool:
+            calls = [pool.submit(time.sleep, 0.5) for _ in range(12)]
+            raise KeyboardInterrupt
+    assert sum(f.cancelled() for f in calls) >= 8  # those not yet running, at least
+
+
+def test_a_retry_on_a_stopped_cluster_raises_and_leaves_nothing_pending():
+    from mpifutures import ExecutorClosedError
+    from mpifutures.local import LocalCluster
+
+    local = LocalCluster(1)
+    f = Executor(cluster=local.scheduler).submit(tasks.fail, pure=False)
+    assert f.exception(30) is not None
+    assert local.close()
+    with pytest.raises(ExecutorClosedError):
+        f.retry()
+    assert f.done()
