@@ -259,3 +259,32 @@ def test_spmd_under_the_launcher_says_what_to_do_instead_of_hanging():
     """)], timeout=60, env=ENV)
     assert not r.timed_out and r.returncode != 0, r
     assert "started by `python -m mpifutures`" in r.stderr and "inside" not in r.stdout, r
+
+
+def test_spmd_stops_its_workers_even_after_its_scheduler_failed(monkeypatch):
+    import types
+
+    from mpifutures import launch
+    from mpifutures.config import Config
+    from mpifutures.scheduler import Scheduler
+    from mpifutures.transport import LocalFabric
+
+    scheduler = Scheduler(LocalFabric(2).endpoints[0], Config())
+    scheduler.start()
+
+    class World:  # rank 0 of two ranks
+        def Dup(self):
+            return self
+
+        def Get_rank(self):
+            return 0
+
+    monkeypatch.setattr(launch, "mpi", lambda config: types.SimpleNamespace(COMM_WORLD=World()))
+    monkeypatch.setattr(launch, "start_scheduler", lambda *args, **kwargs: scheduler)
+    # Leaving the block must still stop the workers; they cannot answer, so the job is
+    # aborted (the in-process transport raises instead of ending the process).
+    with pytest.raises(RuntimeError, match="aborted with code 1"):
+        with launch.spmd():
+            scheduler.post(("query", None, None))  # the scheduler thread fails on it
+            scheduler.thread.join(10)
+            assert scheduler.fatal is not None
