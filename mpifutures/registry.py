@@ -110,14 +110,21 @@ class Registry:
             for key in keys:
                 self._drop_unused(key, self.records.get(key))
 
-    def resolve(self, key: str, status: str, error: Any) -> None:
+    def resolve(self, key: str, status: str, error: Any, value: Any = None) -> int:
         """Finish, fail or cancel every live future of ``key`` whose submit (or retry) the
         scheduler has taken in (a newer one is answered by the state when its submit comes:
         the task it finds may be another, e.g. if the older futures were all released
-        meanwhile; and a cancellation handled before a retry leaves the retried futures be)."""
+        meanwhile; and a cancellation handled before a retry leaves the retried futures be).
+
+        ``value``: a finished task's small result, come with its report; it is kept for the
+        futures first. Returns the bytes so kept."""
         record = self.records.get(key)
         if record is None:
-            return
+            return 0
+        delivered = 0
+        if value is not None and not record.loaded:
+            record.deliver(value)
+            delivered = value.nbytes
         handles = [f for f in (ref() for ref in list(record.handles))  # see handles()
                    if f is not None and f._posted == f._gen]
         if status == "memory":
@@ -130,6 +137,7 @@ class Registry:
         else:
             for f in handles:
                 f._cancel_locally()
+        return delivered
 
     def reset(self, key: str) -> list[tuple[Future, int]]:
         """Make the failed or cancelled futures of ``key`` pending again (for a retry), and

@@ -394,21 +394,14 @@ class Scheduler:
                 outbox[cmd.worker].append((P.RUN, cmd.key, token, fn_bytes, args, cmd.deps,
                                            cmd.priority, cmd.attempt))
             elif kind is ResolveFuture:
-                if cmd.value is not None:
-                    self._deliver_inline(cmd.key, cmd.value)
-                self.registry.resolve(cmd.key, cmd.status, cmd.error)
+                delivered = self.registry.resolve(cmd.key, cmd.status, cmd.error, cmd.value)
+                if delivered:
+                    self.stats["bytes_to_rank0"] += delivered
             elif kind is FreeData:
                 self._append_key(outbox[cmd.worker], P.FREE,
                                  (cmd.key, cmd.copy) if cmd.copy else cmd.key)
             elif kind is CancelTask:
                 self._append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
-
-    def _deliver_inline(self, key: str, payload: Any) -> None:
-        """A finished task's small result came with its report: keep it for the futures."""
-        record = self.registry.get(key)
-        if record is not None and not record.loaded:
-            self.stats["bytes_to_rank0"] += payload.nbytes
-            record.deliver(payload)
 
     @staticmethod
     def _append_key(msgs: list, op: int, key: str) -> None:
