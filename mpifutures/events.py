@@ -57,8 +57,9 @@ class TaskSubmitted(Record):
 
 class DataScattered(Record):
     """A client sent a value for ``key`` to ``workers[0]``, which forwards it to the others;
-    ``copy`` numbers this scatter (rank 0 counts them up): copies carry it, so that freeing an
-    older copy never drops a newer one that overtook the FREE on another path."""
+    ``copy`` numbers this scatter (rank 0 draws it from ``SchedulerState.number``): copies
+    carry it as their version, so that freeing an older copy never drops a newer one that
+    overtook the FREE on another path."""
 
     __slots__ = ("key", "workers", "nbytes", "client", "copy")
 
@@ -69,8 +70,8 @@ class DataScattered(Record):
 
 
 class ReplicaStored(Record):
-    """``worker`` keeps a copy of ``key`` (an input it fetched, or scattered data: then
-    ``copy`` is the scatter's number)."""
+    """``worker`` keeps a copy of ``key`` (an input it fetched, or scattered data) whose
+    version is ``copy`` (see :mod:`~mpifutures.state`)."""
 
     __slots__ = ("key", "worker", "copy")
 
@@ -139,7 +140,8 @@ class KeepRequested(Record):
 
 
 class Dispatch(Record):
-    """Send task ``key`` to ``worker``; ``deps`` pairs each input key with a rank holding it.
+    """Send task ``key`` to ``worker``; ``deps`` gives each input as ``(key, rank holding
+    it, oldest version that will do)``.
 
     A dependency whose rank is ``worker`` itself may still be computing there: the worker
     starts the task once that key is in its store.
@@ -147,7 +149,7 @@ class Dispatch(Record):
 
     __slots__ = ("worker", "key", "spec", "deps", "priority", "attempt")
 
-    def __init__(self, worker: int, key: str, spec: Any, deps: tuple[tuple[str, int], ...],
+    def __init__(self, worker: int, key: str, spec: Any, deps: tuple[tuple[str, int, int], ...],
                  priority: int = 0, attempt: int = 0) -> None:
         self.worker, self.key, self.spec, self.deps = worker, key, spec, deps
         self.priority, self.attempt = priority, attempt
@@ -164,8 +166,8 @@ class ResolveFuture(Record):
 
 
 class FreeData(Record):
-    """``worker`` must drop its copy of ``key`` (one scattered with a number above ``copy``,
-    when given, is newer: it stays)."""
+    """``worker`` must drop its copy of ``key`` (one whose version is above ``copy``, when
+    given, is newer: it stays)."""
 
     __slots__ = ("worker", "key", "copy")
 

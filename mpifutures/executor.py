@@ -29,7 +29,6 @@ from .structure import SKIP, rebuild, same_sequence, walk
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
-_copies = itertools.count(1)  # scatter numbers (see events.DataScattered)
 
 _DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
@@ -260,13 +259,14 @@ class Executor:
         name = keymod.prefix(type(value))
         key = keymod.data_key(name, payload) if hashed else keymod.unique_key(name)
         future = self._cluster.registry.new_future(key, self)
-        first, rest, copy = ranks[0], ranks[1:], next(_copies)
-        event = DataScattered(key, ranks, value_nbytes(value, payload), self._session, copy)
+        first, rest = ranks[0], ranks[1:]
+        event = DataScattered(key, ranks, value_nbytes(value, payload), self._session)
         with self._lock:
             self._check_open("scatter")
             self._cluster.registry.arm(future, self._session)
+            # (the scheduler thread numbers the scatter: the STORE's last item, the event's copy)
             self._cluster.post(("scatter", self._session, first,
-                                (P.STORE, key, payload, rest, copy), event, future))
+                                (P.STORE, key, payload, rest, 0), event, future))
         return future
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:

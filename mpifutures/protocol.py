@@ -4,10 +4,11 @@ Tuples pickle several times faster than records, and thousands travel per second
 
 scheduler → worker
     ``(RUN, key, fn_token, fn_bytes, args, deps, priority, attempt)``  run a task; ``deps``
-    pairs each input key with the rank to fetch it from (the worker itself: wait for it
-    locally); ``attempt`` counts the dispatches of this key and comes back with the outcome
-    ``(FREE, keys)``   drop these keys; an item ``(key, copy)`` spares a scattered copy
-    numbered above ``copy`` (a newer scatter's, which may overtake the FREE when forwarded)
+    gives each input as ``(key, rank to fetch it from, oldest version that will do)`` (the
+    worker itself: wait for it locally); ``attempt`` numbers this dispatch, comes back with
+    the outcome, and is the version of the value it computes (see :mod:`~mpifutures.state`)
+    ``(FREE, keys)``   drop these keys; an item ``(key, version)`` spares a copy whose
+    version is above it (a newer value, which may overtake the FREE on another path)
     ``(CANCEL, keys)``   do not run these tasks
     ``(STORE, key, payload, forward, copy)``  keep a value sent by the client (scatter number
     ``copy``) and pass it on to the ranks in ``forward`` (a binary tree: log2(N) steps)
@@ -16,12 +17,13 @@ scheduler → worker
 worker → scheduler
     ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
-    ``(STORED, key, copy)``  this worker now keeps a copy of ``key`` (scattered to it with
-    that number, or fetched: 0)
+    ``(STORED, key, version)``  this worker now keeps a copy of ``key`` (scattered to it, or
+    fetched) of that version
     ``(RECORDS, records)``  task-stream records
     ``(HELLO, host_name)``  a worker's first message
 any rank → any worker, and back
-    ``(GET, key)`` → ``(DATA, key, payload)`` or ``(MISSING, key, reason)``
+    ``(GET, key, version)`` → ``(DATA, key, payload, its version)`` if the rank holds that
+    version of ``key`` or a newer one, else ``(MISSING, key, reason, version)``
 """
 
 RUN = 1

@@ -248,6 +248,8 @@ class Scheduler:
     def _rq_scatter(self, item: tuple, events: list) -> None:
         _, session, first, msg, ev, future = item
         self._handle(events)  # a FREE of an earlier copy of this key must go out first
+        ev.copy = self.state.number()  # the version of this scatter's copies
+        msg = msg[:4] + (ev.copy,)
         future._posted = 0
         self._count(session, ev.key)
         task = self.state.tasks.get(ev.key)
@@ -293,13 +295,13 @@ class Scheduler:
     def _rq_fetch(self, item: tuple, events: list) -> None:
         self._handle(events)  # fetch from where the data is after what was posted before
         for key, record in item[1]:
-            holders = self.state.who_has(key)
-            if not holders:
+            task = self.state.tasks.get(key)
+            if task is None or not task.holders:
                 record.deliver(None, lost(key, "it was released"))
                 continue
             waiting = self.fetches.setdefault(key, [])
             if not waiting:
-                self.outbox[holders[0]].append((P.GET, key))
+                self.outbox[min(task.holders)].append((P.GET, key, task.first_copy))
             waiting.append(record)
 
     def _rq_call(self, item: tuple, events: list) -> None:
@@ -363,7 +365,7 @@ class Scheduler:
     def _on_data(self, source: int, msg: tuple) -> None:
         for record in self.fetches.pop(msg[1], ()):
             if msg[0] == P.DATA:
-                self.stats["bytes_to_rank0"] += msg[2].nbytes
+                self.stats["bytes_to_rank0"] += msg[2].nbytes  # (msg[3]: its version)
                 record.deliver(msg[2])
             else:
                 record.deliver(None, lost(msg[1], f"rank {source}: {msg[2]}"))

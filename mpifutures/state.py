@@ -21,6 +21,13 @@ so chains run without a round trip through rank 0 per link.
 A task is kept while a client holds a future of it, while an unfinished task needs it, or while
 it is kept on purpose (fire and forget). When none of these holds, it is forgotten and every
 rank holding its data is told to free it.
+
+Every copy of data on a worker carries a *version*: the dispatch number of the attempt that
+computed it, or the number of the scatter that placed it (one counter for both, so a key
+forgotten and given anew always gets higher numbers). A dispatch names the oldest version of
+each input that will do, and a FREE the newest version it drops, so a stale copy (of a
+cancelled attempt, or of a key since given to a new computation) is never read as an input
+nor frees the current one.
 """
 
 from __future__ import annotations
@@ -88,7 +95,9 @@ class TaskState:
         self.nbytes = 0
         self.error: Any = None
         self.attempt = 0  # the number of its latest dispatch; outcomes of older ones are stale
-        self.copy = self.first_copy = 0  # scattered data: its latest and first scatter numbers
+        # in memory: the versions of its current data run from first_copy to copy (scatters
+        # of the same value may add newer copies; a computed value has one version)
+        self.copy = self.first_copy = 0
 
     def __repr__(self) -> str:
         return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
@@ -107,12 +116,16 @@ class SchedulerState:
         self.completed = 0
         self.failed = 0
         self._seq = itertools.count()
-        self._dispatches = itertools.count(1)
+        self._numbers = itertools.count(1)  # dispatch and scatter numbers: data versions
         self._out: list = []
         self._early: list[str] = []
         self.unconfirmed: set[str] = set()  # scattered keys with copies not yet confirmed
 
     # ------------------------------------------------------------ entry point
+
+    def number(self) -> int:
+        """A new data version, for a scatter (the driver numbers scatters as it sends them)."""
+        return next(self._numbers)
 
     def awaiting_workers(self) -> bool:
         """True while some worker owes an answer: a task it runs, a copy it confirms."""
@@ -219,13 +232,11 @@ class SchedulerState:
 
     def _replica(self, ev: ReplicaStored) -> None:
         task = self.tasks.get(ev.key)
-        if task is None or task.status != "memory" or 0 < ev.copy < task.first_copy:
-            # A copy nobody needs any more, or one of an earlier scatter of the key, which was
-            # freed (the FREE names its number: a newer copy there stays). Unless the worker
-            # is computing the key anew: it dropped the old copy when the task reached it,
-            # and a FREE would drop the new value.
-            if task is None or task.status != "processing" or task.worker != ev.worker:
-                self._out.append(FreeData(ev.worker, ev.key, ev.copy))
+        if task is None or task.status != "memory" or ev.copy < task.first_copy:
+            # A copy nobody needs any more, or one of an earlier version of the key, which
+            # was freed. The FREE names its version: a newer value there (a scatter's that
+            # overtook it, the key computed there anew) stays.
+            self._out.append(FreeData(ev.worker, ev.key, ev.copy))
             return
         task.holders = _with(task.holders, ev.worker)
         if ev.worker in task.expected:
@@ -236,10 +247,11 @@ class SchedulerState:
         task = self.tasks.get(ev.key)
         if task is None or task.status != "processing" or task.worker != ev.worker \
                 or task.attempt != ev.attempt:
-            self._stale(ev.key, task, ev.worker)
+            self._stale(ev.key, task, ev.worker, ev.attempt)
             return
         self._unload(task)
         task.status, task.holders, task.nbytes = "memory", {ev.worker}, ev.nbytes
+        task.copy = task.first_copy = ev.attempt
         task.keep = False  # fire and forget: it ran; now it lives as long as it is needed
         self.completed += 1
         self._out.append(ResolveFuture(task.key, "memory", None, ev.value))
@@ -251,12 +263,12 @@ class SchedulerState:
         self._drop_inputs(task)
         self._maybe_forget(task)
 
-    def _stale(self, key: str, task: Optional[TaskState], worker: int) -> None:
+    def _stale(self, key: str, task: Optional[TaskState], worker: int, attempt: int) -> None:
         """An outcome of a dispatch that no longer counts (cancelled, released, re-sent)."""
         if task is not None and (worker in task.holders or (
                 task.status == "processing" and task.worker == worker)):
             return  # the worker's copy of the key is the current one, or will be
-        self._out.append(FreeData(worker, key))
+        self._out.append(FreeData(worker, key, attempt))
 
     def _failed(self, ev: TaskFailed) -> None:
         task = self.tasks.get(ev.key)
@@ -387,17 +399,20 @@ class SchedulerState:
         if task.status != "processing":
             self.load[worker] += 1
         task.status, task.worker = "processing", worker
-        task.attempt = next(self._dispatches)  # unique, even across re-created tasks
+        task.attempt = next(self._numbers)  # unique, even across re-created tasks
         if task.dependents:
             self._early.extend(task.dependents)
-        deps = tuple([(d, self._source(d, worker)) for d in task.deps]) if task.deps else ()
+        deps = tuple([self._source(d, worker) for d in task.deps]) if task.deps else ()
         return Dispatch(worker, task.key, task.spec, deps, task.priority, task.attempt)
 
-    def _source(self, key: str, worker: int) -> int:
+    def _source(self, key: str, worker: int) -> tuple[str, int, int]:
+        """``(key, rank to get it from, oldest version that will do)`` for an input."""
         dep = self.tasks[key]
-        if dep.status == "processing" or worker in dep.holders:
-            return dep.worker if dep.status == "processing" else worker
-        return min(dep.holders, key=self.load.__getitem__)
+        if dep.status == "processing":  # on ``worker`` itself (see _maybe_run_early)
+            return key, dep.worker, dep.attempt
+        if worker in dep.holders:
+            return key, worker, dep.first_copy
+        return key, min(dep.holders, key=self.load.__getitem__), dep.first_copy
 
     # ------------------------------------------------------------ endings and release
 

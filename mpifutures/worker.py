@@ -19,6 +19,10 @@ the queues; MPI calls stay on the loop, outside the lock. A task gets its inputs
 when it becomes ready, so a FREE handled while it runs cannot take them away. Every copy of
 data the worker keeps besides its own results (a fetched input, scattered data) is reported
 to the scheduler (``STORED``), which frees it with the original.
+
+Each value in the store has a version (see :mod:`~mpifutures.state`): a task takes an input
+only in the version its ``RUN`` names or a newer one, and a ``FREE`` spares newer versions,
+so a stale copy left from a key's earlier computation is neither read nor mistaken for it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-_ABSENT = object()
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
 
@@ -54,7 +57,7 @@ class _Task:
     def __init__(self, msg: tuple) -> None:
         (_, self.key, self.token, self.fn_bytes, self.args, self.deps, self.priority,
          self.attempt) = msg
-        self.missing: set[str] = set()
+        self.missing: dict[str, int] = {}  # inputs not here yet: the version each needs
         self.fetched: list[tuple[str, int, int, float]] = []  # key, source, bytes, seconds
         self.inputs: dict[str, Any] = {}
 
@@ -78,9 +81,9 @@ class Worker:
         self.config = config
         self.store: dict[str, Any] = {}
         self.payloads: dict[str, Payload] = {}
-        self.copies: dict[str, int] = {}  # scattered keys held: the number of their scatter
+        self.versions: dict[str, int] = {}  # the version of each value in the store
         self.waiters: dict[str, list[_Task]] = defaultdict(list)
-        self.fetching: dict[str, float] = {}
+        self.fetching: dict[str, tuple[float, int]] = {}  # key: (asked at, version asked)
         self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
         self.outbox: dict[int, list] = defaultdict(list)
         self.outbox[scheduler].append((P.HELLO, _host_name()))  # sent first
@@ -170,32 +173,31 @@ class Worker:
         # nobody holds its key): drop it, so that neither a dependent nor a leak keeps it.
         self.store.pop(task.key, None)
         self.payloads.pop(task.key, None)
-        self.copies.pop(task.key, None)
+        self.versions.pop(task.key, None)
         self.fetching.pop(task.key, None)  # an older copy still on its way is stale too
-        for key, owner in task.deps:
+        for key, owner, version in task.deps:
             # Each input is handed to the task as it is found here or arrives: a FREE handled
             # later (of a stale copy, say) cannot pull it from under the task.
-            value = self.store.get(key, _ABSENT)
-            if value is not _ABSENT:
-                task.inputs[key] = value
+            if self.versions.get(key, -1) >= version:  # (an older one here is stale)
+                task.inputs[key] = self.store[key]
                 continue
-            task.missing.add(key)
+            task.missing[key] = version
             self.waiters[key].append(task)
-            if owner != self.rank and key not in self.fetching:
-                self.fetching[key] = time.perf_counter()
-                self.outbox[owner].append((P.GET, key))
+            if owner != self.rank and self.fetching.get(key, (0, 0))[1] < version:
+                self.fetching[key] = (time.perf_counter(), version)
+                self.outbox[owner].append((P.GET, key, version))
         if not task.missing:
             self._push_ready(task)
 
     def _on_free(self, source: int, msg: tuple) -> None:
         for key in msg[1]:
-            if type(key) is tuple:  # (key, scatter number): a newer copy of it stays
-                key, copy = key
-                if self.copies.get(key, 0) > copy:
+            if type(key) is tuple:  # (key, version): a newer value of it stays
+                key, version = key
+                if self.versions.get(key, 0) > version:
                     continue
             self.store.pop(key, None)
             self.payloads.pop(key, None)
-            self.copies.pop(key, None)
+            self.versions.pop(key, None)
 
     def _on_cancel(self, source: int, msg: tuple) -> None:
         for key in msg[1]:
@@ -217,13 +219,12 @@ class Worker:
             if part:
                 self.outbox[part[0]].append((P.STORE, key, payload, part[1:], copy))
         self.payloads[key] = payload
-        self.copies[key] = max(self.copies.get(key, 0), copy)
         try:
             value: Any = loads(payload)
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: tasks reading it fail
             value = Broken(f"scattered data failed to unpickle on rank {self.rank}: {exc!r}")
         self.outbox[self.scheduler].append((P.STORED, key, copy))
-        self._arrived(key, value)
+        self._arrived(key, value, max(self.versions.get(key, 0), copy))
 
     def _on_stop(self, source: int, msg: tuple) -> None:
         self.running = False
@@ -244,24 +245,35 @@ class Worker:
             self.outbox[source].append(reply)
 
     def _on_get(self, source: int, msg: tuple) -> None:
-        key = msg[1]
+        _, key, wanted = msg
         value = self.store.get(key, self)
-        if value is self or type(value) is Broken:
-            self.outbox[source].append((P.MISSING, key, f"rank {self.rank} does not hold it"))
+        version = self.versions.get(key, 0)
+        if value is self or type(value) is Broken or version < wanted:
+            self.outbox[source].append((P.MISSING, key, f"rank {self.rank} does not hold it",
+                                        wanted))
             return
         payload = self.payloads.get(key)
         if payload is None:
             try:
                 payload = dumps(value)
             except Exception as exc:  # noqa: BLE001 - the requester gets the reason
-                self.outbox[source].append((P.MISSING, key, failure.safe_str(exc)))
+                self.outbox[source].append((P.MISSING, key, failure.safe_str(exc), wanted))
                 return
-        self.outbox[source].append((P.DATA, key, payload))
+        self.outbox[source].append((P.DATA, key, payload, version))
+
+    def _answered(self, key: str, version: int) -> Any:
+        """When the fetch of ``key`` that an answer of ``version`` ends was asked; None if it
+        ends none (the key is computed here again, or a newer version was asked since)."""
+        asked = self.fetching.get(key)
+        if asked is None or version < asked[1]:
+            return None
+        del self.fetching[key]
+        return asked[0]
 
     def _on_data(self, source: int, msg: tuple) -> None:
-        _, key, payload = msg
-        started = self.fetching.pop(key, None)
-        if started is None:  # no longer asked for: the key is computed here again, anew
+        _, key, payload, version = msg
+        started = self._answered(key, version)
+        if started is None:
             return
         seconds = time.perf_counter() - started
         try:
@@ -273,13 +285,13 @@ class Worker:
         self.stats["bytes_fetched"] += payload.nbytes
         for task in self.waiters.get(key, ()):
             task.fetched.append((key, source, payload.nbytes, seconds))
-        self.outbox[self.scheduler].append((P.STORED, key, 0))  # a copy: freed with the original
-        self._arrived(key, value)
+        self.outbox[self.scheduler].append((P.STORED, key, version))  # freed with the original
+        self._arrived(key, value, version)
 
     def _on_missing(self, source: int, msg: tuple) -> None:
-        _, key, reason = msg
-        if self.fetching.pop(key, None) is None:
-            return  # no longer asked for (see _on_data): the tasks waiting wait for the new one
+        _, key, reason, version = msg
+        if self._answered(key, version) is None:
+            return  # the tasks waiting wait for the newer value
         self._fail_waiters(key, f"input {key!r} could not be fetched from rank {source}: "
                                 f"{reason}")
 
@@ -291,11 +303,16 @@ class Worker:
 
     # ------------------------------------------------------------ inputs arriving
 
-    def _arrived(self, key: str, value: Any) -> None:
+    def _arrived(self, key: str, value: Any, version: int) -> None:
         self.store[key] = value
-        for task in self.waiters.pop(key, ()):
+        self.versions[key] = version
+        waiting = self.waiters.pop(key, ())
+        for task in waiting:
+            if task.missing[key] > version:  # a stale value: it waits for the one it names
+                self.waiters[key].append(task)
+                continue
             task.inputs[key] = value
-            task.missing.discard(key)
+            del task.missing[key]
             if not task.missing and self.pending.get(task.key) is task:
                 self._push_ready(task)
 
@@ -369,7 +386,7 @@ class Worker:
         self.outbox[self.scheduler].append(
             (P.DONE, task.key, task.attempt, value_nbytes(value, payload), inline,
              fetched_bytes))
-        self._arrived(task.key, value)
+        self._arrived(task.key, value, task.attempt)
 
     def _record(self, task: _Task, ok: bool, times: tuple[float, float], payload: Any) -> None:
         # A flat tuple: a tenth of a dict's cost to build and pickle; rank 0 makes the dicts

@@ -1,6 +1,8 @@
 """The real executor, scheduler and workers in one thread, every message delivered in a random
 order (in order per sender and receiver, as MPI guarantees) and client calls made at random
-moments between deliveries: no MPI, no threads, each run replayable from its seed.
+moments between deliveries (in half the runs, one channel lags far behind the others): no MPI,
+no threads, each run replayable from its seed. The calls include ``key=`` given again once the
+cluster has forgotten the key, so a stale copy of its old value would show as a wrong result.
 
 Each run checks the scheduler's invariants after every turn of its loop; at the end, that every
 future is done as the calls allow (a value equal to a serial evaluation's, the error of a failing
@@ -32,21 +34,29 @@ STEPS = 150
 class Network:
     """Endpoints whose messages wait on a channel per (sender, receiver) until delivered."""
 
-    def __init__(self, size: int, rng: random.Random) -> None:
+    def __init__(self, size: int, rng: random.Random, slow: float = 0.0) -> None:
         self.size, self.rng = size, rng
         self.channels: dict[tuple[int, int], collections.deque] = collections.defaultdict(
             collections.deque)
         self.endpoints = [Endpoint(self, rank) for rank in range(size)]
+        # With probability ``slow``, one channel lags far behind the others (a message held
+        # up for a long time is what exposes stale copies).
+        pairs = [(a, b) for a in range(size) for b in range(size) if a != b]
+        self.slow = rng.choice(pairs) if rng.random() < slow else None
 
     def deliver(self) -> bool:
         """Hand the oldest message of a random busy channel to its receiver."""
         busy = sorted(c for c, q in self.channels.items() if q)
         if not busy:
             return False
-        source, dest = self.rng.choice(busy)
+        if self.slow in busy and len(busy) > 1 and self.rng.random() > 0.02:
+            busy.remove(self.slow)
+        self.deliver_from(*self.rng.choice(busy))
+        return True
+
+    def deliver_from(self, source: int, dest: int) -> None:
         header, buffers = self.channels[source, dest].popleft()
         self.endpoints[dest].inbox.append((source, header, buffers))
-        return True
 
     def quiet(self) -> bool:
         return not any(self.channels.values()) and not any(e.inbox for e in self.endpoints)
@@ -84,7 +94,7 @@ class Rig:
         self.rng = rng = random.Random(seed)
         config = Config(inline_bytes=rng.choice([0, 4096]),
                         tasks_per_worker=rng.choice([1, 2, 64]), task_stream=rng.random() < 0.3)
-        self.net = Network(rng.choice([3, 4]), rng)
+        self.net = Network(rng.choice([3, 4]), rng, slow=0.5)
         self.scheduler = Scheduler(self.net.endpoints[0], config)
         self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
         for part in (self.scheduler, *self.workers):
@@ -97,6 +107,8 @@ class Rig:
         self.released: set[str] = set()  # keys a future of was released or dropped
         self.log: list[str] = []
         self.next_i = 100
+        self.given: set[str] = set()  # keys given to key=
+        self.renewed: set[str] = set()  # ... and given anew after an earlier computation
         self.new_executor()
 
     # ------------------------------------------------------------ client calls
@@ -115,9 +127,15 @@ class Rig:
         ex.shutdown(wait=False, cancel_futures=cancel)
         self.closed.add(ex._session)
 
+    def _inputs(self, ex: Executor) -> list[tuple[Any, Spec]]:
+        """Futures ``ex`` may pass to a task: not those naming a key given anew since (the
+        task would take the key's new computation, as a retry of theirs would: README)."""
+        return [(f, s) for f, s in self.futures
+                if f.executor is ex and not s.keys() & self.renewed]
+
     def submit(self) -> None:
         ex = self.rng.choice(self.open_executors())
-        mine = [(f, s) for f, s in self.futures if f.executor is ex]
+        mine = self._inputs(ex)
         picked = self.rng.sample(mine, self.rng.randint(0, min(3, len(mine))))
         self.next_i += 1
         spec = Spec(self.next_i, self.rng.random() < 0.1, tuple(s for _, s in picked))
@@ -136,12 +154,39 @@ class Rig:
         again = [(f.executor, s, [held.get((f.executor, d.key)) for d in s.inputs])
                  for f, s in self.futures if s.pure]
         again = [(ex, s, ins) for ex, s, ins in again if None not in ins
-                 and ex._session not in self.closed]
+                 and ex._session not in self.closed and not s.keys() & self.renewed]
         if again:
             ex, spec, inputs = self.rng.choice(again)
             self._submit(ex, spec, inputs, True)
 
-    def _submit(self, ex: Executor, spec: Spec, inputs: list, pure: bool) -> None:
+    def submit_keyed(self) -> None:
+        """A ``key=`` from a small set, reused once the cluster has forgotten it (a new
+        computation, whose value differs from the last one's), or given while a future of it
+        is held (the same task). Only when rank 0 has taken in every earlier call, so that
+        which of the two it is is known here."""
+        key = f"key-{self.rng.randint(0, 2)}"
+        task = self.scheduler.state.tasks.get(key)
+        if self.scheduler.inbox or (task is None) != (key not in self.scheduler.registry.records):
+            return
+        ex = self.rng.choice(self.open_executors())
+        if task is not None:
+            held = [(f, s) for f, s in self.futures if f.key == key and f.executor is ex]
+            if not held or task.status == "cancelled":
+                return
+            spec, inputs = held[0][1], []
+        else:
+            if key in self.given:
+                self.renewed.add(key)
+            self.given.add(key)
+            mine = self._inputs(ex)
+            picked = self.rng.sample(mine, self.rng.randint(0, min(2, len(mine))))
+            self.next_i += 1
+            spec = Spec(self.next_i, self.rng.random() < 0.1, tuple(s for _, s in picked))
+            inputs = [f for f, _ in picked]
+        self._submit(ex, spec, inputs, False, key=key)
+
+    def _submit(self, ex: Executor, spec: Spec, inputs: list, pure: bool,
+                key: Optional[str] = None) -> None:
         options: dict = {}
         if self.rng.random() < 0.2:
             options["retries"] = 1
@@ -150,7 +195,8 @@ class Rig:
         if self.rng.random() < 0.2:
             options["workers"] = [self.rng.choice(self.workers).rank]
             options["allow_other_workers"] = self.rng.random() < 0.5
-        future = ex.submit(tasks.node, spec.i, spec.fails, None, *inputs, pure=pure, **options)
+        future = ex.submit(tasks.node, spec.i, spec.fails, None, *inputs, pure=pure, key=key,
+                           **options)
         assert spec.key in (None, future.key)
         spec.key, spec.pure = future.key, pure
         self.futures.append((future, spec))
@@ -199,7 +245,7 @@ class Rig:
 
     def retry(self) -> None:
         ended = [(f, s) for f, s in self.futures if f.status in ("error", "cancelled")
-                 and f.executor._session not in self.closed]
+                 and f.executor._session not in self.closed and not s.keys() & self.renewed]
         if ended:
             future, spec = self.rng.choice(ended)
             self.log.append(f"retry {spec.key}")
@@ -267,6 +313,7 @@ class Rig:
 
     def play(self, steps: int) -> None:
         actions = [(self.submit, 12), (self.submit_shared, 3), (self.submit_again, 2),
+                   (self.submit_keyed, 3),
                    (self.map, 1), (self.fire_and_forget, 1), (self.scatter, 3),
                    (self.cancel, 3), (self.retry, 2), (self.release, 3), (self.fetch, 2),
                    (self.new_executor, 0.5), (self.shutdown, 0.5),
@@ -330,7 +377,7 @@ class Rig:
         assert not self.scheduler.refs and not self.scheduler.fetches
         for w in self.workers:
             held = {name: sorted(getattr(w, name)) for name in
-                    ("store", "payloads", "copies", "pending", "waiters", "fetching")
+                    ("store", "payloads", "versions", "pending", "waiters", "fetching")
                     if getattr(w, name)}
             assert not held, f"rank {w.rank} still holds {held}"
 
@@ -353,6 +400,34 @@ def test_random_interleavings_end_every_future_rightly_and_leave_nothing_behind(
         run(seed)
 
 
+class Small:
+    """A scheduler and ``n`` workers whose loops a test turns by hand."""
+
+    def __init__(self, n: int) -> None:
+        self.net = Network(n + 1, random.Random(0))
+        self.scheduler = Scheduler(self.net.endpoints[0], Config())
+        self.workers = [Worker(ep, Config()) for ep in self.net.endpoints[1:]]
+        for part in (self.scheduler, *self.workers):
+            part.backoff.idle = lambda *args, **kwargs: None  # never sleep
+
+    def settle(self, held: set = frozenset()) -> None:
+        """Turn every loop until nothing moves, delivering every channel but ``held``."""
+        for _ in range(10):
+            self.scheduler._step()
+            for channel, queue in list(self.net.channels.items()):
+                while queue and channel not in held:
+                    self.net.deliver_from(*channel)
+            for worker in self.workers:
+                worker._turn()
+                while worker.ready:
+                    worker._run_task(heapq.heappop(worker.ready)[2])
+
+    def value(self, future: Any) -> Any:
+        Rig._fetch(future)  # as result() does, without waiting (nothing else runs the loops)
+        self.settle()
+        return future.result(timeout=0)
+
+
 _calls = [0]
 
 
@@ -364,31 +439,68 @@ def first_small_then_large():
 
 def test_a_cancelled_attempts_late_report_does_not_give_its_value_to_the_retry():
     _calls[0] = 0
-    net = Network(2, random.Random(0))
-    scheduler, worker = Scheduler(net.endpoints[0], Config()), Worker(net.endpoints[1], Config())
-    for part in (scheduler, worker):
-        part.backoff.idle = lambda *args, **kwargs: None
-
-    def settle():
-        for _ in range(10):
-            scheduler._step()
-            while net.deliver():
-                pass
-            worker._turn()
-            while worker.ready:
-                worker._run_task(heapq.heappop(worker.ready)[2])
-
-    f = Executor(cluster=scheduler).submit(first_small_then_large, pure=False)
-    scheduler._step()
-    net.deliver()
+    small = Small(1)
+    worker = small.workers[0]
+    f = Executor(cluster=small.scheduler).submit(first_small_then_large, pure=False)
+    small.scheduler._step()
+    small.net.deliver()
     worker._turn()
     worker._run_task(heapq.heappop(worker.ready)[2])  # attempt 1: "first"
     worker._turn()  # its report, with the value inline, is on its way ...
     f.cancel()  # ... when the client cancels
-    settle()
+    small.settle()
     f.retry()
-    settle()
+    small.settle()
     assert worker.store[f.key] == "second" * 2000
-    Rig._fetch(f)  # as result() does, without waiting (nothing else runs the scheduler)
-    settle()
-    assert f.result(timeout=0) == "second" * 2000
+    assert small.value(f) == "second" * 2000
+
+
+def test_a_stale_copy_on_a_worker_is_not_used_for_a_key_given_anew():
+    """Worker 2 fetched key "k"; its report of that copy is still on its way when "k" is
+    forgotten and then given to a new computation. A task sent to worker 2 that needs the new
+    "k" must not read the old copy, which rank 0 has not yet freed there."""
+    small = Small(2)
+    ex = Executor(cluster=small.scheduler)
+    old = ex.submit(tasks.node, 1, False, None, key="k", workers=[1])
+    small.settle()
+    user = ex.submit(tasks.node, 10, False, None, old, workers=[2])
+    small.settle(held={(2, 0)})  # worker 2 has fetched "k"; its STORED waits
+    assert "k" in small.workers[1].store
+    user.cancel()
+    old.release()
+    del old
+    small.settle(held={(2, 0)})
+    assert "k" not in small.scheduler.state.tasks
+    new = ex.submit(tasks.node, 5, False, None, key="k", workers=[1])
+    small.settle(held={(2, 0)})
+    assert new.status == "finished"
+    total = ex.submit(tasks.node, 100, False, None, new, workers=[2])
+    small.settle()
+    assert small.value(total) == 105
+
+
+def test_a_key_given_anew_shares_the_task_the_cluster_still_has_else_names_a_new_one():
+    small = Small(1)
+    ex = Executor(cluster=small.scheduler)
+    kept = ex.submit(tasks.node, 1, False, None, key="k")
+    ex.fire_and_forget(kept)
+    del kept
+    shared = ex.submit(tasks.node, 2, False, None, key="k")  # fire_and_forget keeps "k"
+    small.settle()
+    assert small.value(shared) == 1
+    del shared
+    small.settle()
+    assert "k" not in small.scheduler.state.tasks
+    assert small.value(ex.submit(tasks.node, 3, False, None, key="k")) == 3  # anew
+    # A dependent of a failed "j", retried once "j" names a new computation, takes that one.
+    failing = ex.submit(tasks.node, 4, True, None, key="j")
+    dependent = ex.submit(tasks.node, 10, False, None, failing)
+    small.settle()
+    assert dependent.status == "error"
+    del failing
+    small.settle()
+    again = ex.submit(tasks.node, 6, False, None, key="j")
+    assert small.value(again) == 6
+    dependent.retry()
+    small.settle()
+    assert small.value(dependent) == 16

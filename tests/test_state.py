@@ -11,12 +11,15 @@ from mpifutures.state import SchedulerState
 
 
 class Checked(SchedulerState):
-    """Checks its invariants after every call; dispatch numbers are left out of the output
-    (tests compare placement), except through :meth:`raw`."""
+    """Checks its invariants after every call. Dispatch numbers and data versions are left
+    out of the output (tests compare placement and what is freed where), except through
+    :meth:`raw`."""
 
     def handle(self, *events):
         out = self.raw(*events)
-        return [c.replace(attempt=0) if isinstance(c, Dispatch) else c for c in out]
+        return [c.replace(attempt=0, deps=tuple(d[:2] for d in c.deps))
+                if isinstance(c, Dispatch) else c.replace(copy=0)
+                if isinstance(c, FreeData) else c for c in out]
 
     def raw(self, *events):
         out = super().handle(*(self._current(e) for e in events))
@@ -24,9 +27,13 @@ class Checked(SchedulerState):
         return out
 
     def _current(self, ev):
-        # Outcomes written without a dispatch number refer to the task's latest dispatch.
-        if isinstance(ev, (TaskFinished, TaskFailed)) and ev.attempt == 0 and ev.key in self.tasks:
-            return ev.replace(attempt=self.tasks[ev.key].attempt)
+        # Outcomes written without a dispatch number refer to the task's latest dispatch, and
+        # copies written without a version are of the key's current value.
+        task = self.tasks.get(getattr(ev, "key", None))
+        if isinstance(ev, (TaskFinished, TaskFailed)) and ev.attempt == 0 and task:
+            return ev.replace(attempt=task.attempt)
+        if isinstance(ev, ReplicaStored) and ev.copy == 0 and task:
+            return ev.replace(copy=task.first_copy or task.attempt)
         return ev
 
 
@@ -154,16 +161,15 @@ def test_scattered_data_is_done_once_its_worker_confirms_it(state):
 
 
 def test_scatter_numbers_keep_an_earlier_scatter_from_touching_a_later_one(state):
-    state.handle(DataScattered("d", (1,), 100, copy=3), ReplicaStored("d", 1, 3))
-    assert state.handle(FutureReleased("d")) == [FreeData(1, "d", 3)]  # spares newer copies
-    state.handle(DataScattered("d", (2, 1), 100, copy=5))  # the same data again, forwarded
+    state.raw(DataScattered("d", (1,), 100, copy=3), ReplicaStored("d", 1, 3))
+    assert state.raw(FutureReleased("d")) == [FreeData(1, "d", 3)]  # spares newer copies
+    state.raw(DataScattered("d", (2, 1), 100, copy=5))  # the same data again, forwarded
     # rank 1's late confirmation of the earlier copy: not a holder of this one; that copy goes
-    assert state.handle(ReplicaStored("d", 1, 3)) == [FreeData(1, "d", 3)]
+    assert state.raw(ReplicaStored("d", 1, 3)) == [FreeData(1, "d", 3)]
     assert state.who_has("d") == (2,)
-    assert state.handle(ReplicaStored("d", 2, 5), ReplicaStored("d", 1, 5)) == [
+    assert state.raw(ReplicaStored("d", 2, 5), ReplicaStored("d", 1, 5)) == [
         ResolveFuture("d", "memory")]
     assert state.who_has("d") == (1, 2)
-    assert state.handle(ReplicaStored("d", 1, 0)) == []  # a fetched copy has no number
 
 
 def test_a_stale_attempt_never_frees_the_current_copy(state):
@@ -174,7 +180,7 @@ def test_a_stale_attempt_never_frees_the_current_copy(state):
     assert state.raw(TaskFinished("k", 1, 8, first)) == []
     assert state.raw(TaskFinished("k", 1, 8, second)) == [ResolveFuture("k", "memory")]
     assert state.raw(TaskFinished("k", 1, 8, first)) == []   # this worker holds the key
-    assert state.raw(TaskFinished("k", 2, 8, first)) == [FreeData(2, "k")]
+    assert state.raw(TaskFinished("k", 2, 8, first)) == [FreeData(2, "k", first)]
     assert state.raw(TaskFailed("k", 1, "late", first)) == []
 
 
@@ -275,16 +281,30 @@ def test_awaiting_workers_while_a_task_runs_or_a_copy_is_unconfirmed(state):
     assert not state.awaiting_workers()
 
 
-def test_a_stale_fetched_copy_from_the_worker_computing_the_key_anew_is_not_freed(state):
-    # Worker 1 fetched "k" for a task, "k" was then forgotten, submitted again and sent to run
-    # on worker 1; the STORED of the old copy comes after that. The worker dropped the old
-    # copy when the new task reached it: a FREE would now drop the new value instead.
-    assert state.handle(submit("k", client=1)) == [Dispatch(1, "k", "spec-k", ())]
-    assert state.handle(ReplicaStored("k", 1)) == []
-    assert state.handle(TaskFinished("k", 1, 8)) == [ResolveFuture("k", "memory")]
+def test_a_stale_copy_is_freed_by_its_version_and_a_current_one_kept(state):
+    # Worker 1 fetched "k" (version 1) for a task, "k" was then forgotten, submitted again and
+    # sent to run on worker 1; the STORED of the old copy comes after that. Its FREE names
+    # version 1, so it spares the new value (version 3) that worker 1 computes.
+    old = state.raw(submit("k", client=1))[0].attempt
+    state.raw(TaskFinished("k", 2, 8, old), FutureReleased("k", 1))
+    new = state.raw(submit("k", client=1))[0].attempt
+    assert new > old
+    assert state.raw(ReplicaStored("k", 1, old)) == [FreeData(1, "k", old)]
+    assert state.raw(TaskFinished("k", 1, 8, new)) == [ResolveFuture("k", "memory")]
+    assert state.raw(ReplicaStored("k", 2, old)) == [FreeData(2, "k", old)]  # still stale
     assert state.who_has("k") == (1,)
-    assert state.handle(ReplicaStored("k", 2)) == []  # an ordinary copy, once it is computed
+    assert state.raw(ReplicaStored("k", 2, new)) == []  # a copy of the current value
     assert state.who_has("k") == (1, 2)
+    assert state.raw(FutureReleased("k", 1)) == [FreeData(1, "k", new), FreeData(2, "k", new)]
+
+
+def test_a_dispatch_names_the_version_of_each_input_it_needs(state):
+    first = state.raw(submit("a"))[0].attempt
+    state.raw(TaskFinished("a", 1, 8, first))
+    out = state.raw(submit("b", "a"), submit("c", "b"))  # c goes early, behind b, on b's rank
+    assert [c.deps for c in out] == [(("a", 1, first),), (("b", 1, out[0].attempt),)]
+    state.raw(DataScattered("d", (2,), 8, copy=40), ReplicaStored("d", 2, 40))
+    assert state.raw(submit("e", "d"))[0].deps == (("d", 2, 40),)
 
 
 def test_only_an_accepted_finish_hands_its_small_value_to_the_futures(state):

@@ -24,13 +24,13 @@ def handled(worker, *messages):
 
 def test_a_copy_arriving_after_its_key_is_sent_to_run_here_anew_is_dropped():
     worker = Worker(LocalFabric(3).endpoints[1], Config())
-    out = handled(worker, (0, run_msg("d", deps=(("k", 2),))))
-    assert (P.GET, "k") in out[2]  # fetching the old "k" for "d"
+    out = handled(worker, (0, run_msg("d", deps=(("k", 2, 1),))))
+    assert (P.GET, "k", 1) in out[2]  # fetching the old "k" for "d"
     # "d" is cancelled, "k" forgotten, then computed again on this worker; the old copy, or
     # word that it is missing, arrives only now.
     out = handled(worker, (0, (P.CANCEL, ["d"])), (0, run_msg("k", attempt=2)),
-                  (0, run_msg("e", deps=(("k", 1),), attempt=3)),
-                  (2, (P.DATA, "k", dumps("old"))), (2, (P.MISSING, "k", "gone")))
+                  (0, run_msg("e", deps=(("k", 1, 2),), attempt=3)),
+                  (2, (P.DATA, "k", dumps("old"), 1)), (2, (P.MISSING, "k", "gone", 1)))
     assert "k" not in worker.store and out.get(0, []) == []  # no STORED of the old copy
     assert [t.key for t in worker.waiters["k"]] == ["e"]  # "e" waits for the new "k"
     assert set(worker.pending) == {"k", "e"}  # nobody failed
@@ -50,7 +50,7 @@ def test_freeing_an_earlier_scatter_spares_a_later_copy_that_overtook_it():
                   (0, (P.FREE, [("d", 3)])))
     assert worker.store["d"] == "new" and out[0][-1] == (P.STORED, "d", 5)
     handled(worker, (0, (P.FREE, [("d", 5)])))  # its own FREE
-    assert "d" not in worker.store and "d" not in worker.copies
+    assert "d" not in worker.store and "d" not in worker.versions
     handled(worker, (0, (P.STORE, "d", dumps("x"), (), 6)), (0, (P.FREE, ["d"])))
     assert "d" not in worker.store  # a plain key: dropped whatever its number
 
@@ -59,9 +59,46 @@ def test_an_input_freed_here_while_its_task_waits_for_another_is_still_given_to_
     worker = Worker(LocalFabric(4).endpoints[1], Config())
     # "k" is in the store (a cancelled attempt's value, say) when "d" arrives: "d" takes it
     # and fetches "j"; the FREE of that "k" comes before "j" arrives.
-    worker.store["k"] = 5
-    out = handled(worker, (0, run_msg("d", deps=(("k", 2), ("j", 3)))), (0, (P.FREE, ["k"])))
-    assert out[3] == [(P.GET, "j")]
-    handled(worker, (3, (P.DATA, "j", dumps(7))))
+    worker.store["k"], worker.versions["k"] = 5, 2
+    out = handled(worker, (0, run_msg("d", deps=(("k", 2, 2), ("j", 3, 4)))),
+                  (0, (P.FREE, ["k"])))
+    assert out[3] == [(P.GET, "j", 4)]
+    handled(worker, (3, (P.DATA, "j", dumps(7), 4)))
     (_, _, task), = worker.ready
     assert task.key == "d" and task.inputs == {"k": 5, "j": 7}
+
+
+def test_a_stale_copy_here_is_not_an_input_the_version_named_is_fetched():
+    worker = Worker(LocalFabric(3).endpoints[1], Config())
+    # An old value of "k" (version 1: fetched before "k" was forgotten, its FREE not yet
+    # here) when "d" arrives needing version 5 of "k", computed anew on rank 2.
+    worker.store["k"], worker.versions["k"] = "old", 1
+    out = handled(worker, (0, run_msg("d", deps=(("k", 2, 5),), attempt=6)))
+    assert out[2] == [(P.GET, "k", 5)] and not worker.ready
+    out = handled(worker, (0, (P.FREE, [("k", 1)])), (2, (P.DATA, "k", dumps("new"), 5)))
+    assert out[0] == [(P.STORED, "k", 5)]
+    (_, _, task), = worker.ready
+    assert task.inputs == {"k": "new"} and worker.versions["k"] == 5
+    handled(worker, (0, (P.FREE, [("k", 1)])))  # a late FREE of the old copy spares it
+    assert worker.store["k"] == "new"
+
+
+def test_an_owner_without_the_version_asked_for_says_it_is_missing():
+    worker = Worker(LocalFabric(3).endpoints[1], Config())
+    worker.store["k"], worker.versions["k"] = "old", 1
+    out = handled(worker, (2, (P.GET, "k", 5)), (2, (P.GET, "k", 1)))
+    (missing, *_, asked), (data, _, payload, version) = out[2]
+    assert (missing, asked) == (P.MISSING, 5)
+    assert (data, version) == (P.DATA, 1) and payload.header == dumps("old").header
+
+
+def test_an_answer_to_a_fetch_of_an_older_version_is_dropped():
+    worker = Worker(LocalFabric(4).endpoints[1], Config())
+    handled(worker, (0, run_msg("d", deps=(("k", 2, 1),), attempt=2)), (0, (P.CANCEL, ["d"])))
+    out = handled(worker, (0, run_msg("e", deps=(("k", 3, 5),), attempt=6)))
+    assert out[3] == [(P.GET, "k", 5)]  # the older fetch is still out: it will not do
+    out = handled(worker, (2, (P.DATA, "k", dumps("old"), 1)), (2, (P.MISSING, "k", "x", 1)))
+    assert out == {} and "k" not in worker.store and not worker.ready
+    handled(worker, (3, (P.DATA, "k", dumps("new"), 5)))
+    (_, _, task), = worker.ready
+    assert task.key == "e" and task.inputs == {"k": "new"}
