@@ -363,12 +363,20 @@ class Scheduler:
                 self._hosts_known.set()
 
     def _on_data(self, source: int, msg: tuple) -> None:
-        for record in self.fetches.pop(msg[1], ()):
+        key, version = msg[1], msg[3]  # DATA: the version sent; MISSING: the version asked
+        task = self.state.tasks.get(key)
+        if task is not None and task.holders and version < task.first_copy \
+                and self.fetches.get(key):
+            # The answer to a GET of the key's earlier computation (forgotten, then given
+            # anew since): whoever waits now wants the current value. Ask for it.
+            self.outbox[min(task.holders)].append((P.GET, key, task.first_copy))
+            return
+        for record in self.fetches.pop(key, ()):
             if msg[0] == P.DATA:
-                self.stats["bytes_to_rank0"] += msg[2].nbytes  # (msg[3]: its version)
+                self.stats["bytes_to_rank0"] += msg[2].nbytes
                 record.deliver(msg[2])
             else:
-                record.deliver(None, lost(msg[1], f"rank {source}: {msg[2]}"))
+                record.deliver(None, lost(key, f"rank {source}: {msg[2]}"))
 
     def _on_called(self, source: int, msg: tuple) -> None:
         _, call_id, ok, payload = msg

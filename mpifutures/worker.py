@@ -218,13 +218,15 @@ class Worker:
         for part in (forward[:half], forward[half:]):
             if part:
                 self.outbox[part[0]].append((P.STORE, key, payload, part[1:], copy))
+        self.outbox[self.scheduler].append((P.STORED, key, copy))
+        if self.versions.get(key, 0) > copy:
+            return  # a newer value is here (an older scatter's copy came late): it stays
         self.payloads[key] = payload
         try:
             value: Any = loads(payload)
         except BaseException as exc:  # noqa: BLE001 - even SystemExit: tasks reading it fail
             value = Broken(f"scattered data failed to unpickle on rank {self.rank}: {exc!r}")
-        self.outbox[self.scheduler].append((P.STORED, key, copy))
-        self._arrived(key, value, max(self.versions.get(key, 0), copy))
+        self._arrived(key, value, copy)
 
     def _on_stop(self, source: int, msg: tuple) -> None:
         self.running = False
@@ -273,7 +275,9 @@ class Worker:
     def _on_data(self, source: int, msg: tuple) -> None:
         _, key, payload, version = msg
         started = self._answered(key, version)
-        if started is None:
+        if started is None or self.versions.get(key, -1) >= version:
+            # (a copy as new or newer came meanwhile, by a scatter: it served the waiters,
+            # and keeping this older one under its version would invite a FREE of it)
             return
         seconds = time.perf_counter() - started
         try:

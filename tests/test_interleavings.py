@@ -403,10 +403,10 @@ def test_random_interleavings_end_every_future_rightly_and_leave_nothing_behind(
 class Small:
     """A scheduler and ``n`` workers whose loops a test turns by hand."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, config: Config = Config()) -> None:
         self.net = Network(n + 1, random.Random(0))
-        self.scheduler = Scheduler(self.net.endpoints[0], Config())
-        self.workers = [Worker(ep, Config()) for ep in self.net.endpoints[1:]]
+        self.scheduler = Scheduler(self.net.endpoints[0], config)
+        self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
         for part in (self.scheduler, *self.workers):
             part.backoff.idle = lambda *args, **kwargs: None  # never sleep
 
@@ -504,3 +504,50 @@ def test_a_key_given_anew_shares_the_task_the_cluster_still_has_else_names_a_new
     dependent.retry()
     small.settle()
     assert small.value(dependent) == 16
+
+
+def test_a_late_answer_to_an_abandoned_fetch_leaves_a_newer_scattered_copy_alone():
+    """Worker 2 asks worker 1 for scattered "x" for a task that is then cancelled; "x" is
+    forgotten and the same value scattered again, straight to worker 2. The old answer
+    arrives after that: taking it would label worker 2's copy with the old version, and rank
+    0's FREE of that version would drop worker 2's only copy while rank 0 still counts on it,
+    so a task needing it there would wait forever."""
+    small = Small(2)
+    ex = Executor(cluster=small.scheduler)
+    x = ex._scatter_one(10, (1,), True)  # scatter() without waiting (nothing else turns loops)
+    small.settle()
+    t = ex.submit(tasks.node, 1, False, None, x, workers=[2])
+    small.settle(held={(1, 2)})  # worker 1's DATA waits
+    t.cancel()
+    x.release()
+    del x, t
+    small.settle(held={(1, 2)})
+    assert not small.scheduler.state.tasks
+    again = ex._scatter_one(10, (2,), True)
+    small.settle(held={(1, 2)})
+    assert again.status == "finished"
+    small.settle()  # the old DATA arrives now
+    assert again.key in small.workers[1].store
+    u = ex.submit(tasks.node, 5, False, None, again, workers=[2])
+    small.settle()
+    assert small.value(u) == 15
+
+
+def test_rank_0_fetching_a_key_given_anew_gets_the_new_value_not_an_old_answer():
+    """Rank 0 asked for "k"; before the answer came, "k" was released, given to a new
+    computation, and that one's value asked for: the old answer must not stand for it."""
+    small = Small(2, Config(inline_bytes=0))  # values stay on the workers until fetched
+    ex = Executor(cluster=small.scheduler)
+    old = ex.submit(tasks.node, 1, False, None, key="k", workers=[1])
+    small.settle()
+    Rig._fetch(old)
+    small.settle(held={(1, 0)})  # worker 1 answered; the DATA waits
+    old.release()
+    del old
+    small.settle(held={(1, 0)})
+    new = ex.submit(tasks.node, 5, False, None, key="k", workers=[2])
+    small.settle(held={(1, 0)})
+    assert new.status == "finished"
+    Rig._fetch(new)
+    small.settle()
+    assert new.result(timeout=0) == 5

@@ -102,3 +102,11 @@ def test_an_answer_to_a_fetch_of_an_older_version_is_dropped():
     handled(worker, (3, (P.DATA, "k", dumps("new"), 5)))
     (_, _, task), = worker.ready
     assert task.key == "e" and task.inputs == {"k": "new"}
+
+
+def test_a_late_copy_of_an_older_scatter_leaves_the_newer_value_and_version():
+    worker = Worker(LocalFabric(3).endpoints[2], Config())
+    out = handled(worker, (1, (P.STORE, "d", dumps("new"), (), 5)),
+                  (0, (P.STORE, "d", dumps("old"), (), 3)))
+    assert worker.store["d"] == "new" and worker.versions["d"] == 5
+    assert out[0][-1] == (P.STORED, "d", 3)  # confirmed all the same: rank 0 counts copies
