@@ -5,7 +5,7 @@
     Exception
      ├── MpiFuturesError                 base of every error mpifutures raises itself
      │    ├── NoWorkersError             the job has no worker ranks to run tasks on
-     │    ├── WorkerLostError            a worker rank died; its futures cannot finish
+     │    ├── WorkerLostError            a worker rank died; the cluster stops
      │    ├── DataLostError              a result is no longer held anywhere (released, shut down)
      │    ├── TaskExit                   a task raised SystemExit or KeyboardInterrupt
      │    └── SerializationError (+TypeError)   a value could not be pickled or unpickled
@@ -31,7 +31,8 @@ class NoWorkersError(MpiFuturesError):
 
 
 class WorkerLostError(MpiFuturesError):
-    """A worker rank died while it held or ran the future's task."""
+    """A worker rank died (see :mod:`mpifutures.liveness`): its tasks and data are lost, so
+    the cluster stops and every future not yet ended fails with this."""
 
 
 class DataLostError(MpiFuturesError):

@@ -454,7 +454,10 @@ class Executor:
                 f._cancel_locally()
 
     def _close(self) -> None:
-        self._cluster.post(("close", self._session))
+        try:
+            self._cluster.post(("close", self._session))
+        except ExecutorClosedError:
+            pass  # the cluster is gone (stopped, or failed): nothing of the session is left
         if self._owns_cluster:  # spawn mode: these workers are ours alone
             from .spawn import stop
             stop(self._cluster)

@@ -156,8 +156,12 @@ def stop_scheduler(code: int) -> int:
         sys.stderr.flush()
         scheduler.t.abort(code or 1)
         raise
-    sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} s "
-                     "(a task may be stuck); aborting the MPI job.\n")
+    if scheduler.fatal is not None and not isinstance(scheduler.fatal, ExecutorClosedError):
+        sys.stderr.write(f"mpifutures: the cluster failed ({scheduler.fatal}); aborting the "
+                         "MPI job.\n")
+    else:
+        sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} "
+                         "s (a task may be stuck); aborting the MPI job.\n")
     sys.stderr.flush()
     scheduler.t.abort(code or 1)
     return code or 1

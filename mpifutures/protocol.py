@@ -14,13 +14,17 @@ scheduler → worker
     ``copy``) and pass it on to the ranks in ``forward`` (a binary tree: log2(N) steps)
     ``(STOP,)``   leave the loop
     ``(CALL, call_id, token, fn_bytes, args)``  run a function now, reply with ``CALLED``
+    ``(PEERS, {rank: pid})``  the other ranks on this worker's machine, to watch
+    (:mod:`~mpifutures.liveness`)
 worker → scheduler
     ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
     ``(STORED, key, version)``  this worker now keeps a copy of ``key`` (scattered to it, or
     fetched) of that version
     ``(RECORDS, records)``  task-stream records
-    ``(HELLO, host_name)``  a worker's first message
+    ``(HELLO, host_name, pid, machine)``  a worker's first message (``machine``: see
+    :func:`mpifutures.liveness.machine`)
+    ``(LOST, rank, pid)``  a rank this worker watched has died
 any rank → any worker, and back
     ``(GET, key, version)`` → ``(DATA, key, payload, its version)`` if the rank holds that
     version of ``key`` or a newer one, else ``(MISSING, key, reason, version)``
@@ -39,6 +43,8 @@ CALLED = 13
 RECORDS = 14
 STORED = 15
 HELLO = 16
+PEERS = 8
+LOST = 17
 GET = 20
 DATA = 21
 MISSING = 22

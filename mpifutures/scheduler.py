@@ -17,6 +17,7 @@ loop — and resolves client futures. It makes no decision.
 from __future__ import annotations
 
 import itertools
+import os
 import logging
 import threading
 import time
@@ -24,11 +25,11 @@ from collections import defaultdict, deque
 from concurrent.futures import Future as _Reply
 from typing import Any, Callable, Optional
 
-from . import protocol as P
+from . import liveness, protocol as P
 from .backoff import Backoff, tighten_timer_slack
 from .callbacks import CallbackThread
 from .config import Config
-from .errors import ExecutorClosedError
+from .errors import ExecutorClosedError, WorkerLostError
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
                      ReplicaStored, ResolveFuture, RetryRequested, TaskFailed, TaskFinished)
 from .future import Future, KeyRecord, lost
@@ -62,6 +63,8 @@ class Scheduler:
         self.callbacks = CallbackThread()
         self.fatal: Optional[BaseException] = None
         self._hosts: dict[int, str] = {}  # from each worker's first message
+        self._pids: dict[int, tuple[int, Optional[str]]] = {}  # rank: (pid, machine)
+        self.watch: Optional[liveness.Watch] = None  # the workers on rank 0's machine
         self._hosts_known = threading.Event()
         if not self.workers:
             self._hosts_known.set()
@@ -178,6 +181,10 @@ class Scheduler:
         try:
             while self._step():
                 pass
+        except WorkerLostError as exc:
+            log.error("%s", exc)
+            self._fail_everything(exc)
+            return
         except BaseException as exc:  # noqa: BLE001 - fail every future, never hang
             log.exception("the scheduler thread failed")
             self._fail_everything(RuntimeError(f"the scheduler thread failed: {exc!r}"))
@@ -204,6 +211,9 @@ class Scheduler:
                 log.error("workers %s did not stop in time",
                           sorted(set(self.workers) - self._stopped))
                 return False
+        if self.watch is not None and time.monotonic() >= self.watch.next:
+            for rank, pid in self.watch.dead(time.monotonic()):
+                self._lost(rank, pid)
         if active or self.t.busy():
             self.backoff.reset()
         else:
@@ -358,9 +368,43 @@ class Scheduler:
         elif op == P.STOPPED:
             self._stopped.add(source)
         elif op == P.HELLO:
-            self._hosts[source] = msg[1]
+            self._hosts[source], self._pids[source] = msg[1], msg[2:]
             if len(self._hosts) == len(self.workers):
                 self._hosts_known.set()
+                self._watch_peers()
+        elif op == P.LOST:
+            self._lost(msg[1], msg[2], source)
+
+    def _watch_peers(self) -> None:
+        """Name to each worker the other ranks on its machine; watch those on rank 0's."""
+        ranks: dict[Optional[str], dict[int, int]] = defaultdict(dict)
+        for rank, (pid, machine) in self._pids.items():
+            ranks[machine][rank] = pid
+        here = liveness.machine()
+        ranks[here][0] = os.getpid()
+        for machine, peers in ranks.items():
+            if machine is None:  # no /proc there: not comparable, not watched
+                continue
+            for rank in peers:
+                others = {r: pid for r, pid in peers.items() if r != rank}
+                if rank == 0:
+                    watch = liveness.Watch(others, time.monotonic())  # (not rank 0 itself:
+                    self.watch = watch if watch.peers else None  # workers in its threads)
+                elif others:
+                    self.outbox[rank].append((P.PEERS, others))
+
+    def _lost(self, rank: int, pid: int, seen_by: int = 0) -> None:
+        """A worker has died: end the cluster (its tasks and data are gone) with an error
+        that says so (raised out of the loop, caught by :meth:`_run`)."""
+        running = sorted(k for k, t in self.state.tasks.items()
+                         if t.status == "processing" and t.worker == rank)
+        tasks = f", running {running[:5]}{' ...' if len(running) > 5 else ''}" if running else ""
+        raise WorkerLostError(
+            f"worker rank {rank} (pid {pid} on {self._hosts.get(rank, '?')}) has died{tasks}: "
+            f"its process is gone (noticed by rank {seen_by}), killed by a signal such as the "
+            "out-of-memory killer's or ended without a word. Its tasks and the data it held "
+            "are lost, so the cluster stops and the job ends. Look for the cause in the job's "
+            "output and the system log (dmesg); if memory ran out, give each rank more.")
 
     def _on_data(self, source: int, msg: tuple) -> None:
         key, version = msg[1], msg[3]  # DATA: the version sent; MISSING: the version asked

@@ -31,12 +31,13 @@ import heapq
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections import defaultdict
 from typing import Any
 
-from . import failure, protocol as P, taskrun
+from . import failure, liveness, protocol as P, taskrun
 from .backoff import Backoff, tighten_timer_slack
 from .config import Config
 from .errors import DataLostError, MpiFuturesError, SerializationError
@@ -86,7 +87,8 @@ class Worker:
         self.fetching: dict[str, tuple[float, int]] = {}  # key: (asked at, version asked)
         self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
         self.outbox: dict[int, list] = defaultdict(list)
-        self.outbox[scheduler].append((P.HELLO, _host_name()))  # sent first
+        self.outbox[scheduler].append((P.HELLO, _host_name(), os.getpid(), liveness.machine()))
+        self.watch: Any = None  # the other ranks on this machine, once rank 0 names them
         self.lock = threading.Lock()  # the store, the queues and the transport
         self.ready: list = []
         self.ready_cond = threading.Condition()
@@ -120,6 +122,8 @@ class Worker:
 
     def _turn(self) -> None:
         """One pass of the loop: handle what arrived, send what is queued, back off if idle."""
+        if self.watch is not None and time.monotonic() >= self.watch.next:
+            self._check_peers()
         arrived = self.t.poll()  # MPI: this thread only, and outside the lock
         for source, msgs in arrived:
             for msg in msgs:
@@ -136,6 +140,18 @@ class Worker:
             self.backoff.reset()
         else:
             self.backoff.idle(self._unsent)
+
+    def _check_peers(self) -> None:
+        """Abort the job if rank 0 has died; tell rank 0 of a worker that has."""
+        for rank, pid in self.watch.dead(time.monotonic()):
+            if rank == self.scheduler:
+                sys.stderr.write(f"mpifutures: rank 0 (pid {pid}) has died; worker rank "
+                                 f"{self.rank} aborts the MPI job.\n")
+                sys.stderr.flush()
+                self.t.abort(1)
+                continue
+            with self.lock:
+                self.outbox[self.scheduler].append((P.LOST, rank, pid))
 
     def _handle(self, source: int, msg: tuple) -> None:
         try:
@@ -228,6 +244,10 @@ class Worker:
             value = Broken(f"scattered data failed to unpickle on rank {self.rank}: {exc!r}")
         self._arrived(key, value, copy)
 
+    def _on_peers(self, source: int, msg: tuple) -> None:
+        watch = liveness.Watch(msg[1], time.monotonic())
+        self.watch = watch if watch.peers else None
+
     def _on_stop(self, source: int, msg: tuple) -> None:
         self.running = False
         if self.records:
@@ -302,7 +322,7 @@ class Worker:
     _handlers = {
         P.RUN: _on_run, P.FREE: _on_free, P.CANCEL: _on_cancel, P.STORE: _on_store,
         P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get, P.DATA: _on_data,
-        P.MISSING: _on_missing,
+        P.MISSING: _on_missing, P.PEERS: _on_peers,
     }
 
     # ------------------------------------------------------------ inputs arriving

@@ -16,9 +16,11 @@ workers, the nodes, and that the probe printed once.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,6 +199,48 @@ exec {sys.executable} "$@"
     job = sbatch(env, tmp_path, jobscript, timeout=30)
     assert job.returncode != 0, job.output
     assert "rank 1: python failed to start" in job.output, job.output
+
+
+PLAIN_SRUN = """#!/bin/bash
+#SBATCH --nodes=1 --ntasks=3
+srun --mpi=pmi2 "$PYTHON" -m mpifutures "$@"
+"""
+KILLS = {
+    "worker": """
+import os, signal
+from mpifutures import Executor
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+with Executor() as ex:
+    ex.submit(die, workers=[1], pure=False).result()
+""",
+    "rank 0": """
+import os, signal
+from mpifutures import Executor
+with Executor() as ex:
+    ex.submit(abs, -1).result()  # the workers are up, and know rank 0's process
+os.kill(os.getpid(), signal.SIGKILL)
+""",
+}
+
+
+@pytest.mark.parametrize("killed, says", [
+    ("worker", r"WorkerLostError: worker rank 1 \(pid \d+ on \S+\) has died, running "
+               r"\['die-\w+'\]"),
+    ("rank 0", r"rank 0 \(pid \d+\) has died; worker rank \d aborts the MPI job"),
+])
+def test_a_rank_killed_under_a_plain_srun_ends_the_job_at_once(slurm_env, tmp_path, killed,
+                                                                says):
+    """Without --kill-on-bad-exit, srun leaves the other ranks running when one is killed (by
+    the out-of-memory killer, say), and MPI tells them nothing: the ranks on its machine notice
+    (mpifutures.liveness) and end the job, instead of it waiting for its time limit."""
+    jobscript = write_script(tmp_path, "plain_srun.sh", PLAIN_SRUN)
+    script = write_script(tmp_path, "kills.py", KILLS[killed])
+    start = time.monotonic()
+    job = sbatch(slurm_env, tmp_path, jobscript, script, timeout=60)
+    assert job.returncode != 0, job.output
+    assert re.search(says, job.output), job.output
+    assert time.monotonic() - start < 40, job.output
 
 
 @pytest.mark.parametrize("jobscript", sorted(p.name for p in JOBSCRIPTS.glob("*.sh")))

@@ -1,0 +1,59 @@
+"""Noticing that a rank on the same machine has died when the launcher does not end the job.
+
+``mpiexec`` (MPICH's and Open MPI's) and ``srun --kill-on-bad-exit`` end every rank once one
+dies, but a plain ``srun`` leaves the others running, and MPI tells no rank that a peer sharing
+its memory is gone: rank 0 would wait forever for the tasks of a worker that the out-of-memory
+killer took. So every rank checks, about once a second, that the other ranks on its machine
+still exist. Their process IDs come with each worker's first message; ranks compare them only
+when they share a kernel and a PID namespace (:func:`machine`). A worker that finds rank 0 gone
+aborts the job; one that finds another worker gone tells rank 0, which then fails every future
+with :class:`~mpifutures.errors.WorkerLostError`. Ranks on other machines are not watched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+#: seconds between two checks of the same ranks
+PERIOD = 1.0
+
+
+def machine() -> Optional[str]:
+    """What ranks must share for one's process IDs to mean something to another: the kernel's
+    boot ID and the PID namespace. None where there is no ``/proc`` (nothing is watched)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """False once process ``pid`` has ended: gone, or a zombie nobody has reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # unreadable: count it alive (a false alarm would end the job)
+        return True
+    end = stat.rfind(b")")  # the state follows the command name, which may hold anything
+    return stat[end + 2:end + 3] != b"Z"
+
+
+class Watch:
+    """Ranks (``{rank: pid}``) of this machine to check, at most once per :data:`PERIOD`."""
+
+    def __init__(self, peers: dict[int, int], now: float) -> None:
+        self.peers = {rank: pid for rank, pid in peers.items() if pid != os.getpid()}
+        self.next = now + PERIOD
+
+    def dead(self, now: float) -> list[tuple[int, int]]:
+        """``(rank, pid)`` of the ranks found gone since the last check (no longer watched)."""
+        self.next = now + PERIOD
+        gone = [(rank, pid) for rank, pid in self.peers.items() if not alive(pid)]
+        for rank, _ in gone:
+            del self.peers[rank]
+        return gone

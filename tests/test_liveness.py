@@ -1,0 +1,122 @@
+"""Noticing a dead rank on the same machine (mpifutures.liveness), without MPI: real processes
+for the checks, an in-process cluster for what rank 0 and the workers do about a death."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mpifutures import Executor, WorkerLostError, liveness, protocol as P
+from mpifutures.config import Config
+from mpifutures.errors import ExecutorClosedError
+from mpifutures.local import LocalCluster
+from mpifutures.transport import LocalFabric
+from mpifutures.worker import Worker
+from tests import tasks
+
+pytestmark = pytest.mark.skipif(liveness.machine() is None, reason="needs Linux's /proc")
+
+
+def ended_process() -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child
+
+
+def test_a_process_is_alive_until_it_ends_zombie_or_reaped():
+    assert liveness.alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        assert liveness.alive(child.pid)
+        child.stdin.close()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped
+        assert not liveness.alive(child.pid)  # a zombie
+    finally:
+        child.wait()
+    assert not liveness.alive(child.pid)  # gone
+
+
+def test_ranks_on_one_machine_share_its_identity():
+    here = liveness.machine()
+    out = subprocess.run([sys.executable, "-c", "from mpifutures import liveness; "
+                          "print(liveness.machine())"], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == here
+
+
+def test_a_watch_skips_its_own_process_and_reports_each_death_once():
+    dead = ended_process().pid
+    watch = liveness.Watch({0: os.getpid(), 2: dead, 3: os.getppid()}, now=0.0)
+    assert watch.peers == {2: dead, 3: os.getppid()}
+    assert watch.next == liveness.PERIOD
+    assert watch.dead(now=5.0) == [(2, dead)] and watch.next == 5.0 + liveness.PERIOD
+    assert watch.dead(now=7.0) == []
+
+
+def test_a_worker_tells_rank_0_of_a_dead_worker_and_aborts_the_job_if_rank_0_died():
+    worker = Worker(LocalFabric(4).endpoints[1], Config())
+    dead = ended_process().pid
+    with worker.lock:
+        worker._handle(0, (P.PEERS, {2: dead, 3: os.getppid()}))
+    worker.watch.next = 0.0
+    worker._turn()
+    sent = worker.t.fabric.endpoints[0].inbox
+    assert any((P.LOST, 2, dead) in msgs for _, msgs in map(_unpacked, sent))
+    assert worker.watch.peers == {3: os.getppid()}
+    with worker.lock:
+        worker._handle(0, (P.PEERS, {0: dead}))
+    worker.watch.next = 0.0
+    with pytest.raises(RuntimeError, match="aborted with code 1"):  # the local transport's
+        worker._turn()
+
+
+def _unpacked(entry):
+    from mpifutures.transport import unpack
+
+    source, header, buffers = entry
+    return source, unpack(header, buffers)
+
+
+def test_rank_0_names_to_each_worker_the_other_ranks_on_its_machine():
+    cluster = LocalCluster(3)
+    try:
+        scheduler = cluster.scheduler
+        here = liveness.machine()
+        scheduler._pids = {1: (101, here), 2: (102, "elsewhere"), 3: (103, here)}
+        scheduler._watch_peers()
+        assert scheduler.watch.peers == {1: 101, 3: 103}
+        assert scheduler.outbox[1] == [(P.PEERS, {0: os.getpid(), 3: 103})]
+        assert scheduler.outbox[3] == [(P.PEERS, {0: os.getpid(), 1: 101})]
+        assert not scheduler.outbox[2]  # alone on its machine
+        scheduler.outbox.clear()
+        scheduler.watch = None
+    finally:
+        assert cluster.close()
+
+
+def test_a_lost_worker_fails_every_future_with_an_error_naming_it_and_its_task():
+    cluster = LocalCluster(2)
+    ex = Executor(cluster=cluster.scheduler)
+    f = ex.submit(tasks.sleep, 2, workers=[1], pure=False)
+    deadline = time.monotonic() + 30
+    while f.key not in cluster.workers[0].pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    other = cluster.workers[1]
+    with other.lock:  # worker 2 reports worker 1 dead
+        other.outbox[0].append((P.LOST, 1, 4321))
+    other.backoff.wake.set()
+    with pytest.raises(WorkerLostError, match=rf"worker rank 1 \(pid 4321 on .*\) has died, "
+                                              rf"running \['{f.key}'\].*noticed by rank 2"):
+        f.result(timeout=30)
+    with pytest.raises(ExecutorClosedError, match="cluster is gone: worker rank 1"):
+        ex.submit(abs, 1)
+    ex.shutdown()  # quiet: nothing is left to release
+    cluster.scheduler.stop(timeout=1)  # the workers are told nothing: end them here
+    for worker in cluster.workers:
+        worker.running = False
+        worker.backoff.wake.set()
