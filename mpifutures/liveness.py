@@ -7,7 +7,8 @@ killer took. So every rank checks, about once a second, that the other ranks on 
 still exist. Their process IDs come with each worker's first message; ranks compare them only
 when they share a kernel and a PID namespace (:func:`machine`). A worker that finds rank 0 gone
 aborts the job; one that finds another worker gone tells rank 0, which then fails every future
-with :class:`~mpifutures.errors.WorkerLostError`. Ranks on other machines are not watched.
+with :class:`~mpifutures.errors.WorkerLostError`. A rank is watched only by the ranks on its
+own machine: one alone there, or a whole machine lost, is left to the launcher.
 """
 
 from __future__ import annotations
