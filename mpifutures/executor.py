@@ -200,7 +200,12 @@ class Executor:
             self._check_open("submit")
             for future, _ in pairs:
                 self._cluster.registry.arm(future, self._session)
-            self._cluster.post(("submit", self._session, pairs))
+            try:
+                self._cluster.post(("submit", self._session, pairs))
+            except ExecutorClosedError as exc:  # the cluster is gone: nothing would end them
+                for future, _ in pairs:
+                    future._fail(exc)
+                raise
 
     def _these(self, futures: Union[Future, Iterable[Future]], what: str) -> list[Future]:
         """``futures`` as a list, each checked to be a future of this executor."""
@@ -265,8 +270,12 @@ class Executor:
             self._check_open("scatter")
             self._cluster.registry.arm(future, self._session)
             # (the scheduler thread numbers the scatter: the STORE's last item, the event's copy)
-            self._cluster.post(("scatter", self._session, first,
-                                (P.STORE, key, payload, rest, 0), event, future))
+            try:
+                self._cluster.post(("scatter", self._session, first,
+                                    (P.STORE, key, payload, rest, 0), event, future))
+            except ExecutorClosedError as exc:  # as in _post_submits
+                future._fail(exc)
+                raise
         return future
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:

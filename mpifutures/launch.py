@@ -157,8 +157,8 @@ def stop_scheduler(code: int) -> int:
         scheduler.t.abort(code or 1)
         raise
     if scheduler.fatal is not None and not isinstance(scheduler.fatal, ExecutorClosedError):
-        sys.stderr.write(f"mpifutures: the cluster failed ({scheduler.fatal}); aborting the "
-                         "MPI job.\n")
+        sys.stderr.write(f"mpifutures: the cluster failed ({type(scheduler.fatal).__name__}, "
+                         "see above); aborting the MPI job.\n")
     else:
         sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} "
                          "s (a task may be stuck); aborting the MPI job.\n")
@@ -259,5 +259,7 @@ def spmd(comm: Any = None) -> Iterator[Any]:
         except ExecutorClosedError:  # the scheduler failed: the workers must still stop
             pass
         if not scheduler.stop(config.shutdown_timeout):
-            sys.stderr.write("mpifutures: workers did not stop in time; aborting the job.\n")
+            why = "workers did not stop in time" if scheduler.fatal is None or isinstance(
+                scheduler.fatal, ExecutorClosedError) else "the cluster failed"
+            sys.stderr.write(f"mpifutures: {why}; aborting the job.\n")
             scheduler.t.abort(1)

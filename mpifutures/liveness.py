@@ -3,12 +3,12 @@
 ``mpiexec`` (MPICH's and Open MPI's) and ``srun --kill-on-bad-exit`` end every rank once one
 dies, but a plain ``srun`` leaves the others running, and MPI tells no rank that a peer sharing
 its memory is gone: rank 0 would wait forever for the tasks of a worker that the out-of-memory
-killer took. So every rank checks, about once a second, that the other ranks on its machine
-still exist. Their process IDs come with each worker's first message; ranks compare them only
-when they share a kernel and a PID namespace (:func:`machine`). A worker that finds rank 0 gone
-aborts the job; one that finds another worker gone tells rank 0, which then fails every future
-with :class:`~mpifutures.errors.WorkerLostError`. A rank is watched only by the ranks on its
-own machine: one alone there, or a whole machine lost, is left to the launcher.
+killer took. So the ranks of each machine watch each other in a ring (each checks the next,
+about once a second, by process ID: they come with each worker's first message, and count only
+between ranks that share a kernel and a PID namespace, :func:`machine`). A worker that finds
+rank 0 gone aborts the job; one that finds another worker gone tells rank 0, which then fails
+every future with :class:`~mpifutures.errors.WorkerLostError`. A rank is watched only by a
+rank on its own machine: one alone there, or a whole machine lost, is left to the launcher.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def machine() -> Optional[str]:
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
             boot = fh.read().strip()
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return None  # this /proc shows another PID namespace: its PIDs are not ours
         return f"{boot} {os.readlink('/proc/self/ns/pid')}"
     except OSError:
         return None
@@ -34,14 +36,18 @@ def machine() -> Optional[str]:
 def alive(pid: int) -> bool:
     """False once process ``pid`` has ended: gone, or a zombie nobody has reaped yet."""
     try:
+        os.kill(pid, 0)  # (not fooled by a /proc mounted with hidepid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        pass
+    try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
-    except FileNotFoundError:
-        return False
-    except OSError:  # unreadable: count it alive (a false alarm would end the job)
+    except OSError:  # hidden or unreadable, yet it exists: alive (a false alarm ends the job)
         return True
     end = stat.rfind(b")")  # the state follows the command name, which may hold anything
-    return stat[end + 2:end + 3] != b"Z"
+    return stat[end + 2:end + 3] not in (b"Z", b"X")
 
 
 class Watch:

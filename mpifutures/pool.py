@@ -44,6 +44,8 @@ class PoolExecutor(cf.Executor):
         try:
             future = self._executor._submit_call(fn, args, kwargs, pure=False)
         except ExecutorClosedError:
+            if not self._executor._closed:
+                raise  # the cluster is gone: its error says why
             raise RuntimeError("cannot schedule new futures after shutdown") from None
         with self._lock:
             self._running[id(future)] = future

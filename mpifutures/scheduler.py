@@ -376,26 +376,29 @@ class Scheduler:
             self._lost(msg[1], msg[2], source)
 
     def _watch_peers(self) -> None:
-        """Name to each worker the other ranks on its machine; watch those on rank 0's."""
-        ranks: dict[Optional[str], dict[int, int]] = defaultdict(dict)
+        """Have the ranks of each machine watch each other, in a ring: each its next one.
+
+        One watcher per rank is enough: the first death found stops the cluster."""
+        machines: dict[Optional[str], dict[int, int]] = defaultdict(dict)
         for rank, (pid, machine) in self._pids.items():
-            ranks[machine][rank] = pid
-        here = liveness.machine()
-        ranks[here][0] = os.getpid()
-        for machine, peers in ranks.items():
-            if machine is None:  # no /proc there: not comparable, not watched
-                continue
-            for rank in peers:
-                others = {r: pid for r, pid in peers.items() if r != rank}
+            machines[machine][rank] = pid
+        machines[liveness.machine()][0] = os.getpid()
+        machines.pop(None, None)  # no /proc there: process IDs are not comparable
+        for peers in machines.values():
+            # (workers in rank 0's own threads share its process: nothing to watch there)
+            ring = sorted(r for r, pid in peers.items() if r == 0 or pid != os.getpid())
+            for i, rank in enumerate(ring if len(ring) > 1 else ()):
+                after = ring[(i + 1) % len(ring)]
                 if rank == 0:
-                    watch = liveness.Watch(others, time.monotonic())  # (not rank 0 itself:
-                    self.watch = watch if watch.peers else None  # workers in its threads)
-                elif others:
-                    self.outbox[rank].append((P.PEERS, others))
+                    self.watch = liveness.Watch({after: peers[after]}, time.monotonic())
+                else:
+                    self.outbox[rank].append((P.PEERS, {after: peers[after]}))
 
     def _lost(self, rank: int, pid: int, seen_by: int = 0) -> None:
         """A worker has died: end the cluster (its tasks and data are gone) with an error
         that says so (raised out of the loop, caught by :meth:`_run`)."""
+        if rank in self._stopped:  # it said goodbye first: its leaving is no loss
+            return
         running = sorted(k for k, t in self.state.tasks.items()
                          if t.status == "processing" and t.worker == rank)
         tasks = f", running {running[:5]}{' ...' if len(running) > 5 else ''}" if running else ""

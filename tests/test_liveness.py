@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mpifutures import Executor, WorkerLostError, liveness, protocol as P
+from mpifutures import Executor, PoolExecutor, WorkerLostError, liveness, protocol as P
 from mpifutures.config import Config
 from mpifutures.errors import ExecutorClosedError
 from mpifutures.local import LocalCluster
@@ -82,17 +82,20 @@ def _unpacked(entry):
     return source, unpack(header, buffers)
 
 
-def test_rank_0_names_to_each_worker_the_other_ranks_on_its_machine():
-    cluster = LocalCluster(3)
+def test_the_ranks_of_each_machine_watch_each_other_in_a_ring():
+    cluster = LocalCluster(5)
     try:
         scheduler = cluster.scheduler
         here = liveness.machine()
-        scheduler._pids = {1: (101, here), 2: (102, "elsewhere"), 3: (103, here)}
+        scheduler._pids = {1: (101, here), 2: (102, "elsewhere"), 3: (103, here),
+                           4: (104, "there"), 5: (105, "there")}
         scheduler._watch_peers()
-        assert scheduler.watch.peers == {1: 101, 3: 103}
-        assert scheduler.outbox[1] == [(P.PEERS, {0: os.getpid(), 3: 103})]
-        assert scheduler.outbox[3] == [(P.PEERS, {0: os.getpid(), 1: 101})]
+        assert scheduler.watch.peers == {1: 101}
+        assert scheduler.outbox[1] == [(P.PEERS, {3: 103})]
+        assert scheduler.outbox[3] == [(P.PEERS, {0: os.getpid()})]
         assert not scheduler.outbox[2]  # alone on its machine
+        assert scheduler.outbox[4] == [(P.PEERS, {5: 105})]
+        assert scheduler.outbox[5] == [(P.PEERS, {4: 104})]
         scheduler.outbox.clear()
         scheduler.watch = None
     finally:
@@ -113,10 +116,27 @@ def test_a_lost_worker_fails_every_future_with_an_error_naming_it_and_its_task()
     with pytest.raises(WorkerLostError, match=rf"worker rank 1 \(pid 4321 on .*\) has died, "
                                               rf"running \['{f.key}'\].*noticed by rank 2"):
         f.result(timeout=30)
-    with pytest.raises(ExecutorClosedError, match="cluster is gone: worker rank 1"):
+    try:
         ex.submit(abs, 1)
-    ex.shutdown()  # quiet: nothing is left to release
+    except ExecutorClosedError as exc:  # kept, and with it (its traceback) the new future
+        kept = exc
+    assert "cluster is gone: worker rank 1" in str(kept)
+    pool = PoolExecutor(cluster=cluster.scheduler)
+    with pytest.raises(ExecutorClosedError, match="cluster is gone: worker rank 1"):
+        pool.submit(abs, 1)  # the reason, not "cannot schedule new futures after shutdown"
+    pool.shutdown()
+    ex.shutdown()  # quiet, and no wait for the future the failed submit made
     cluster.scheduler.stop(timeout=1)  # the workers are told nothing: end them here
     for worker in cluster.workers:
         worker.running = False
         worker.backoff.wake.set()
+
+
+def test_a_worker_that_stopped_is_not_lost_when_its_process_ends():
+    cluster = LocalCluster(2)
+    try:
+        cluster.scheduler._stopped.add(1)  # as when its STOPPED came before the others'
+        cluster.scheduler._lost(1, 1234)  # no error: it said goodbye
+        cluster.scheduler._stopped.discard(1)
+    finally:
+        assert cluster.close()
