@@ -17,8 +17,8 @@ loop — and resolves client futures. It makes no decision.
 from __future__ import annotations
 
 import itertools
-import os
 import logging
+import os
 import threading
 import time
 from collections import defaultdict, deque
