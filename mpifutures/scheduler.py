@@ -397,8 +397,8 @@ class Scheduler:
     def _lost(self, rank: int, pid: int, seen_by: int = 0) -> None:
         """A worker has died: end the cluster (its tasks and data are gone) with an error
         that says so (raised out of the loop, caught by :meth:`_run`)."""
-        if rank in self._stopped:  # it said goodbye first: its leaving is no loss
-            return
+        if rank in self._stopped or self._stopping is not None:
+            return  # it said goodbye, or is about to: its leaving is no loss
         running = sorted(k for k, t in self.state.tasks.items()
                          if t.status == "processing" and t.worker == rank)
         tasks = f", running {running[:5]}{' ...' if len(running) > 5 else ''}" if running else ""

@@ -132,11 +132,17 @@ def test_a_lost_worker_fails_every_future_with_an_error_naming_it_and_its_task()
         worker.backoff.wake.set()
 
 
-def test_a_worker_that_stopped_is_not_lost_when_its_process_ends():
+def test_a_worker_that_stopped_or_is_stopping_is_not_lost_when_its_process_ends():
     cluster = LocalCluster(2)
+    scheduler = cluster.scheduler
     try:
-        cluster.scheduler._stopped.add(1)  # as when its STOPPED came before the others'
-        cluster.scheduler._lost(1, 1234)  # no error: it said goodbye
-        cluster.scheduler._stopped.discard(1)
+        scheduler._stopped.add(1)  # as when its STOPPED came before the others'
+        scheduler._lost(1, 1234)  # no error: it said goodbye
+        scheduler._stopped.discard(1)
+        scheduler._stopping = time.monotonic() + 60  # STOP sent: a peer may report it first
+        scheduler._lost(2, 1235)
+        scheduler._stopping = None
+        with pytest.raises(WorkerLostError):
+            scheduler._lost(2, 1235)
     finally:
         assert cluster.close()
