@@ -369,30 +369,33 @@ class Scheduler:
             self._stopped.add(source)
         elif op == P.HELLO:
             self._hosts[source], self._pids[source] = msg[1], msg[2:]
+            self._join_ring(source)
             if len(self._hosts) == len(self.workers):
                 self._hosts_known.set()
-                self._watch_peers()
         elif op == P.LOST:
             self._lost(msg[1], msg[2], source)
 
-    def _watch_peers(self) -> None:
-        """Have the ranks of each machine watch each other, in a ring: each its next one.
+    def _join_ring(self, rank: int) -> None:
+        """Put a worker that said HELLO into the ring of its machine's ranks, in which each
+        watches the next: it watches the one after it, the one before it watches it.
 
-        One watcher per rank is enough: the first death found stops the cluster."""
-        machines: dict[Optional[str], dict[int, int]] = defaultdict(dict)
-        for rank, (pid, machine) in self._pids.items():
-            machines[machine][rank] = pid
-        machines[liveness.machine()][0] = os.getpid()
-        machines.pop(None, None)  # no /proc there: process IDs are not comparable
-        for peers in machines.values():
-            # (workers in rank 0's own threads share its process: nothing to watch there)
-            ring = sorted(r for r, pid in peers.items() if r == 0 or pid != os.getpid())
-            for i, rank in enumerate(ring if len(ring) > 1 else ()):
-                after = ring[(i + 1) % len(ring)]
-                if rank == 0:
-                    self.watch = liveness.Watch({after: peers[after]}, time.monotonic())
-                else:
-                    self.outbox[rank].append((P.PEERS, {after: peers[after]}))
+        One watcher per rank is enough, since the first death found stops the cluster; and
+        the ring grows with each HELLO, so a worker is watched from its first message on."""
+        pid, machine = self._pids[rank]
+        if machine is None or pid == os.getpid():  # no /proc there; or a thread of rank 0's
+            return
+        peers = {r: p for r, (p, m) in self._pids.items() if m == machine and p != os.getpid()}
+        if machine == liveness.machine():
+            peers[0] = os.getpid()
+        ring = sorted(peers)
+        if len(ring) < 2:
+            return
+        i = ring.index(rank)
+        for watcher, watched in ((ring[i - 1], rank), (rank, ring[(i + 1) % len(ring)])):
+            if watcher == 0:
+                self.watch = liveness.Watch({watched: peers[watched]}, time.monotonic())
+            else:
+                self.outbox[watcher].append((P.PEERS, {watched: peers[watched]}))
 
     def _lost(self, rank: int, pid: int, seen_by: int = 0) -> None:
         """A worker has died: end the cluster (its tasks and data are gone) with an error

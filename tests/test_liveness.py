@@ -82,21 +82,27 @@ def _unpacked(entry):
     return source, unpack(header, buffers)
 
 
-def test_the_ranks_of_each_machine_watch_each_other_in_a_ring():
+def test_the_ranks_of_each_machine_watch_each_other_in_a_ring_that_grows_with_each_hello():
     cluster = LocalCluster(5)
     try:
         scheduler = cluster.scheduler
         here = liveness.machine()
-        scheduler._pids = {1: (101, here), 2: (102, "elsewhere"), 3: (103, here),
-                           4: (104, "there"), 5: (105, "there")}
-        scheduler._watch_peers()
-        assert scheduler.watch.peers == {1: 101}
-        assert scheduler.outbox[1] == [(P.PEERS, {3: 103})]
-        assert scheduler.outbox[3] == [(P.PEERS, {0: os.getpid()})]
-        assert not scheduler.outbox[2]  # alone on its machine
-        assert scheduler.outbox[4] == [(P.PEERS, {5: 105})]
-        assert scheduler.outbox[5] == [(P.PEERS, {4: 104})]
         scheduler.outbox.clear()
+
+        def hello(rank, pid, machine):  # what _on_message does with a HELLO, and its sends
+            scheduler._pids[rank] = (pid, machine)
+            scheduler._join_ring(rank)
+            sent = {r: msgs[-1][1] for r, msgs in scheduler.outbox.items() if msgs}
+            scheduler.outbox.clear()
+            return sent, dict(scheduler.watch.peers) if scheduler.watch else None
+
+        scheduler._pids.clear()
+        assert hello(3, 103, here) == ({3: {0: os.getpid()}}, {3: 103})  # 0 -> 3 -> 0
+        assert hello(2, 102, "elsewhere") == ({}, {3: 103})  # alone on its machine
+        assert hello(1, 101, here) == ({1: {3: 103}}, {1: 101})  # 0 -> 1 -> 3 -> 0
+        assert hello(5, 105, "there") == ({}, {1: 101})
+        assert hello(4, 104, "there") == ({5: {4: 104}, 4: {5: 105}}, {1: 101})
+        assert hello(6, os.getpid(), here) == ({}, {1: 101})  # a thread of rank 0: no
         scheduler.watch = None
     finally:
         assert cluster.close()
