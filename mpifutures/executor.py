@@ -200,12 +200,17 @@ class Executor:
             self._check_open("submit")
             for future, _ in pairs:
                 self._cluster.registry.arm(future, self._session)
-            try:
-                self._cluster.post(("submit", self._session, pairs))
-            except ExecutorClosedError as exc:  # the cluster is gone: nothing would end them
-                for future, _ in pairs:
-                    future._fail(exc)
-                raise
+            self._post_or_fail(("submit", self._session, pairs), pairs)
+
+    def _post_or_fail(self, item: tuple, pairs: Iterable[tuple[Future, Any]]) -> None:
+        """Post ``item``; if the cluster is gone, fail the futures of ``pairs`` (nothing else
+        would end them) and raise."""
+        try:
+            self._cluster.post(item)
+        except ExecutorClosedError as exc:
+            for future, _ in pairs:
+                future._fail(exc)
+            raise
 
     def _these(self, futures: Union[Future, Iterable[Future]], what: str) -> list[Future]:
         """``futures`` as a list, each checked to be a future of this executor."""
@@ -270,12 +275,9 @@ class Executor:
             self._check_open("scatter")
             self._cluster.registry.arm(future, self._session)
             # (the scheduler thread numbers the scatter: the STORE's last item, the event's copy)
-            try:
-                self._cluster.post(("scatter", self._session, first,
-                                    (P.STORE, key, payload, rest, 0), event, future))
-            except ExecutorClosedError as exc:  # as in _post_submits
-                future._fail(exc)
-                raise
+            self._post_or_fail(("scatter", self._session, first,
+                                (P.STORE, key, payload, rest, 0), event, future),
+                               ((future, None),))
         return future
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
@@ -390,12 +392,7 @@ class Executor:
     def _retry(self, future: Future) -> None:
         self._check_open("retry")
         reset = self._cluster.registry.reset(future.key)
-        try:
-            self._cluster.post(("retry", future.key, reset))
-        except ExecutorClosedError as exc:  # the cluster is gone: nothing would end them
-            for f, _ in reset:
-                f._fail(exc)
-            raise
+        self._post_or_fail(("retry", future.key, reset), reset)
 
     def _release(self, future: Future) -> None:
         if not self._closed:
