@@ -156,8 +156,8 @@ def stop_scheduler(code: int) -> int:
         sys.stderr.flush()
         scheduler.t.abort(code or 1)
         raise
-    if scheduler.fatal is not None and not isinstance(scheduler.fatal, ExecutorClosedError):
-        sys.stderr.write(f"mpifutures: the cluster failed ({type(scheduler.fatal).__name__}, "
+    if scheduler.failure is not None:
+        sys.stderr.write(f"mpifutures: the cluster failed ({type(scheduler.failure).__name__}, "
                          "see above); aborting the MPI job.\n")
     else:
         sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} "
@@ -259,7 +259,7 @@ def spmd(comm: Any = None) -> Iterator[Any]:
         except ExecutorClosedError:  # the scheduler failed: the workers must still stop
             pass
         if not scheduler.stop(config.shutdown_timeout):
-            why = "workers did not stop in time" if scheduler.fatal is None or isinstance(
-                scheduler.fatal, ExecutorClosedError) else "the cluster failed"
+            why = ("the cluster failed" if scheduler.failure is not None
+                   else "workers did not stop in time")
             sys.stderr.write(f"mpifutures: {why}; aborting the job.\n")
             scheduler.t.abort(1)

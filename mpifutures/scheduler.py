@@ -103,6 +103,12 @@ class Scheduler:
         if self.backoff.asleep:
             self.backoff.wake.set()
 
+    @property
+    def failure(self) -> Optional[BaseException]:
+        """What ended the cluster, if it failed (None while it runs or once it was stopped)."""
+        fatal = self.fatal
+        return None if isinstance(fatal, ExecutorClosedError) else fatal
+
     def _check_alive(self) -> None:
         if self.fatal is not None:
             raise ExecutorClosedError(f"the mpifutures cluster is gone: {self.fatal}")
@@ -211,9 +217,11 @@ class Scheduler:
                 log.error("workers %s did not stop in time",
                           sorted(set(self.workers) - self._stopped))
                 return False
-        if self.watch is not None and time.monotonic() >= self.watch.next:
-            for rank, pid in self.watch.dead(time.monotonic()):
-                self._lost(rank, pid)
+        if self.watch is not None:
+            now = time.monotonic()
+            if now >= self.watch.next:
+                for rank, pid in self.watch.dead(now):
+                    self._lost(rank, pid)
         if active or self.t.busy():
             self.backoff.reset()
         else:

@@ -122,8 +122,10 @@ class Worker:
 
     def _turn(self) -> None:
         """One pass of the loop: handle what arrived, send what is queued, back off if idle."""
-        if self.watch is not None and time.monotonic() >= self.watch.next:
-            self._check_peers()
+        if self.watch is not None:
+            now = time.monotonic()
+            if now >= self.watch.next:
+                self._check_peers(now)
         arrived = self.t.poll()  # MPI: this thread only, and outside the lock
         for source, msgs in arrived:
             for msg in msgs:
@@ -141,9 +143,9 @@ class Worker:
         else:
             self.backoff.idle(self._unsent)
 
-    def _check_peers(self) -> None:
+    def _check_peers(self, now: float) -> None:
         """Abort the job if rank 0 has died; tell rank 0 of a worker that has."""
-        for rank, pid in self.watch.dead(time.monotonic()):
+        for rank, pid in self.watch.dead(now):
             if rank == self.scheduler:
                 sys.stderr.write(f"mpifutures: rank 0 (pid {pid}) has died; worker rank "
                                  f"{self.rank} aborts the MPI job.\n")
@@ -187,9 +189,7 @@ class Worker:
         self.pending[task.key] = task  # replaces an older attempt, whose outcome is dropped
         # A value kept from an older attempt is stale (the scheduler sends a task only where
         # nobody holds its key): drop it, so that neither a dependent nor a leak keeps it.
-        self.store.pop(task.key, None)
-        self.payloads.pop(task.key, None)
-        self.versions.pop(task.key, None)
+        self._drop(task.key)
         self.fetching.pop(task.key, None)  # an older copy still on its way is stale too
         for key, owner, version in task.deps:
             # Each input is handed to the task as it is found here or arrives: a FREE handled
@@ -211,9 +211,13 @@ class Worker:
                 key, version = key
                 if self.versions.get(key, 0) > version:
                     continue
-            self.store.pop(key, None)
-            self.payloads.pop(key, None)
-            self.versions.pop(key, None)
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        """Forget this rank's value of ``key``, if any (call under the lock)."""
+        self.store.pop(key, None)
+        self.payloads.pop(key, None)
+        self.versions.pop(key, None)
 
     def _on_cancel(self, source: int, msg: tuple) -> None:
         for key in msg[1]:
