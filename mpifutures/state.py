@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import AbstractSet, Any, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from .errors import DataLostError
 from .events import (
@@ -52,56 +52,8 @@ from .events import (
     TaskFinished,
     TaskSubmitted,
 )
-
-_ENDED = ("memory", "erred", "cancelled")
-_NONE: frozenset = frozenset()
-
-
-def _with(items: AbstractSet, item: Any) -> set:
-    """``items`` with ``item`` added: the shared empty frozenset becomes a new set."""
-    if items is _NONE:
-        return {item}
-    items.add(item)  # type: ignore[attr-defined]
-    return items  # type: ignore[return-value]
-
-
-def _without(items: AbstractSet, item: Any) -> None:
-    if item in items:  # then it is a real set (only empty ones are shared)
-        items.discard(item)  # type: ignore[attr-defined]
-
-
-class TaskState:
-    """Everything the scheduler knows of one key (written out by hand, not a dataclass: see
-    :mod:`~mpifutures.events`)."""
-
-    __slots__ = ("key", "spec", "deps", "seq", "priority", "workers", "loose", "retries",
-                 "status", "waiting_on", "dependents", "clients", "keep", "worker", "holders",
-                 "expected", "nbytes", "error", "attempt", "copy", "first_copy")
-
-    def __init__(self, key: str, spec: Any, deps: tuple[str, ...], seq: int, priority: int = 0,
-                 workers: Optional[tuple[int, ...]] = None, loose: bool = False,
-                 retries: int = 0) -> None:
-        self.key, self.spec, self.deps, self.seq = key, spec, deps, seq
-        self.priority, self.workers, self.loose, self.retries = priority, workers, loose, retries
-        self.status = "waiting"
-        # The sets start as the shared empty frozenset (most stay empty) and are made by _with.
-        self.waiting_on: AbstractSet[str] = _NONE
-        self.dependents: AbstractSet[str] = _NONE
-        self.clients: AbstractSet[int] = _NONE
-        self.keep = False
-        self.worker: Optional[int] = None
-        self.holders: AbstractSet[int] = _NONE
-        self.expected: AbstractSet[int] = _NONE  # scatter copies not yet confirmed
-        self.nbytes = 0
-        self.error: Any = None
-        self.attempt = 0  # the number of its latest dispatch; outcomes of older ones are stale
-        # in memory: the versions of its current data run from first_copy to copy (scatters
-        # of the same value may add newer copies; a computed value has one version)
-        self.copy = self.first_copy = 0
-
-    def __repr__(self) -> str:
-        return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
-                f"holders={set(self.holders)}, waiting_on={set(self.waiting_on)})")
+from .taskstate import (ENDED as _ENDED, NONE as _NONE, TaskState, with_item as _with,
+                        without_item as _without)
 
 
 class SchedulerState:

@@ -1,0 +1,60 @@
+"""What the scheduler knows of one key: :class:`TaskState`, and the set helpers it uses.
+
+Most of a task's sets stay empty, so they all start as one shared empty frozenset (``NONE``)
+and become real sets only when :func:`with_item` first adds to one.
+"""
+
+from __future__ import annotations
+
+from typing import AbstractSet, Any, Optional
+
+#: the states a task does not leave (until it is retried or forgotten)
+ENDED = ("memory", "erred", "cancelled")
+NONE: frozenset = frozenset()
+
+
+def with_item(items: AbstractSet, item: Any) -> set:
+    """``items`` with ``item`` added: the shared empty frozenset becomes a new set."""
+    if items is NONE:
+        return {item}
+    items.add(item)  # type: ignore[attr-defined]
+    return items  # type: ignore[return-value]
+
+
+def without_item(items: AbstractSet, item: Any) -> None:
+    if item in items:  # then it is a real set (only empty ones are shared)
+        items.discard(item)  # type: ignore[attr-defined]
+
+
+class TaskState:
+    """Everything the scheduler knows of one key (written out by hand, not a dataclass: see
+    :mod:`~mpifutures.events`)."""
+
+    __slots__ = ("key", "spec", "deps", "seq", "priority", "workers", "loose", "retries",
+                 "status", "waiting_on", "dependents", "clients", "keep", "worker", "holders",
+                 "expected", "nbytes", "error", "attempt", "copy", "first_copy")
+
+    def __init__(self, key: str, spec: Any, deps: tuple[str, ...], seq: int, priority: int = 0,
+                 workers: Optional[tuple[int, ...]] = None, loose: bool = False,
+                 retries: int = 0) -> None:
+        self.key, self.spec, self.deps, self.seq = key, spec, deps, seq
+        self.priority, self.workers, self.loose, self.retries = priority, workers, loose, retries
+        self.status = "waiting"
+        # The sets start as the shared empty frozenset (most stay empty) and are made by with_item.
+        self.waiting_on: AbstractSet[str] = NONE
+        self.dependents: AbstractSet[str] = NONE
+        self.clients: AbstractSet[int] = NONE
+        self.keep = False
+        self.worker: Optional[int] = None
+        self.holders: AbstractSet[int] = NONE
+        self.expected: AbstractSet[int] = NONE  # scatter copies not yet confirmed
+        self.nbytes = 0
+        self.error: Any = None
+        self.attempt = 0  # the number of its latest dispatch; outcomes of older ones are stale
+        # in memory: the versions of its current data run from first_copy to copy (scatters
+        # of the same value may add newer copies; a computed value has one version)
+        self.copy = self.first_copy = 0
+
+    def __repr__(self) -> str:
+        return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
+                f"holders={set(self.holders)}, waiting_on={set(self.waiting_on)})")
