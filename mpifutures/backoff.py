@@ -5,7 +5,9 @@ sleeps between empty polls. For ``hot`` seconds after traffic the sleep stays at
 (tens of microseconds: a request/response pipeline keeps its pace); then it doubles up to
 ``cap``. The hot phase only pays when messages from other ranks usually come within it: a
 loop whose recent waits for such messages lasted longer (tasks of milliseconds) skips it,
-since polling every few microseconds would only take CPU from the tasks sharing its cores.
+since polling every few microseconds would only take CPU from the tasks sharing its cores;
+so does a caller that knows no reply is due soon (``idle(hot=False)``: a worker whose compute
+threads are all in long tasks).
 Waits that another thread of the rank ends (a submit, a finished task) do not count: its
 wake-up is immediate, however the loop polls. After ``idle_after`` seconds without traffic
 the sleep may grow further, but never beyond
@@ -113,18 +115,20 @@ class Backoff:
         self._delay = _SHORTEST
         self._last_activity = time.monotonic()
 
-    def idle(self, pending: Callable[[], bool] = lambda: False, quiet: bool = False) -> None:
+    def idle(self, pending: Callable[[], bool] = lambda: False, quiet: bool = False,
+             hot: bool = True) -> None:
         """Wait after an empty poll; returns early when :attr:`wake` is set.
 
         ``pending()`` is checked after :attr:`asleep` is raised, so work queued by a thread
         that saw ``asleep`` still false is never slept over. ``quiet``: no other rank owes
         this one a message, so only :attr:`wake` can bring work; after ``QUIET_AFTER``
-        seconds idle, sleeps grow to ``QUIET_CAP``.
+        seconds idle, sleeps grow to ``QUIET_CAP``. ``hot=False``: no quick polls now, the caller
+        knows that no reply is due soon.
         """
         now = time.monotonic()
         self._waited, self._polled = True, now
         idle_for = now - self._last_activity
-        if idle_for > (self.hot if self.typical_wait < self.hot else 0.0):
+        if idle_for > (self.hot if hot and self.typical_wait < self.hot else 0.0):
             if quiet and idle_for > QUIET_AFTER:
                 cap = max(self.idle_cap, QUIET_CAP)
             elif idle_for > self.idle_after:

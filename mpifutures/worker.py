@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
+_DURATIONS_KEPT = 1024  # functions whose last duration is known (forgotten all at once)
 
 
 class _Task:
@@ -91,6 +92,10 @@ class Worker:
         self.watch: Any = None  # the other ranks on this machine, once rank 0 names them
         self.lock = threading.Lock()  # the store, the queues and the transport
         self.ready: list = []
+        # Compute threads inside a task whose function last ran longer than the loop's hot
+        # phase (changed under ready_cond), and how long each function last ran.
+        self.long_tasks = 0
+        self.durations: dict[str, float] = {}
         self.ready_cond = threading.Condition()
         self.seq = itertools.count()
         self.trace = config.task_stream
@@ -141,7 +146,9 @@ class Worker:
         if arrived or out or self.t.busy():
             self.backoff.reset()
         else:
-            self.backoff.idle(self._unsent)
+            # Quick polls after traffic pay while a reply may be due at once; while every
+            # compute thread is in a long task they would only take its CPU (or core).
+            self.backoff.idle(self._unsent, hot=self.long_tasks < len(self.threads))
 
     def _check_peers(self, now: float) -> None:
         """Abort the job if rank 0 has died; tell rank 0 of a worker that has."""
@@ -371,7 +378,19 @@ class Worker:
                 if not self.running:
                     return
                 task = heapq.heappop(self.ready)[2]
-            self._run_task(task)
+                long = self.durations.get(task.token, 0.0) > self.backoff.hot
+                self.long_tasks += long
+            start = time.perf_counter()
+            try:
+                self._run_task(task)
+            finally:
+                with self.ready_cond:
+                    self.long_tasks -= long
+                    if len(self.durations) >= _DURATIONS_KEPT:
+                        self.durations.clear()
+                    self.durations[task.token] = time.perf_counter() - start
+            if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
+                self.backoff.wake.set()
 
     def _run_task(self, task: _Task) -> None:
         """Run ``task`` on the calling compute thread and queue its report."""
@@ -386,8 +405,6 @@ class Worker:
                 self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
         except Exception as exc:  # noqa: BLE001 - the thread must live on, and say so
             self._report_broken_finish(task, exc)
-        if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
-            self.backoff.wake.set()
 
     def _report_broken_finish(self, task: _Task, exc: Exception) -> None:
         """A bug while recording a finished task: fail that task instead of losing it."""

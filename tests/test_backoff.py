@@ -9,11 +9,12 @@ import time
 from mpifutures.backoff import QUIET_AFTER, QUIET_CAP, Backoff, Wakeup
 
 
-def grown(backoff: Backoff, idle_for: float, quiet: bool = False, rounds: int = 40) -> float:
+def grown(backoff: Backoff, idle_for: float, quiet: bool = False, rounds: int = 40,
+          hot: bool = True) -> float:
     """The sleep the backoff settles on after ``idle_for`` seconds without traffic."""
     backoff._last_activity = time.monotonic() - idle_for
     for _ in range(rounds):  # "work is pending": idle() returns at once but grows the delay
-        backoff.idle(lambda: True, quiet=quiet)
+        backoff.idle(lambda: True, quiet=quiet, hot=hot)
     return backoff._delay
 
 
@@ -43,6 +44,15 @@ def test_the_hot_phase_is_skipped_while_waits_last_longer_than_it():
     for _ in range(4):
         exchange(b, 0.0002)  # the pace is back: after a few quick exchanges, hot again
     assert grown(b, 0.0005) <= 1e-5 * 1.01
+
+
+def test_a_loop_told_no_reply_is_due_soon_skips_the_hot_phase():
+    b = Backoff(cap=0.001, idle_cap=0.05, idle_after=0.25, hot=0.002)
+    for _ in range(10):
+        exchange(b, 0.0002)  # answers come within the hot phase...
+    assert grown(b, 0.0005, rounds=3, hot=False) >= 8e-5  # ...but the caller says not now
+    b.reset()
+    assert grown(b, 0.0005) <= 1e-5 * 1.01  # the estimate is untouched: hot again
 
 
 def test_waits_another_thread_of_the_rank_ends_do_not_count():

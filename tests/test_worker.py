@@ -3,11 +3,15 @@ the worker's loop and compute threads are not started)."""
 
 from __future__ import annotations
 
+import time
+
 from mpifutures import protocol as P
 from mpifutures.config import Config
 from mpifutures.serialize import dumps, dumps_args, functions
 from mpifutures.transport import LocalFabric
 from mpifutures.worker import Worker
+
+from . import tasks
 
 
 def run_msg(key, deps=(), attempt=1):
@@ -110,3 +114,41 @@ def test_a_late_copy_of_an_older_scatter_leaves_the_newer_value_and_version():
                   (0, (P.STORE, "d", dumps("old"), (), 3)))
     assert worker.store["d"] == "new" and worker.versions["d"] == 5
     assert out[0][-1] == (P.STORED, "d", 3)  # confirmed all the same: rank 0 counts copies
+
+
+def test_the_loop_skips_quick_polls_while_every_compute_thread_is_in_a_long_task():
+    """Polling every 10 us after traffic pays when a reply is due at once; while the only
+    compute thread runs a task that took long last time, it would take the task's CPU (its
+    core, under srun's binding)."""
+    worker = Worker(LocalFabric(2).endpoints[1], Config(threads_per_worker=1))
+    worker.backoff.hot = 0.05  # tasks of 0.3 s are long; the test ends each hot phase itself
+    token, fn_bytes = functions.dumps(tasks.sleep)
+    worker.threads[0].start()
+    deadline = time.monotonic() + 20
+
+    def hot_while_it_runs(key, attempt):
+        handled(worker, (0, (P.RUN, key, token, fn_bytes, dumps_args((0.3,), {})[0], (), 0,
+                             attempt)))
+        while worker.ready and time.monotonic() < deadline:  # until the thread takes it
+            time.sleep(0.001)
+        time.sleep(0.02)
+        worker.backoff.reset()
+        worker.backoff.hot = 60.0  # only the flag can end this hot phase
+        for _ in range(5):
+            worker._turn()
+        hot = worker.backoff._delay <= 1e-5 * 1.01
+        worker.backoff.hot = 0.05
+        while key in worker.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert key not in worker.pending
+        return hot
+
+    try:
+        assert hot_while_it_runs("first", 1)  # how long it takes is not known yet
+        assert not hot_while_it_runs("second", 2)  # known now: 0.3 s, longer than 0.05
+        assert worker.long_tasks == 0
+    finally:
+        worker.running = False
+        with worker.ready_cond:
+            worker.ready_cond.notify_all()
+        worker.threads[0].join(10)
