@@ -165,6 +165,16 @@ class ResolveFuture(Record):
         self.key, self.status, self.error, self.value = key, status, error, value
 
 
+class ResetFutures(Record):
+    """The futures of ``key`` are pending again: its task runs anew, as a failed or
+    cancelled input of a task being retried (rank 0 resets them before it resolves them)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
 class FreeData(Record):
     """``worker`` must drop its copy of ``key`` (one whose version is above ``copy``, when
     given, is newer: it stays)."""

@@ -327,7 +327,8 @@ class Future(cf.Future):
             self._fail(lost(self._key, "this future was released before it finished"))
 
     def retry(self) -> None:
-        """Run a failed (or cancelled) task again; the future becomes pending."""
+        """Run a failed (or cancelled) task again, after the failed or cancelled inputs it
+        needs (their futures become pending too); the future becomes pending."""
         if self.status not in ("error", "cancelled"):
             raise ValueError(f"only a failed or cancelled task can be retried, not a "
                              f"{self.status} one ({self._key!r})")

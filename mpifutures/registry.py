@@ -139,9 +139,11 @@ class Registry:
                 f._cancel_locally()
         return delivered
 
-    def reset(self, key: str) -> list[tuple[Future, int]]:
+    def reset(self, key: str, taken_in: bool = False) -> list[tuple[Future, int]]:
         """Make the failed or cancelled futures of ``key`` pending again (for a retry), and
-        return them with their new generation (see ``Future._posted``).
+        return them with their new generation (see ``Future._posted``). ``taken_in``: only
+        those whose submit or retry the scheduler has taken in (a reset the scheduler makes
+        itself must not overtake one still on its way, which would then undo it).
 
         Resolutions pass them by until the scheduler takes the retry in (it marks them
         posted again): a cancellation posted before the retry, and handled after this reset,
@@ -149,7 +151,7 @@ class Registry:
         has let go of the key, so nothing would end them."""
         reset = []
         for future in self.handles(key):
-            if future._executor._closed:
+            if future._executor._closed or (taken_in and future._posted != future._gen):
                 continue
             gen = future._reset()
             if gen is not None:

@@ -31,7 +31,8 @@ from .callbacks import CallbackThread
 from .config import Config
 from .errors import ExecutorClosedError, WorkerLostError
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
-                     ReplicaStored, ResolveFuture, RetryRequested, TaskFailed, TaskFinished)
+                     ReplicaStored, ResetFutures, ResolveFuture, RetryRequested, TaskFailed,
+                     TaskFinished)
 from .future import Future, KeyRecord, lost
 from .registry import Registry
 from .state import SchedulerState
@@ -306,8 +307,8 @@ class Scheduler:
     def _rq_retry(self, item: tuple, events: list) -> None:
         _, key, futures = item
         self._handle(events)  # what was posted before resolves without them
-        for f, gen in futures:
-            f._posted = gen  # the retry's outcome reaches them (Registry.resolve)
+        for f, gen in futures:  # the retry's outcome reaches them (Registry.resolve), unless
+            f._posted = max(f._posted, gen)  # a reset of this thread's came in between
         events.append(RetryRequested(key))
 
     def _rq_fetch(self, item: tuple, events: list) -> None:
@@ -470,6 +471,9 @@ class Scheduler:
                                  (cmd.key, cmd.copy) if cmd.copy else cmd.key)
             elif kind is CancelTask:
                 self._append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
+            elif kind is ResetFutures:
+                for future, gen in self.registry.reset(cmd.key, taken_in=True):
+                    future._posted = gen  # as _rq_retry: the new run's outcome reaches them
 
     @staticmethod
     def _append_key(msgs: list, op: int, key: str) -> None:

@@ -46,6 +46,7 @@ from .events import (
     FutureReleased,
     KeepRequested,
     ReplicaStored,
+    ResetFutures,
     ResolveFuture,
     RetryRequested,
     TaskFailed,
@@ -259,8 +260,33 @@ class SchedulerState:
             elif task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
+        for t in self._ended_inputs(task):  # inputs first: the task then waits for them
+            self._out.append(ResetFutures(t.key))
+            t.status, t.error, t.waiting_on = "waiting", None, _NONE
+            self._start(t)
         task.status, task.error, task.waiting_on = "waiting", None, _NONE
         self._start(task)
+
+    def _ended_inputs(self, task: TaskState) -> list[TaskState]:
+        """The failed or cancelled tasks that ``task`` needs, through any chain of inputs,
+        each after its own such inputs (a released one is not there to re-run)."""
+        order: list[TaskState] = []
+        seen = {task.key}
+        stack = [(task, iter(task.deps))]
+        while stack:
+            t, deps = stack[-1]
+            for k in deps:
+                dep = self.tasks.get(k)
+                if dep is not None and k not in seen and dep.status in ("erred", "cancelled") \
+                        and dep.spec is not None:
+                    seen.add(k)
+                    stack.append((dep, iter(dep.deps)))
+                    break
+            else:
+                stack.pop()
+                if t is not task:
+                    order.append(t)
+        return order
 
     def _keep(self, ev: KeepRequested) -> None:
         task = self.tasks.get(ev.key)

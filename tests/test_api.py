@@ -108,6 +108,19 @@ def test_retries_are_counted_exactly(executor, tmp_path):
     assert bad.status == "finished"
 
 
+def test_retrying_a_dependent_reruns_the_failed_input_it_needs(executor, tmp_path):
+    source = executor.submit(tasks.flaky, str(tmp_path / "a"), 1, pure=False)
+    step = executor.submit(tasks.inc, source)
+    final = executor.submit(tasks.add, step, 10)
+    with pytest.raises(RuntimeError, match="attempt 1 fails"):
+        final.result(20)
+    assert source.status == step.status == "error"
+    final.retry()  # as after fixing the cause: the failed chain runs again, in order
+    assert final.result(20) == 2 + 1 + 10
+    assert (source.result(5), step.result(5)) == (2, 3)  # their futures got the new run's
+    assert (tmp_path / "a").read_text() == "xx"
+
+
 def test_allow_other_workers_is_only_a_preference(executor):
     rank = list(executor.workers)[0]
     fs = [executor.submit(tasks.rank, i, workers=[rank], allow_other_workers=True, pure=False)

@@ -506,6 +506,43 @@ def test_a_key_given_anew_shares_the_task_the_cluster_still_has_else_names_a_new
     assert small.value(dependent) == 16
 
 
+def test_a_retry_taken_in_after_a_retried_dependent_reset_the_same_future_still_ends_it():
+    """A dependent's retry re-runs its failed input and resets the input's futures on rank
+    0. The client's own retry of the input, posted before that and taken in after, must not
+    hand the future back to its older reset, which nothing resolves any more."""
+    small = Small(1)
+    ex = Executor(cluster=small.scheduler)
+    source = ex.submit(tasks.node, 1, True, None, key="s")
+    dependent = ex.submit(tasks.node, 10, False, None, source)
+    small.settle()
+    assert source.status == dependent.status == "error"
+    dependent.retry()  # rank 0 will reset source's future when it takes this in
+    source.retry()  # the client resets it now ...
+    source.cancel()  # ... and it ends here before rank 0 takes either retry in
+    small.settle()
+    assert source.done() and dependent.done()
+    assert source.status == "cancelled" and dependent.status == "cancelled"
+
+
+def test_a_retried_dependent_leaves_alone_a_future_whose_submit_is_on_its_way():
+    """Rank 0 resets the futures of an input it re-runs for a retried dependent. A future of
+    that key whose submit rank 0 has not taken in yet (made, then cancelled at once) is not
+    its to reset: taking the submit in afterwards would undo the reset and strand it."""
+    small = Small(1)
+    ex = Executor(cluster=small.scheduler)
+    source = ex.submit(tasks.node, 1, True, None, key="s")
+    first = ex.submit(tasks.node, 10, False, None, source)
+    second = ex.submit(tasks.node, 20, False, None, source)
+    small.settle()
+    first.retry()
+    second.retry()  # rank 0 carries out first's retry (and resets "s") when it takes this in
+    again = ex.submit(tasks.node, 1, True, None, key="s")  # ... before this submit
+    again.cancel()
+    small.settle()
+    assert all(f.done() for f in (source, first, second, again))
+    assert again.status == "cancelled"
+
+
 def test_a_late_answer_to_an_abandoned_fetch_leaves_a_newer_scattered_copy_alone():
     """Worker 2 asks worker 1 for scattered "x" for a task that is then cancelled; "x" is
     forgotten and the same value scattered again, straight to worker 2. The old answer

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
-                               FutureReleased, KeepRequested, ReplicaStored, ResolveFuture,
-                               RetryRequested, TaskFailed, TaskFinished, TaskSubmitted)
+                               FutureReleased, KeepRequested, ReplicaStored, ResetFutures,
+                               ResolveFuture, RetryRequested, TaskFailed, TaskFinished,
+                               TaskSubmitted)
 from mpifutures.state import SchedulerState
 
 
@@ -207,6 +208,31 @@ def test_retries_rerun_on_the_same_worker_then_fail(state):
     assert state.failed == 1
     assert state.handle(RetryRequested("a")) == [Dispatch(1, "a", "spec-a", ())]
     assert state.handle(RetryRequested("a")) == []  # running again: nothing to answer
+
+
+def test_retrying_a_task_reruns_the_failed_inputs_it_needs_first(state):
+    state.handle(submit("a"), submit("b", "a"), submit("x"), submit("c", "b", "x"))
+    state.handle(TaskFinished("x", state.tasks["x"].worker, 8))
+    state.handle(TaskFailed("a", 1, "err"))  # b and c fail with a's error
+    out = state.handle(RetryRequested("c"))
+    # The futures of a and b are made pending before anything can resolve them; x, which
+    # finished, is left as it is; c's own futures were reset by the client that asked.
+    assert out[:2] == [ResetFutures("a"), ResetFutures("b")]
+    assert [c.key for c in out[2:] if isinstance(c, Dispatch)] == ["a", "b"]  # b early
+    assert state.handle(TaskFinished("a", 1, 8)) == [ResolveFuture("a", "memory")]
+    out = state.handle(TaskFinished("b", 1, 8))  # c's inputs are ready: it runs now
+    assert out[0] == ResolveFuture("b", "memory") and [c.key for c in out[1:]] == ["c"]
+    assert state.handle(TaskFinished("c", out[1].worker, 8)) == [ResolveFuture("c", "memory")]
+
+
+def test_retrying_a_task_whose_failed_input_was_released_says_so(state):
+    state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
+    state.handle(FutureReleased("a"))  # b still needs it
+    state.handle(TaskFailed("a", 1, "err"))  # a is forgotten; b keeps its error
+    out = state.handle(RetryRequested("c"))
+    assert [type(c) for c in out] == [ResetFutures, ResolveFuture, ResolveFuture]
+    assert [(c.key, c.status) for c in out[1:]] == [("b", "erred"), ("c", "erred")]
+    assert "'a' of task 'b' was already released" in str(out[2].error)
 
 
 def test_cancel_cascades_and_a_late_result_is_dropped(state):
