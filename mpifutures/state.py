@@ -114,16 +114,20 @@ class SchedulerState:
 
     def _submitted(self, ev: TaskSubmitted) -> None:
         task = self.tasks.get(ev.key)
-        if task is not None and task.status != "cancelled":
+        if task is not None and task.status != "cancelled" and (
+                task.clients or task.status != "erred"):
             task.clients = _with(task.clients, ev.client)
             if task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
         # A cancelled key submitted again runs anew, for every session still holding a
-        # future of it too (one may retry it, and must then get this run's outcome).
+        # future of it too (one may retry it, and must then get this run's outcome); so does
+        # a failed one that only failed dependents keep (for their retry, which then takes
+        # the new run).
         clients = {ev.client}
         if task is not None:
             clients.update(task.clients)
+            self._drop_inputs(task)  # the links it kept to its own failed inputs
             self._forget(task)
         task = TaskState(ev.key, ev.spec, ev.deps, next(self._seq), ev.priority,
                          ev.workers, ev.loose, ev.retries)
@@ -422,14 +426,18 @@ class SchedulerState:
                 continue
             seen.add(t.key)
             stack.extend(self.tasks[k] for k in t.dependents if k in self.tasks)
-            self._drop_inputs(t)
+            self._drop_inputs(t, keep_failed=True)
             self._maybe_forget(t)
 
-    def _drop_inputs(self, task: TaskState) -> None:
-        """``task`` no longer needs its inputs: they may be freed."""
+    def _drop_inputs(self, task: TaskState, keep_failed: bool = False) -> None:
+        """``task`` no longer needs its inputs: they may be freed. ``keep_failed``: the task
+        ended without running; it stays linked to the inputs that failed or were cancelled
+        (they hold no data), so that its retry can re-run them."""
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is not None and task.key in dep.dependents:
+                if keep_failed and dep.status in ("erred", "cancelled") and dep.spec is not None:
+                    continue
                 dep.dependents.discard(task.key)
                 self._maybe_forget(dep)
 

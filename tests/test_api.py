@@ -121,6 +121,16 @@ def test_retrying_a_dependent_reruns_the_failed_input_it_needs(executor, tmp_pat
     assert (tmp_path / "a").read_text() == "xx"
 
 
+def test_retrying_a_pipeline_whose_steps_you_did_not_keep_reruns_its_failed_steps(executor,
+                                                                                 tmp_path):
+    final = executor.submit(tasks.add, executor.submit(
+        tasks.inc, executor.submit(tasks.flaky, str(tmp_path / "a"), 1, pure=False)), 10)
+    with pytest.raises(RuntimeError, match="attempt 1 fails"):
+        final.result(20)
+    final.retry()
+    assert final.result(20) == 2 + 1 + 10
+
+
 def test_allow_other_workers_is_only_a_preference(executor):
     rank = list(executor.workers)[0]
     fs = [executor.submit(tasks.rank, i, workers=[rank], allow_other_workers=True, pure=False)

@@ -225,14 +225,39 @@ def test_retrying_a_task_reruns_the_failed_inputs_it_needs_first(state):
     assert state.handle(TaskFinished("c", out[1].worker, 8)) == [ResolveFuture("c", "memory")]
 
 
-def test_retrying_a_task_whose_failed_input_was_released_says_so(state):
+def test_a_failed_input_stays_for_its_failed_dependents_even_once_its_futures_are_gone(state):
     state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
-    state.handle(FutureReleased("a"))  # b still needs it
-    state.handle(TaskFailed("a", 1, "err"))  # a is forgotten; b keeps its error
+    state.handle(FutureReleased("a"), FutureReleased("b"))  # as submit(f, submit(g, ...))
+    state.handle(TaskFailed("a", 1, "err"))
+    assert state.status("a") == state.status("b") == "erred"  # c may be retried
     out = state.handle(RetryRequested("c"))
-    assert [type(c) for c in out] == [ResetFutures, ResolveFuture, ResolveFuture]
-    assert [(c.key, c.status) for c in out[1:]] == [("b", "erred"), ("c", "erred")]
-    assert "'a' of task 'b' was already released" in str(out[2].error)
+    assert out[:2] == [ResetFutures("a"), ResetFutures("b")]
+    for key in "abc":
+        state.handle(TaskFinished(key, 1, 8))
+    assert state.status("c") == "memory" and set(state.tasks) == {"c"}  # a and b freed
+    assert state.handle(FutureReleased("c")) == [FreeData(1, "c")]
+
+
+def test_a_key_given_anew_that_only_failed_dependents_kept_runs_anew_and_lets_go(state):
+    state.handle(submit("i"), submit("j", "i"), submit("k", "j"))
+    state.handle(FutureReleased("i"), FutureReleased("j"))
+    state.handle(TaskFailed("i", 1, "err"))  # k keeps j, j keeps i: k may be retried
+    out = state.handle(submit("j"))  # "j" given anew, with no inputs: a new computation
+    assert out == [Dispatch(1, "j", "spec-j", ())]
+    assert "i" not in state.tasks  # nothing needs the old j's failed input any more
+    out = state.handle(RetryRequested("k"))  # takes the new "j"
+    assert out == [Dispatch(1, "k", "spec-k", (("j", 1),))]
+
+
+def test_a_failed_tasks_computed_inputs_are_freed_and_its_retry_then_says_so(state):
+    state.handle(submit("x"))
+    state.handle(TaskFinished("x", state.tasks["x"].worker, 8))
+    state.handle(submit("a"), submit("c", "a", "x"), FutureReleased("x"))
+    out = state.handle(TaskFailed("a", 1, "err"))
+    assert out[-1] == FreeData(1, "x")  # its data is not kept for a retry of c
+    out = state.handle(RetryRequested("c"))
+    assert out[:2] == [ResetFutures("a"), ResolveFuture("c", "erred", out[1].error)]
+    assert "'x' of task 'c' was already released" in str(out[1].error)
 
 
 def test_cancel_cascades_and_a_late_result_is_dropped(state):
