@@ -328,7 +328,8 @@ class Future(cf.Future):
 
     def retry(self) -> None:
         """Run a failed (or cancelled) task again, after the failed or cancelled inputs it
-        needs (their futures become pending too); the future becomes pending."""
+        needs and before the dependents that failed with it (their futures become pending
+        too); the future becomes pending."""
         if self.status not in ("error", "cancelled"):
             raise ValueError(f"only a failed or cancelled task can be retried, not a "
                              f"{self.status} one ({self._key!r})")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .errors import DataLostError
 from .events import (
@@ -264,27 +264,31 @@ class SchedulerState:
             elif task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
-        for t in self._ended_inputs(task):  # inputs first: the task then waits for them
-            self._out.append(ResetFutures(t.key))
+        before = self._ended_around(task, lambda t: t.deps)  # inputs before their tasks
+        after = self._ended_around(task, lambda t: t.dependents)[::-1]
+        for t in (*before, task, *after):
+            if self.tasks.get(t.key) is not t or (t is not task and t.status not in _ENDED):
+                continue  # forgotten or restarted meanwhile (an earlier one's dependents)
+            if t is not task:  # (the client that asked reset the task's own futures)
+                self._out.append(ResetFutures(t.key))
             t.status, t.error, t.waiting_on = "waiting", None, _NONE
             self._start(t)
-        task.status, task.error, task.waiting_on = "waiting", None, _NONE
-        self._start(task)
 
-    def _ended_inputs(self, task: TaskState) -> list[TaskState]:
-        """The failed or cancelled tasks that ``task`` needs, through any chain of inputs,
-        each after its own such inputs (a released one is not there to re-run)."""
+    def _ended_around(self, task: TaskState, links: Callable) -> list[TaskState]:
+        """The failed or cancelled tasks reached from ``task`` through ``links`` (its inputs,
+        or the dependents that ended with it and stay linked to it), each after those it
+        reaches (a released one is not there to re-run)."""
         order: list[TaskState] = []
         seen = {task.key}
-        stack = [(task, iter(task.deps))]
+        stack = [(task, iter(links(task)))]
         while stack:
-            t, deps = stack[-1]
-            for k in deps:
-                dep = self.tasks.get(k)
-                if dep is not None and k not in seen and dep.status in ("erred", "cancelled") \
-                        and dep.spec is not None:
+            t, keys = stack[-1]
+            for k in keys:
+                other = self.tasks.get(k)
+                if other is not None and k not in seen and other.spec is not None \
+                        and other.status in ("erred", "cancelled"):
                     seen.add(k)
-                    stack.append((dep, iter(dep.deps)))
+                    stack.append((other, iter(links(other))))
                     break
             else:
                 stack.pop()

@@ -131,6 +131,16 @@ def test_retrying_a_pipeline_whose_steps_you_did_not_keep_reruns_its_failed_step
     assert final.result(20) == 2 + 1 + 10
 
 
+def test_retrying_the_failed_first_step_reruns_the_steps_that_failed_with_it(executor,
+                                                                           tmp_path):
+    source = executor.submit(tasks.flaky, str(tmp_path / "a"), 1, pure=False)
+    final = executor.submit(tasks.add, executor.submit(tasks.inc, source), 10)
+    with pytest.raises(RuntimeError, match="attempt 1 fails"):
+        final.result(20)
+    source.retry()
+    assert (source.result(20), final.result(20)) == (2, 2 + 1 + 10)
+
+
 def test_allow_other_workers_is_only_a_preference(executor):
     rank = list(executor.workers)[0]
     fs = [executor.submit(tasks.rank, i, workers=[rank], allow_other_workers=True, pure=False)

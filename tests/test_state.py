@@ -225,6 +225,20 @@ def test_retrying_a_task_reruns_the_failed_inputs_it_needs_first(state):
     assert state.handle(TaskFinished("c", out[1].worker, 8)) == [ResolveFuture("c", "memory")]
 
 
+def test_retrying_a_task_reruns_the_dependents_that_failed_with_it_after_it(state):
+    state.handle(submit("a"), submit("b", "a"), submit("c", "b"), submit("d", "b", "a"))
+    state.handle(submit("x"), submit("y", "x"))  # another chain: not touched
+    state.handle(TaskFailed("a", 1, "err"), TaskFailed("x", state.tasks["x"].worker, "e"))
+    out = state.handle(RetryRequested("a"))
+    reset = [c.key for c in out[:3] if isinstance(c, ResetFutures)]
+    assert sorted(reset) == ["b", "c", "d"] and reset[0] == "b"  # each after its inputs
+    assert sorted(c.key for c in out[3:] if isinstance(c, Dispatch)) == ["a", "b", "c", "d"]
+    assert state.status("y") == "erred"
+    for key in "abcd":
+        state.handle(TaskFinished(key, 1, 8))
+    assert {state.status(k) for k in "abcd"} == {"memory"}
+
+
 def test_a_failed_input_stays_for_its_failed_dependents_even_once_its_futures_are_gone(state):
     state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
     state.handle(FutureReleased("a"), FutureReleased("b"))  # as submit(f, submit(g, ...))
