@@ -256,7 +256,7 @@ class SchedulerState:
 
     def _retry(self, ev: RetryRequested) -> None:
         task = self.tasks.get(ev.key)
-        if task is None or task.status not in ("erred", "cancelled") or task.spec is None:
+        if task is None or not task.rerunnable:
             # Nothing to re-run; the client reset its futures, so tell them how it stands.
             if task is None:
                 self._out.append(ResolveFuture(ev.key, "erred", DataLostError(
@@ -267,8 +267,8 @@ class SchedulerState:
         before = self._ended_around(task, lambda t: t.deps)  # inputs before their tasks
         after = self._ended_around(task, lambda t: t.dependents)[::-1]
         for t in (*before, task, *after):
-            if self.tasks.get(t.key) is not t or (t is not task and t.status not in _ENDED):
-                continue  # forgotten or restarted meanwhile (an earlier one's dependents)
+            if self.tasks.get(t.key) is not t:
+                continue  # forgotten meanwhile
             if t is not task:  # (the client that asked reset the task's own futures)
                 self._out.append(ResetFutures(t.key))
             t.status, t.error, t.waiting_on = "waiting", None, _NONE
@@ -285,8 +285,7 @@ class SchedulerState:
             t, keys = stack[-1]
             for k in keys:
                 other = self.tasks.get(k)
-                if other is not None and k not in seen and other.spec is not None \
-                        and other.status in ("erred", "cancelled"):
+                if other is not None and k not in seen and other.rerunnable:
                     seen.add(k)
                     stack.append((other, iter(links(other))))
                     break
@@ -440,7 +439,7 @@ class SchedulerState:
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is not None and task.key in dep.dependents:
-                if keep_failed and dep.status in ("erred", "cancelled") and dep.spec is not None:
+                if keep_failed and dep.rerunnable:
                     continue
                 dep.dependents.discard(task.key)
                 self._maybe_forget(dep)

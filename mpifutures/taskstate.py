@@ -55,6 +55,11 @@ class TaskState:
         # of the same value may add newer copies; a computed value has one version)
         self.copy = self.first_copy = 0
 
+    @property
+    def rerunnable(self) -> bool:
+        """Failed or cancelled, with the spec a retry runs again (scattered data has none)."""
+        return self.status in ("erred", "cancelled") and self.spec is not None
+
     def __repr__(self) -> str:
         return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
                 f"holders={set(self.holders)}, waiting_on={set(self.waiting_on)})")

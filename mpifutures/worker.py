@@ -93,7 +93,7 @@ class Worker:
         self.lock = threading.Lock()  # the store, the queues and the transport
         self.ready: list = []
         # Compute threads inside a task whose function last ran longer than the loop's hot
-        # phase (changed under ready_cond), and how long each function last ran.
+        # phase (changed under ready_cond), and how long each function last ran (by token).
         self.long_tasks = 0
         self.durations: dict[str, float] = {}
         self.ready_cond = threading.Condition()
@@ -384,11 +384,12 @@ class Worker:
             try:
                 self._run_task(task)
             finally:
-                with self.ready_cond:
-                    self.long_tasks -= long
-                    if len(self.durations) >= _DURATIONS_KEPT:
-                        self.durations.clear()
-                    self.durations[task.token] = time.perf_counter() - start
+                if long:  # a short task (most) takes the lock once, not twice
+                    with self.ready_cond:
+                        self.long_tasks -= 1
+                if len(self.durations) >= _DURATIONS_KEPT:  # (dict calls hold the GIL)
+                    self.durations.clear()
+                self.durations[task.token] = time.perf_counter() - start
             if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
                 self.backoff.wake.set()
 
