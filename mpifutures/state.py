@@ -463,31 +463,3 @@ class SchedulerState:
         task.holders = _NONE
         self.unconfirmed.discard(task.key)
         del self.tasks[task.key]
-
-    def check_invariants(self) -> None:
-        """Raise AssertionError if the bookkeeping is inconsistent (used by tests)."""
-        loads = {w: 0 for w in self.workers}
-        for task in self.tasks.values():
-            if task.status == "processing":
-                loads[task.worker] += 1
-            for k in task.dependents:
-                assert k in self.tasks, f"{task.key} lists forgotten dependent {k}"
-                assert task.key in self.tasks[k].deps, f"{k} does not depend on {task.key}"
-            if task.status == "memory":
-                assert task.holders, f"{task.key} in memory without holders"
-            else:
-                assert not task.holders, f"{task.key} ({task.status}) has holders"
-            if task.status not in _ENDED:
-                for d in task.deps:
-                    assert d in self.tasks and task.key in self.tasks[d].dependents, \
-                        f"{task.key} is not linked to its input {d}"
-                missing = {d for d in task.deps if self.tasks[d].status != "memory"}
-                assert task.waiting_on <= missing, f"{task.key} waits on computed inputs"
-            else:
-                assert not task.keep, f"{task.key} ended but is still kept"
-            if task.status == "queued":
-                assert any(k == task.key for *_, k in self.queue), f"{task.key} not queued"
-            assert task.clients or task.keep or task.dependents, f"{task.key} is unwanted"
-        assert loads == self.load, f"load {self.load} != counted {loads}"
-        expected = {k for k, t in self.tasks.items() if t.expected}
-        assert self.unconfirmed == expected, f"unconfirmed {self.unconfirmed} != {expected}"

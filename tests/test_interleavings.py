@@ -26,6 +26,7 @@ from mpifutures.scheduler import Scheduler
 from mpifutures.transport import LocalTransport, pack
 from mpifutures.worker import Worker
 from tests import tasks
+from tests.invariants import check_invariants
 
 RUNS = int(os.environ.get("MPIFUTURES_FUZZ_RUNS", "300"))
 STEPS = 150
@@ -280,7 +281,7 @@ class Rig:
 
     def scheduler_turn(self) -> None:
         self.scheduler._step()
-        self.scheduler.state.check_invariants()
+        check_invariants(self.scheduler.state)
 
     def worker_turn(self) -> None:
         self.rng.choice(self.workers)._turn()

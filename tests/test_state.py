@@ -9,6 +9,7 @@ from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispa
                                ResolveFuture, RetryRequested, TaskFailed, TaskFinished,
                                TaskSubmitted)
 from mpifutures.state import SchedulerState
+from tests.invariants import check_invariants
 
 
 class Checked(SchedulerState):
@@ -24,7 +25,7 @@ class Checked(SchedulerState):
 
     def raw(self, *events):
         out = super().handle(*(self._current(e) for e in events))
-        self.check_invariants()
+        check_invariants(self)
         return out
 
     def _current(self, ev):
