@@ -436,25 +436,37 @@ class SchedulerState:
         """``task`` no longer needs its inputs: they may be freed. ``keep_failed``: the task
         ended without running; it stays linked to the inputs that failed or were cancelled
         (they hold no data), so that its retry can re-run them."""
+        for dep in self._unlink_inputs(task, keep_failed):
+            self._maybe_forget(dep)
+
+    def _unlink_inputs(self, task: TaskState, keep_failed: bool = False) -> list[TaskState]:
+        """Unlink ``task`` from its inputs (see :meth:`_drop_inputs`); returns those unlinked."""
+        unlinked = []
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is not None and task.key in dep.dependents:
                 if keep_failed and dep.rerunnable:
                     continue
                 dep.dependents.discard(task.key)
-                self._maybe_forget(dep)
+                unlinked.append(dep)
+        return unlinked
 
     def _maybe_forget(self, task: TaskState) -> None:
-        if task.clients or task.keep or task.dependents or self.tasks.get(task.key) is not task:
-            return
-        if task.status not in _ENDED:
-            if task.status == "processing":
-                self._unload(task)
-                self._out.append(CancelTask(task.worker, task.key))
-            task.status = "cancelled"
-        # (an ended task reached before its turn in _drop_inputs_tree is still linked)
-        self._drop_inputs(task)
-        self._forget(task)
+        """Forget ``task`` if nothing wants it, then each input only it wanted, and so on
+        (a loop, not recursion: a chain may be thousands of tasks long)."""
+        stack = [task]
+        while stack:
+            t = stack.pop()
+            if t.clients or t.keep or t.dependents or self.tasks.get(t.key) is not t:
+                continue
+            if t.status not in _ENDED:
+                if t.status == "processing":
+                    self._unload(t)
+                    self._out.append(CancelTask(t.worker, t.key))
+                t.status = "cancelled"
+            # (an ended task reached before its turn in _drop_inputs_tree is still linked)
+            stack += self._unlink_inputs(t)
+            self._forget(t)
 
     def _forget(self, task: TaskState) -> None:
         holders = task.holders

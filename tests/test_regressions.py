@@ -736,3 +736,17 @@ def test_a_retry_on_a_stopped_cluster_raises_and_leaves_nothing_pending():
     with pytest.raises(ExecutorClosedError):
         f.retry()
     assert f.done()
+
+
+def test_dropping_a_long_chain_before_it_ran_leaves_the_scheduler_working(executor):
+    # Letting go of the last link forgot the chain by recursion, one level per link: the
+    # scheduler thread died of RecursionError, failing every future of the cluster.
+    head = executor.submit(tasks.sleep, 0.5, pure=False)
+    f = head
+    for _ in range(1500):
+        f = executor.submit(tasks.inc, f)
+    del f, head
+    gc.collect()
+    assert executor.submit(tasks.inc, 1, pure=False).result(20) == 2
+    wait_until(lambda: executor.statistics()["tasks_in_scheduler"] == 0)
+    assert executor.statistics()["tasks_in_scheduler"] == 0

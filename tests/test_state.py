@@ -306,6 +306,14 @@ def test_a_failure_unlinks_every_ended_task_from_its_inputs(state):
     assert state.handle(FutureReleased("B")) == [FreeData(b, "B")]
 
 
+def test_letting_go_of_a_long_pending_chain_needs_no_deep_recursion(state):
+    n = 3000  # each link was two nested calls: Python's limit is 1,000 frames
+    state.handle(submit("k0"), *(submit(f"k{i}", f"k{i - 1}") for i in range(1, n)))
+    state.handle(*(FutureReleased(f"k{i}") for i in range(n - 1)))
+    out = state.handle(FutureReleased(f"k{n - 1}"))
+    assert not state.tasks and sum(isinstance(c, CancelTask) for c in out) == n  # all sent
+
+
 def test_a_whole_chain_submitted_at_once_goes_to_one_worker(state):
     out = state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
     assert out == [Dispatch(1, "a", "spec-a", ()), Dispatch(1, "b", "spec-b", (("a", 1),)),
