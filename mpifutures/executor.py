@@ -393,6 +393,9 @@ class Executor:
         self._check_open("retry")
         reset = self._cluster.registry.reset(future.key)
         self._post_or_fail(("retry", future.key, reset), reset)
+        # The scheduler thread resets the futures of the rest of the chain: once it has
+        # answered, none of them still shows the old outcome.
+        self._cluster.query(lambda scheduler: None)
 
     def _release(self, future: Future) -> None:
         if not self._closed:

@@ -327,9 +327,10 @@ class Future(cf.Future):
             self._fail(lost(self._key, "this future was released before it finished"))
 
     def retry(self) -> None:
-        """Run a failed (or cancelled) task again, after the failed or cancelled inputs it
-        needs and before the dependents that failed with it (their futures become pending
-        too); the future becomes pending."""
+        """Run a failed (or cancelled) task again, with every failed or cancelled task linked
+        to it through such tasks (inputs it needs, dependents that failed with it, their other
+        failed inputs), each after its inputs. Their futures and this one are pending when it
+        returns."""
         if self.status not in ("error", "cancelled"):
             raise ValueError(f"only a failed or cancelled task can be retried, not a "
                              f"{self.status} one ({self._key!r})")

@@ -20,7 +20,9 @@ so chains run without a round trip through rank 0 per link.
 
 A task is kept while a client holds a future of it, while an unfinished task needs it, or while
 it is kept on purpose (fire and forget). When none of these holds, it is forgotten and every
-rank holding its data is told to free it.
+rank holding its data is told to free it. A task that ended without running (an input failed
+or was cancelled) stays linked to its inputs that hold no data, for a retry: an unfinished one
+that nothing else wants is cancelled, and a retry re-runs it with the rest of the chain.
 
 Every copy of data on a worker carries a *version*: the dispatch number of the attempt that
 computed it, or the number of the scatter that placed it (one counter for both, so a key
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from .errors import DataLostError
 from .events import (
@@ -53,8 +55,8 @@ from .events import (
     TaskFinished,
     TaskSubmitted,
 )
-from .taskstate import (ENDED as _ENDED, NONE as _NONE, TaskState, with_item as _with,
-                        without_item as _without)
+from .taskstate import (ENDED as _ENDED, NONE as _NONE, TaskState, rerun_chain,
+                        with_item as _with, without_item as _without)
 
 
 class SchedulerState:
@@ -214,6 +216,9 @@ class SchedulerState:
         self._out.append(ResolveFuture(task.key, "memory", None, ev.value))
         for dep_key in list(task.dependents):
             dependent = self.tasks[dep_key]
+            if dependent.status in _ENDED:  # it ended without running: no data kept for it
+                task.dependents.discard(dep_key)
+                continue
             _without(dependent.waiting_on, task.key)
             if not dependent.waiting_on and dependent.status == "waiting":
                 self._ready(dependent)
@@ -247,6 +252,9 @@ class SchedulerState:
         if task is not None:
             _without(task.clients, ev.client)
             self._maybe_forget(task)
+            if task.dependents and self._only_for_retries(task):
+                self._abandon(task)
+                self._drop_inputs_tree(task)
 
     def _cancel(self, ev: CancelRequested) -> None:
         for key in ev.keys:
@@ -264,36 +272,14 @@ class SchedulerState:
             elif task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
-        before = self._ended_around(task, lambda t: t.deps)  # inputs before their tasks
-        after = self._ended_around(task, lambda t: t.dependents)[::-1]
-        for t in (*before, task, *after):
-            if self.tasks.get(t.key) is not t:
-                continue  # forgotten meanwhile
+        chain = rerun_chain(self.tasks, task)
+        for t in chain:  # all waiting first: none of them looks ended to another's start
             if t is not task:  # (the client that asked reset the task's own futures)
                 self._out.append(ResetFutures(t.key))
             t.status, t.error, t.waiting_on = "waiting", None, _NONE
-            self._start(t)
-
-    def _ended_around(self, task: TaskState, links: Callable) -> list[TaskState]:
-        """The failed or cancelled tasks reached from ``task`` through ``links`` (its inputs,
-        or the dependents that ended with it and stay linked to it), each after those it
-        reaches (a released one is not there to re-run)."""
-        order: list[TaskState] = []
-        seen = {task.key}
-        stack = [(task, iter(links(task)))]
-        while stack:
-            t, keys = stack[-1]
-            for k in keys:
-                other = self.tasks.get(k)
-                if other is not None and k not in seen and other.rerunnable:
-                    seen.add(k)
-                    stack.append((other, iter(links(other))))
-                    break
-            else:
-                stack.pop()
-                if t is not task:
-                    order.append(t)
-        return order
+        for t in chain:
+            if self.tasks.get(t.key) is t and t.status == "waiting":  # (else an input's
+                self._start(t)  # start failed, e.g. on a released input, and ended it)
 
     def _keep(self, ev: KeepRequested) -> None:
         task = self.tasks.get(ev.key)
@@ -422,48 +408,76 @@ class SchedulerState:
         self._drop_inputs_tree(task)
 
     def _drop_inputs_tree(self, task: TaskState) -> None:
-        stack, seen = [task], set()
-        while stack:
-            t = stack.pop()
-            if t.key in seen:
-                continue
-            seen.add(t.key)
-            stack.extend(self.tasks[k] for k in t.dependents if k in self.tasks)
-            self._drop_inputs(t, keep_failed=True)
-            self._maybe_forget(t)
+        """``task`` and the tasks reached through its dependents have ended without running:
+        each lets go of its computed inputs and stays linked to the others (see
+        :meth:`_unlink_inputs`); an input still to compute that only such tasks want is
+        cancelled, and stays linked for their retry too."""
+        roots: list[TaskState] = [task]
+        seen: set[str] = set()
+        while roots:
+            stack, unfinished, roots = roots, [], []
+            while stack:
+                t = stack.pop()
+                if t.key in seen:
+                    continue
+                seen.add(t.key)
+                stack.extend(self.tasks[k] for k in t.dependents if k in self.tasks)
+                for dep in self._unlink_inputs(t, unfinished):
+                    self._maybe_forget(dep)
+                self._maybe_forget(t)
+            for dep in unfinished:  # checked once the walk is over: O(links), not more
+                if self._only_for_retries(dep):
+                    self._abandon(dep)
+                    roots.append(dep)
 
-    def _drop_inputs(self, task: TaskState, keep_failed: bool = False) -> None:
-        """``task`` no longer needs its inputs: they may be freed. ``keep_failed``: the task
-        ended without running; it stays linked to the inputs that failed or were cancelled
-        (they hold no data), so that its retry can re-run them."""
-        for dep in self._unlink_inputs(task, keep_failed):
+    def _drop_inputs(self, task: TaskState) -> None:
+        """``task`` no longer needs its inputs: they may be freed."""
+        for dep in self._unlink_inputs(task):
             self._maybe_forget(dep)
 
-    def _unlink_inputs(self, task: TaskState, keep_failed: bool = False) -> list[TaskState]:
-        """Unlink ``task`` from its inputs (see :meth:`_drop_inputs`); returns those unlinked."""
+    def _unlink_inputs(self, task: TaskState,
+                       unfinished: Optional[list] = None) -> list[TaskState]:
+        """Unlink ``task`` from its inputs; returns those unlinked. With ``unfinished`` (a
+        list), the task ended without running: it stays linked to the inputs that hold no
+        data (failed, cancelled, or still to compute), so that its retry can re-run them,
+        and those still to compute are added to the list."""
         unlinked = []
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is not None and task.key in dep.dependents:
-                if keep_failed and dep.rerunnable:
+                if unfinished is not None and dep.status != "memory" and dep.spec is not None:
+                    if dep.status not in _ENDED:
+                        unfinished.append(dep)
                     continue
                 dep.dependents.discard(task.key)
                 unlinked.append(dep)
         return unlinked
 
+    def _only_for_retries(self, task: TaskState) -> bool:
+        """Still to compute, but wanted only by dependents that ended without running."""
+        return (self.tasks.get(task.key) is task and task.status not in _ENDED
+                and not task.clients and not task.keep
+                and all(self.tasks[k].status in _ENDED for k in task.dependents))
+
+    def _abandon(self, task: TaskState) -> None:
+        """Cancel an unfinished task nobody waits for (no future of it is held)."""
+        if task.status == "processing":
+            self._unload(task)
+            self._out.append(CancelTask(task.worker, task.key))
+        task.status = "cancelled"
+
     def _maybe_forget(self, task: TaskState) -> None:
         """Forget ``task`` if nothing wants it, then each input only it wanted, and so on
         (a loop, not recursion: a chain may be thousands of tasks long)."""
+        if task.clients or task.keep or task.dependents:
+            return  # (most calls, at once)
         stack = [task]
         while stack:
             t = stack.pop()
             if t.clients or t.keep or t.dependents or self.tasks.get(t.key) is not t:
                 continue
             if t.status not in _ENDED:
-                if t.status == "processing":
-                    self._unload(t)
-                    self._out.append(CancelTask(t.worker, t.key))
-                t.status = "cancelled"
+                self._abandon(t)
             # (an ended task reached before its turn in _drop_inputs_tree is still linked)
             stack += self._unlink_inputs(t)
             self._forget(t)

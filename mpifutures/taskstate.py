@@ -6,7 +6,7 @@ and become real sets only when :func:`with_item` first adds to one.
 
 from __future__ import annotations
 
-from typing import AbstractSet, Any, Optional
+from typing import AbstractSet, Any, Mapping, Optional
 
 #: the states a task does not leave (until it is retried or forgotten)
 ENDED = ("memory", "erred", "cancelled")
@@ -63,3 +63,36 @@ class TaskState:
     def __repr__(self) -> str:
         return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
                 f"holders={set(self.holders)}, waiting_on={set(self.waiting_on)})")
+
+
+def rerun_chain(tasks: Mapping[str, TaskState], task: TaskState) -> list[TaskState]:
+    """What a retry of ``task`` re-runs: it and the failed or cancelled tasks linked to it
+    through such tasks (the inputs it needs, the dependents that ended with it, their other
+    ended inputs...), each after its inputs, so that none is left failed by an error that is
+    now stale. A released task is not there to re-run."""
+    chain, todo = {task.key: task}, [task]
+    while todo:
+        t = todo.pop()
+        for k in (*t.deps, *t.dependents):
+            other = tasks.get(k)
+            if other is not None and k not in chain and other.rerunnable:
+                chain[k] = other
+                todo.append(other)
+    order: list[TaskState] = []
+    seen: set[str] = set()
+    for first in chain.values():  # depth first over inputs: each after those it needs
+        if first.key in seen:
+            continue
+        seen.add(first.key)
+        stack = [(first, iter(first.deps))]
+        while stack:
+            t, keys = stack[-1]
+            for k in keys:
+                if k in chain and k not in seen:
+                    seen.add(k)
+                    stack.append((chain[k], iter(chain[k].deps)))
+                    break
+            else:
+                stack.pop()
+                order.append(t)
+    return order

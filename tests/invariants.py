@@ -17,6 +17,8 @@ def check_invariants(state) -> None:
             assert task.key in state.tasks[k].deps, f"{k} does not depend on {task.key}"
         if task.status == "memory":
             assert task.holders, f"{task.key} in memory without holders"
+            for k in task.dependents:  # (one that ended keeps no computed input)
+                assert state.tasks[k].status not in ENDED, f"{k} ended but keeps {task.key}"
         else:
             assert not task.holders, f"{task.key} ({task.status}) has holders"
         if task.status not in ENDED:

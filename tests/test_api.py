@@ -141,6 +141,19 @@ def test_retrying_the_failed_first_step_reruns_the_steps_that_failed_with_it(exe
     assert (source.result(20), final.result(20)) == (2, 2 + 1 + 10)
 
 
+def test_retrying_one_failed_input_reruns_the_other_failed_inputs_of_its_dependents(
+        executor, tmp_path):
+    a = executor.submit(tasks.flaky, str(tmp_path / "a"), 1, pure=False)
+    b = executor.submit(tasks.flaky, str(tmp_path / "b"), 1, pure=False)
+    both, after_b = executor.submit(tasks.add, a, b), executor.submit(tasks.inc, b)
+    for f in (a, b):
+        with pytest.raises(RuntimeError, match="attempt 1 fails"):
+            f.result(20)
+    a.retry()  # both needs b too, which failed on its own: it runs again as well
+    assert (both.result(20), after_b.result(20)) == (2 + 2, 3)
+    assert (tmp_path / "b").read_text() == "xx"
+
+
 def test_allow_other_workers_is_only_a_preference(executor):
     rank = list(executor.workers)[0]
     fs = [executor.submit(tasks.rank, i, workers=[rank], allow_other_workers=True, pure=False)

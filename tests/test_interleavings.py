@@ -13,6 +13,7 @@ released, that no rank holds any data or bookkeeping. ``MPIFUTURES_FUZZ_RUNS=n``
 from __future__ import annotations
 
 import collections
+import concurrent.futures as cf
 import gc
 import heapq
 import os
@@ -100,6 +101,7 @@ class Rig:
         self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
         for part in (self.scheduler, *self.workers):
             part.backoff.idle = lambda *args, **kwargs: None  # never sleep
+        self.scheduler.query = self._query
         self.executors: list[Executor] = []
         self.closed: set[int] = set()  # sessions shut down
         self.futures: list[tuple[Any, Spec]] = []  # held, not released
@@ -277,6 +279,18 @@ class Rig:
         if record.claim_fetch():
             future.executor._fetch(record)
 
+    def _query(self, fn: Any, timeout: float = 60.0) -> Any:
+        """``Scheduler.query`` as the client's thread sees it: the ranks go on, a random step
+        at a time, until the scheduler thread has answered."""
+        reply: cf.Future = cf.Future()
+        self.scheduler.post(("query", fn, reply))
+        steps = [self.scheduler_turn, self.worker_turn, self.compute, self.net.deliver]
+        for _ in range(10_000):
+            if reply.done():
+                return reply.result()
+            self.rng.choice(steps)()
+        raise AssertionError("the scheduler did not answer a query")
+
     # ------------------------------------------------------------ the ranks' loops
 
     def scheduler_turn(self) -> None:
@@ -410,6 +424,17 @@ class Small:
         self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
         for part in (self.scheduler, *self.workers):
             part.backoff.idle = lambda *args, **kwargs: None  # never sleep
+        self.scheduler.query = self._query
+
+    def _query(self, fn: Any, timeout: float = 60.0) -> Any:
+        """``Scheduler.query``: the scheduler's loop turns (and only it) until it answers."""
+        reply: cf.Future = cf.Future()
+        self.scheduler.post(("query", fn, reply))
+        for _ in range(10):
+            self.scheduler._step()
+            if reply.done():
+                return reply.result()
+        raise AssertionError("the scheduler did not answer a query")
 
     def settle(self, held: set = frozenset()) -> None:
         """Turn every loop until nothing moves, delivering every channel but ``held``."""
@@ -517,6 +542,8 @@ def test_a_retry_taken_in_after_a_retried_dependent_reset_the_same_future_still_
     dependent = ex.submit(tasks.node, 10, False, None, source)
     small.settle()
     assert source.status == dependent.status == "error"
+    small.scheduler.query = lambda fn, timeout=60.0: None  # as if each call came from its own
+    # thread: one waiting for rank 0 to take its retry in does not hold up the others
     dependent.retry()  # rank 0 will reset source's future when it takes this in
     source.retry()  # the client resets it now ...
     source.cancel()  # ... and it ends here before rank 0 takes either retry in
@@ -535,6 +562,7 @@ def test_a_retried_dependent_leaves_alone_a_future_whose_submit_is_on_its_way():
     first = ex.submit(tasks.node, 10, False, None, source)
     second = ex.submit(tasks.node, 20, False, None, source)
     small.settle()
+    small.scheduler.query = lambda fn, timeout=60.0: None  # (as above: threads of their own)
     first.retry()
     second.retry()  # rank 0 carries out first's retry (and resets "s") when it takes this in
     again = ex.submit(tasks.node, 1, True, None, key="s")  # ... before this submit

@@ -240,6 +240,87 @@ def test_retrying_a_task_reruns_the_dependents_that_failed_with_it_after_it(stat
     assert {state.status(k) for k in "abcd"} == {"memory"}
 
 
+def test_retrying_a_task_also_reruns_the_other_failed_inputs_of_what_failed_with_it(state):
+    # d needs a and b, which failed on their own; x failed with b. Retrying a alone would
+    # leave d to fail again with b's (now stale) error, and x with it.
+    state.handle(submit("a"), submit("b"), submit("d", "a", "b"), submit("x", "b"))
+    state.handle(submit("m"), submit("n", "m"))  # joined only through a computed task
+    state.handle(TaskFinished("m", state.tasks["m"].worker, 8))
+    state.handle(TaskFailed("a", state.tasks["a"].worker, "e-a"))
+    state.handle(TaskFailed("b", state.tasks["b"].worker, "e-b"))
+    state.handle(TaskFailed("n", state.tasks["n"].worker, "e-n"))
+    assert state.status("d") == state.status("x") == "erred"
+    out = state.handle(RetryRequested("a"))
+    reset = [c.key for c in out if isinstance(c, ResetFutures)]
+    assert sorted(reset) == ["b", "d", "x"]
+    assert reset.index("b") < min(reset.index("d"), reset.index("x"))  # after its inputs
+    assert state.status("n") == "erred"  # not linked through a failed task: left alone
+    for key in "abdx":
+        state.handle(TaskFinished(key, state.tasks[key].worker, 8))
+    assert {state.status(k) for k in "abdx"} == {"memory"}
+
+
+def test_an_input_still_computing_only_for_a_failed_task_is_cancelled_and_rerun_by_retry(
+        state):
+    # submit(add, submit(f), submit(g)) with only the sum's future kept: g fails while f runs
+    state.handle(submit("f"), submit("g"), submit("s", "f", "g"))
+    f = state.tasks["f"].worker
+    state.handle(FutureReleased("f"), FutureReleased("g"))
+    out = state.handle(TaskFailed("g", state.tasks["g"].worker, "err"))
+    assert CancelTask(f, "f") in out  # nothing else wants f now
+    assert state.status("f") == "cancelled" and state.status("s") == "erred"
+    out = state.handle(RetryRequested("s"))  # f runs again too, not DataLostError
+    assert sorted(c.key for c in out if isinstance(c, Dispatch)) == ["f", "g"]
+    for key in "fgs":
+        state.handle(TaskFinished(key, state.tasks[key].worker, 8))
+    assert state.status("s") == "memory" and set(state.tasks) == {"s"}
+
+
+def test_an_input_wanted_elsewhere_runs_on_and_its_data_is_not_kept_for_the_failed_task(
+        state):
+    state.handle(submit("f"), submit("g"), submit("s", "f", "g"))
+    state.handle(TaskFailed("g", state.tasks["g"].worker, "err"))
+    assert state.status("f") == "processing"  # its future is held: it runs on
+    f = state.tasks["f"].worker
+    state.handle(TaskFinished("f", f, 8))
+    assert state.handle(FutureReleased("f")) == [FreeData(f, "f")]
+    out = state.handle(RetryRequested("s"))
+    assert "'f' of task 's' was already released" in str(
+        next(c.error for c in out if isinstance(c, ResolveFuture) and c.key == "s"))
+
+
+def test_releasing_an_input_that_only_failed_tasks_wait_for_cancels_it(state):
+    state.handle(submit("f"), submit("g"), submit("s", "f", "g"))
+    state.handle(TaskFailed("g", state.tasks["g"].worker, "err"))
+    f = state.tasks["f"].worker
+    assert state.handle(FutureReleased("f")) == [CancelTask(f, "f")]
+    assert state.status("f") == "cancelled"  # kept for a retry of s
+    assert state.handle(FutureReleased("s"), FutureReleased("g")) == []
+    assert not state.tasks
+
+
+def test_an_input_failing_after_its_dependent_ended_is_rerun_by_a_retry_of_either(state):
+    state.handle(submit("a"), submit("b"), submit("d", "a", "b"))
+    state.handle(TaskFailed("b", state.tasks["b"].worker, "e-b"))  # d ends first, with b
+    state.handle(TaskFailed("a", state.tasks["a"].worker, "e-a"))
+    out = state.handle(RetryRequested("a"))
+    assert sorted(c.key for c in out if isinstance(c, ResetFutures)) == ["b", "d"]
+
+
+def test_a_retried_chain_reruns_the_rest_when_one_task_of_it_lost_an_input(state):
+    state.handle(submit("m"))
+    state.handle(TaskFinished("m", state.tasks["m"].worker, 8))
+    state.handle(submit("a"), submit("t", "a", "m"), submit("d", "a"))
+    state.handle(FutureReleased("m"), FutureReleased("a"))
+    state.handle(TaskFailed("a", state.tasks["a"].worker, "err"))  # m is freed: t ran not
+    state.handle(RetryRequested("t"))
+    assert "'m' of task 't' was already released" in str(state.tasks["t"].error)
+    assert state.status("a") == "processing"  # d still wants it: not cancelled with t
+    state.handle(TaskFinished("a", state.tasks["a"].worker, 8))
+    state.handle(TaskFinished("d", state.tasks["d"].worker, 8))
+    assert state.status("d") == "memory"
+
+
 def test_a_failed_input_stays_for_its_failed_dependents_even_once_its_futures_are_gone(state):
     state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
     state.handle(FutureReleased("a"), FutureReleased("b"))  # as submit(f, submit(g, ...))
