@@ -64,3 +64,26 @@ class Watch:
         for rank, _ in gone:
             del self.peers[rank]
         return gone
+
+
+def ring_links(pids: dict[int, tuple[int, Optional[str]]], rank: int,
+               own_pid: int) -> list[tuple[int, int, int]]:
+    """The watches that ``rank``'s HELLO adds to the ring of its machine's ranks, in which each
+    watches the next: ``(watcher, watched, pid of watched)``, the rank watching the one after
+    it and the one before watching it. ``pids``: ``{rank: (pid, machine)}`` of the workers
+    known so far; rank 0 (``own_pid``) joins the ring of its own machine.
+
+    One watcher per rank is enough, since the first death found stops the cluster; and the
+    ring grows with each HELLO, so a worker is watched from its first message on."""
+    pid, where = pids[rank]
+    if where is None or pid == own_pid:  # no /proc there; or a thread of rank 0's
+        return []
+    peers = {r: p for r, (p, m) in pids.items() if m == where and p != own_pid}
+    if where == machine():
+        peers[0] = own_pid
+    ring = sorted(peers)
+    if len(ring) < 2:
+        return []
+    i = ring.index(rank)
+    return [(watcher, watched, peers[watched])
+            for watcher, watched in ((ring[i - 1], rank), (rank, ring[(i + 1) % len(ring)]))]

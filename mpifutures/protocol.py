@@ -48,3 +48,11 @@ LOST = 17
 GET = 20
 DATA = 21
 MISSING = 22
+
+def append_key(msgs: list, op: int, key: object) -> None:
+    """Add ``key`` to the last of ``msgs`` if it is an ``op`` list (FREE, CANCEL), else start
+    one: a run of frees or cancels to one rank travels as one message."""
+    if msgs and msgs[-1][0] == op:
+        msgs[-1][1].append(key)
+    else:
+        msgs.append((op, [key]))

@@ -385,26 +385,12 @@ class Scheduler:
             self._lost(msg[1], msg[2], source)
 
     def _join_ring(self, rank: int) -> None:
-        """Put a worker that said HELLO into the ring of its machine's ranks, in which each
-        watches the next: it watches the one after it, the one before it watches it.
-
-        One watcher per rank is enough, since the first death found stops the cluster; and
-        the ring grows with each HELLO, so a worker is watched from its first message on."""
-        pid, machine = self._pids[rank]
-        if machine is None or pid == os.getpid():  # no /proc there; or a thread of rank 0's
-            return
-        peers = {r: p for r, (p, m) in self._pids.items() if m == machine and p != os.getpid()}
-        if machine == liveness.machine():
-            peers[0] = os.getpid()
-        ring = sorted(peers)
-        if len(ring) < 2:
-            return
-        i = ring.index(rank)
-        for watcher, watched in ((ring[i - 1], rank), (rank, ring[(i + 1) % len(ring)])):
+        """Watch, or have watched, what a worker's HELLO adds to its machine's ring."""
+        for watcher, watched, pid in liveness.ring_links(self._pids, rank, os.getpid()):
             if watcher == 0:
-                self.watch = liveness.Watch({watched: peers[watched]}, time.monotonic())
+                self.watch = liveness.Watch({watched: pid}, time.monotonic())
             else:
-                self.outbox[watcher].append((P.PEERS, {watched: peers[watched]}))
+                self.outbox[watcher].append((P.PEERS, {watched: pid}))
 
     def _lost(self, rank: int, pid: int, seen_by: int = 0) -> None:
         """A worker has died: end the cluster (its tasks and data are gone) with an error
@@ -467,21 +453,13 @@ class Scheduler:
                 if delivered:
                     self.stats["bytes_to_rank0"] += delivered
             elif kind is FreeData:
-                self._append_key(outbox[cmd.worker], P.FREE,
-                                 (cmd.key, cmd.copy) if cmd.copy else cmd.key)
+                P.append_key(outbox[cmd.worker], P.FREE,
+                             (cmd.key, cmd.copy) if cmd.copy else cmd.key)
             elif kind is CancelTask:
-                self._append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
+                P.append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
             elif kind is ResetFutures:
                 for future, gen in self.registry.reset(cmd.key, taken_in=True):
                     future._posted = gen  # as _rq_retry: the new run's outcome reaches them
-
-    @staticmethod
-    def _append_key(msgs: list, op: int, key: str) -> None:
-        """Add ``key`` to the last message if it is an ``op`` list, else start one."""
-        if msgs and msgs[-1][0] == op:
-            msgs[-1][1].append(key)
-        else:
-            msgs.append((op, [key]))
 
     def _fail_everything(self, exc: BaseException) -> None:
         self.fatal = exc
