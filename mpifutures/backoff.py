@@ -145,3 +145,22 @@ class Backoff:
                 self.reset()
         finally:
             self.asleep = False
+
+
+class RunTimes:
+    """How long each function (by token) ran last time: a task of one that took longer than
+    the quick-poll window is not worth polling for every few microseconds."""
+
+    KEPT = 1024  # functions remembered (forgotten all at once)
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def record(self, token: str, seconds: float) -> None:
+        if len(self._last) >= self.KEPT:
+            self._last.clear()
+        self._last[token] = seconds  # (one dict call: safe from any thread, under the GIL)
+
+    def longer_than(self, token: str, seconds: float) -> bool:
+        """Whether the function last ran longer than ``seconds`` (False if never seen)."""
+        return self._last.get(token, 0.0) > seconds

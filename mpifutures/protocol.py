@@ -17,7 +17,7 @@ scheduler → worker
     ``(PEERS, {rank: pid})``  the other ranks on this worker's machine, to watch
     (:mod:`~mpifutures.liveness`)
 worker → scheduler
-    ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes)``
+    ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes, seconds_run)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
     ``(STORED, key, version)``  this worker now keeps a copy of ``key`` (scattered to it, or
     fetched) of that version
@@ -48,6 +48,7 @@ LOST = 17
 GET = 20
 DATA = 21
 MISSING = 22
+
 
 def append_key(msgs: list, op: int, key: object) -> None:
     """Add ``key`` to the last of ``msgs`` if it is an ``op`` list (FREE, CANCEL), else start

@@ -26,7 +26,7 @@ from concurrent.futures import Future as _Reply
 from typing import Any, Callable, Optional
 
 from . import liveness, protocol as P
-from .backoff import Backoff, tighten_timer_slack
+from .backoff import Backoff, RunTimes, tighten_timer_slack
 from .callbacks import CallbackThread
 from .config import Config
 from .errors import ExecutorClosedError, WorkerLostError
@@ -56,6 +56,7 @@ class Scheduler:
         self.refs: dict[int, dict[str, int]] = {}
         self.outbox: dict[int, list] = defaultdict(list)
         self.fetches: dict[str, list[KeyRecord]] = {}
+        self.run_times, self.quick = RunTimes(), set()  # quick: see _step
         self._released: list[str] = []  # keys whose records may go, at the end of a drain
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
         self.calls: dict[int, tuple[_Reply, dict, Optional[Callable]]] = {}
@@ -226,11 +227,15 @@ class Scheduler:
         if active or self.t.busy():
             self.backoff.reset()
         else:
-            # Workers only ever answer rank 0: with nothing owed, only a client request
-            # (which sets the wake event) can bring work, so the sleeps may grow long.
-            quiet = not (self.state.awaiting_workers() or self.fetches or self.calls
-                         or self._stopping is not None)
-            self.backoff.idle(self.inbox.__len__, quiet)
+            # Workers only ever answer rank 0: with nothing owed, only a client request (it
+            # sets the wake event) can bring work, so sleeps may grow long. Quick polls pay
+            # while a reply may be due soon, from a task in ``quick``: its function last ran
+            # shorter than the hot phase (or never), its inputs are computed or quick too.
+            owed, soon = self.state.awaiting_workers(), self.fetches or self.calls
+            if not owed:
+                self.quick.clear()  # (a key whose end went unseen must not linger)
+            soon = soon or self._stopping is not None or self.state.unconfirmed
+            self.backoff.idle(self.inbox.__len__, not (owed or soon), bool(soon or self.quick))
         return True
 
     def _handle(self, events: list) -> None:
@@ -359,12 +364,17 @@ class Scheduler:
     def _on_message(self, source: int, msg: tuple, events: list) -> None:
         op = msg[0]
         if op == P.DONE:
-            _, key, attempt, nbytes, inline, fetched_bytes = msg
+            _, key, attempt, nbytes, inline, fetched_bytes, ran = msg
             self.stats["bytes_between_workers"] += fetched_bytes
+            spec = getattr(self.state.tasks.get(key), "spec", None)  # (None: forgotten since)
+            if spec is not None:
+                self.run_times.record(spec[0], ran)
+            self.quick.discard(key)
             # The value inline goes to the futures only if the state takes this finish (a
             # cancelled attempt's late report must not overwrite a retry's value).
             events.append(TaskFinished(key, source, nbytes, attempt, inline))
         elif op == P.FAILED:
+            self.quick.discard(msg[1])
             events.append(TaskFailed(msg[1], source, msg[3], msg[2]))
         elif op == P.STORED:
             events.append(ReplicaStored(msg[1], source, msg[2]))
@@ -446,6 +456,10 @@ class Scheduler:
             kind = type(cmd)
             if kind is Dispatch:
                 token, fn_bytes, args = cmd.spec
+                if not self.run_times.longer_than(token, self.backoff.hot) and all(
+                        d[0] in self.quick or self._computed(d[0])
+                        for d in cmd.deps):  # (one sent early waits for its inputs)
+                    self.quick.add(cmd.key)
                 outbox[cmd.worker].append((P.RUN, cmd.key, token, fn_bytes, args, cmd.deps,
                                            cmd.priority, cmd.attempt))
             elif kind is ResolveFuture:
@@ -456,10 +470,15 @@ class Scheduler:
                 P.append_key(outbox[cmd.worker], P.FREE,
                              (cmd.key, cmd.copy) if cmd.copy else cmd.key)
             elif kind is CancelTask:
+                self.quick.discard(cmd.key)
                 P.append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
             elif kind is ResetFutures:
                 for future, gen in self.registry.reset(cmd.key, taken_in=True):
                     future._posted = gen  # as _rq_retry: the new run's outcome reaches them
+
+    def _computed(self, key: str) -> bool:
+        task = self.state.tasks.get(key)  # (a later event of the batch may have forgotten it)
+        return task is not None and task.status == "memory"
 
     def _fail_everything(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -38,7 +38,7 @@ from collections import defaultdict
 from typing import Any
 
 from . import failure, liveness, protocol as P, taskrun
-from .backoff import Backoff, tighten_timer_slack
+from .backoff import Backoff, RunTimes, tighten_timer_slack
 from .config import Config
 from .errors import DataLostError, MpiFuturesError, SerializationError
 from .serialize import Payload, dumps, functions, loads, value_nbytes
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
-_DURATIONS_KEPT = 1024  # functions whose last duration is known (forgotten all at once)
 
 
 class _Task:
@@ -93,9 +92,9 @@ class Worker:
         self.lock = threading.Lock()  # the store, the queues and the transport
         self.ready: list = []
         # Compute threads inside a task whose function last ran longer than the loop's hot
-        # phase (changed under ready_cond), and how long each function last ran (by token).
+        # phase (changed under ready_cond), and how long each function last ran.
         self.long_tasks = 0
-        self.durations: dict[str, float] = {}
+        self.run_times = RunTimes()
         self.ready_cond = threading.Condition()
         self.seq = itertools.count()
         self.trace = config.task_stream
@@ -378,18 +377,14 @@ class Worker:
                 if not self.running:
                     return
                 task = heapq.heappop(self.ready)[2]
-                long = self.durations.get(task.token, 0.0) > self.backoff.hot
+                long = self.run_times.longer_than(task.token, self.backoff.hot)
                 self.long_tasks += long
-            start = time.perf_counter()
             try:
                 self._run_task(task)
             finally:
                 if long:  # a short task (most) takes the lock once, not twice
                     with self.ready_cond:
                         self.long_tasks -= 1
-                if len(self.durations) >= _DURATIONS_KEPT:  # (dict calls hold the GIL)
-                    self.durations.clear()
-                self.durations[task.token] = time.perf_counter() - start
             if self.backoff.asleep:  # the loop sends the report (with whatever else is queued)
                 self.backoff.wake.set()
 
@@ -398,12 +393,15 @@ class Worker:
         if self.pending.get(task.key) is not task:
             return  # cancelled, or replaced by a newer attempt
         start = time.time() if self.trace else 0.0
+        began = time.perf_counter()
         outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
                                   task.inputs, self.rank)
+        ran = time.perf_counter() - began
+        self.run_times.record(task.token, ran)
         task.inputs = {}
         try:
             with self.lock:
-                self._finish(task, *outcome, (start, time.time() if self.trace else 0.0))
+                self._finish(task, *outcome, (start, time.time() if self.trace else 0.0), ran)
         except Exception as exc:  # noqa: BLE001 - the thread must live on, and say so
             self._report_broken_finish(task, exc)
 
@@ -415,7 +413,7 @@ class Worker:
                              f"{task.key!r}: {failure.safe_str(exc)}", MpiFuturesError)
 
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
-                times: tuple[float, float]) -> None:
+                times: tuple[float, float], ran: float) -> None:
         if self.pending.get(task.key) is not task:
             return  # cancelled, or replaced by a newer attempt: drop the outcome
         del self.pending[task.key]
@@ -431,7 +429,7 @@ class Worker:
             self.payloads[task.key] = payload
         self.outbox[self.scheduler].append(
             (P.DONE, task.key, task.attempt, value_nbytes(value, payload), inline,
-             fetched_bytes))
+             fetched_bytes, ran))
         self._arrived(task.key, value, task.attempt)
 
     def _record(self, task: _Task, ok: bool, times: tuple[float, float], payload: Any) -> None:

@@ -617,3 +617,31 @@ def test_rank_0_fetching_a_key_given_anew_gets_the_new_value_not_an_old_answer()
     Rig._fetch(new)
     small.settle()
     assert new.result(timeout=0) == 5
+
+
+def test_rank_0_polls_quickly_only_while_a_short_task_may_answer_soon():
+    """Polling every 10 us after traffic pays when a reply may come at once. While every task
+    out is of a function that ran longer than that window last time (or waits for such an
+    input), rank 0 would only take CPU from the tasks sharing its cores."""
+    small = Small(1)
+    hot: list = []
+    small.scheduler.backoff.idle = lambda pending, quiet, quick: hot.append(quick)
+    ex = Executor(cluster=small.scheduler)
+
+    def quick_polls_after(*submits):
+        futures = [submit() for submit in submits]
+        small.scheduler._step()  # takes the submits in and sends the tasks
+        hot.clear()
+        small.scheduler._step()  # nothing arrives: idle
+        small.settle()
+        assert all(f.done() for f in futures)
+        return hot[0]
+
+    assert quick_polls_after(lambda: ex.submit(tasks.sleep, 0.05, pure=False))  # not known
+    assert not quick_polls_after(lambda: ex.submit(tasks.sleep, 0.05, pure=False))  # long
+    assert quick_polls_after(lambda: ex.submit(tasks.inc, 1, pure=False))  # short
+    long = ex.submit(tasks.sleep, 0.05, pure=False)
+    assert not quick_polls_after(lambda: long, lambda: ex.submit(tasks.inc, long))
+    short = ex.submit(tasks.inc, 2, pure=False)
+    assert quick_polls_after(lambda: short, lambda: ex.submit(tasks.inc, short))
+    assert not small.scheduler.quick  # every task ended
