@@ -61,7 +61,8 @@ def tree_through_rank0(ex, count, length):
 
 def w3(args, ex, prefix="W3"):
     count, length = args.sizes["w3_arrays"], args.sizes["w3_length"]
-    times = time_repeats(lambda: tree_through_rank0(ex, count, length), args.sizes["repeats"])
+    times = time_repeats(lambda: tree_through_rank0(ex, count, length), args.sizes["repeats"],
+                         warmup=1)
     emit(prefix, median(times), "s", times_s=times, note=THROUGH_RANK0)
     if prefix == "W3":
         emit("W3.bytes", (2 * count - 1) * length * 8, "B", note=THROUGH_RANK0,

@@ -70,12 +70,15 @@ def median(values):
     return statistics.median(values)
 
 
-def time_repeats(fn, repeats, budget_s=20.0):
+def time_repeats(fn, repeats, budget_s=20.0, warmup=0):
     """Call ``fn()`` up to ``repeats`` times; return the wall times in seconds.
 
     Stops early (after at least one call) once ``budget_s`` is spent, so that a system
-    that is very slow at a workload does not stall the whole run.
+    that is very slow at a workload does not stall the whole run. ``warmup`` calls come
+    first and are not timed.
     """
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
