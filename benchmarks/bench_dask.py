@@ -58,7 +58,8 @@ def tree(client, count, length):
 
 def w3(args, client, workers):
     count, length = args.sizes["w3_arrays"], args.sizes["w3_length"]
-    times = time_repeats(lambda: tree(client, count, length), args.sizes["repeats"], warmup=1)
+    times = time_repeats(lambda: tree(client, count, length), args.sizes["w3_repeats"],
+                         warmup=1)
     emit("W3", median(times), "s", times_s=times)
     emit("W3.bytes", None, None, na="dask keeps no byte counter for the client; "
          "by construction it fetches only the final array")

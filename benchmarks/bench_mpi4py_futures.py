@@ -61,7 +61,7 @@ def tree_through_rank0(ex, count, length):
 
 def w3(args, ex, prefix="W3"):
     count, length = args.sizes["w3_arrays"], args.sizes["w3_length"]
-    times = time_repeats(lambda: tree_through_rank0(ex, count, length), args.sizes["repeats"],
+    times = time_repeats(lambda: tree_through_rank0(ex, count, length), args.sizes["w3_repeats"],
                          warmup=1)
     emit(prefix, median(times), "s", times_s=times, note=THROUGH_RANK0)
     if prefix == "W3":

@@ -79,7 +79,7 @@ def w3(args, ex, prefix="W3"):
         assert tree(ex, count, length).shape == (length,)
         per_run.append(delta(before, counters(ex)))
 
-    times = time_repeats(once, args.sizes["repeats"], warmup=1)  # as raw's floor has
+    times = time_repeats(once, args.sizes["w3_repeats"], warmup=1)  # as raw's floor has
     emit(prefix, median(times), "s", times_s=times)
     if prefix == "W3":
         emit("W3.bytes", per_run[-1]["bytes_to_rank0"], "B", counters=per_run[-1],

@@ -145,7 +145,7 @@ def rank0_side(args, pair):
     if wanted(args, "W3"):
         harness.emit("_start", workload="W3")
         if pair:
-            times = tree_floor_s(pair, sz["w3_arrays"], sz["w3_length"], sz["repeats"])
+            times = tree_floor_s(pair, sz["w3_arrays"], sz["w3_length"], sz["w3_repeats"])
             harness.emit("W3", harness.median(times), "s", times_s=times,
                          what=f"the compute floor: ranks {pair[0]} and {pair[1]} make half the "
                               "arrays each and sum them pairwise, one Send between them, the "

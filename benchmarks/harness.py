@@ -25,12 +25,12 @@ PREFIX = "@@BENCH "
 FULL = {
     "w1_trips": 200, "w2_tasks": 10_000, "w3_arrays": 16, "w3_length": 1_000_000,
     "w4_bytes": 100_000_000, "w5_chain": 1_000, "w6_tasks": 2_000, "w7_idle_s": 5.0,
-    "w9_sizes": [1_000, 10_000, 100_000], "repeats": 5, "w8_repeats": 5,
+    "w9_sizes": [1_000, 10_000, 100_000], "repeats": 5, "w8_repeats": 5, "w3_repeats": 15,
 }
 QUICK = {
     "w1_trips": 20, "w2_tasks": 500, "w3_arrays": 16, "w3_length": 100_000,
     "w4_bytes": 10_000_000, "w5_chain": 100, "w6_tasks": 200, "w7_idle_s": 1.0,
-    "w9_sizes": [100, 300, 1_000], "repeats": 2, "w8_repeats": 1,
+    "w9_sizes": [100, 300, 1_000], "repeats": 2, "w8_repeats": 1, "w3_repeats": 2,
 }
 OPTIONAL = {"W10"}  # run only when named in --only
 
