@@ -231,11 +231,12 @@ class Scheduler:
             # sets the wake event) can bring work, so sleeps may grow long. Quick polls pay
             # while a reply may be due soon, from a task in ``quick``: its function last ran
             # shorter than the hot phase (or never), its inputs are computed or quick too.
-            owed, soon = self.state.awaiting_workers(), self.fetches or self.calls
+            owed = self.state.awaiting_workers()  # (tasks running, copies to confirm)
             if not owed:
                 self.quick.clear()  # (a key whose end went unseen must not linger)
-            soon = soon or self._stopping is not None or self.state.unconfirmed
-            self.backoff.idle(self.inbox.__len__, not (owed or soon), bool(soon or self.quick))
+            soon = self.fetches or self.calls or self._stopping is not None
+            self.backoff.idle(self.inbox.__len__, not (owed or soon),
+                              bool(soon or self.quick or self.state.unconfirmed))
         return True
 
     def _handle(self, events: list) -> None:
@@ -456,9 +457,9 @@ class Scheduler:
             kind = type(cmd)
             if kind is Dispatch:
                 token, fn_bytes, args = cmd.spec
-                if not self.run_times.longer_than(token, self.backoff.hot) and all(
-                        d[0] in self.quick or self._computed(d[0])
-                        for d in cmd.deps):  # (one sent early waits for its inputs)
+                if not self.run_times.longer_than(token, self.backoff.hot) and (
+                        not cmd.deps or all(d[0] in self.quick or self._computed(d[0])
+                                            for d in cmd.deps)):  # (one sent early waits)
                     self.quick.add(cmd.key)
                 outbox[cmd.worker].append((P.RUN, cmd.key, token, fn_bytes, args, cmd.deps,
                                            cmd.priority, cmd.attempt))
