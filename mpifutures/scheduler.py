@@ -36,6 +36,7 @@ from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureRele
 from .future import Future, KeyRecord, lost
 from .registry import Registry
 from .state import SchedulerState
+from .taskstate import inputs_at_hand
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,8 @@ class Scheduler:
             # Workers only ever answer rank 0: with nothing owed, only a client request (it
             # sets the wake event) can bring work, so sleeps may grow long. Quick polls pay
             # while a reply may be due soon, from a task in ``quick``: its function last ran
-            # shorter than the hot phase (or never), its inputs are computed or quick too.
+            # shorter than the hot phase (or never), its inputs are computed (and small, if
+            # held elsewhere) or quick too.
             owed = self.state.awaiting_workers()  # (tasks running, copies to confirm)
             if not owed:
                 self.quick.clear()  # (a key whose end went unseen must not linger)
@@ -458,8 +460,8 @@ class Scheduler:
             if kind is Dispatch:
                 token, fn_bytes, args = cmd.spec
                 if not self.run_times.longer_than(token, self.backoff.hot) and (
-                        not cmd.deps or all(d[0] in self.quick or self._computed(d[0])
-                                            for d in cmd.deps)):  # (one sent early waits)
+                        not cmd.deps or inputs_at_hand(self.state.tasks, cmd.deps,
+                                                       cmd.worker, self.quick)):
                     self.quick.add(cmd.key)
                 outbox[cmd.worker].append((P.RUN, cmd.key, token, fn_bytes, args, cmd.deps,
                                            cmd.priority, cmd.attempt))
@@ -476,10 +478,6 @@ class Scheduler:
             elif kind is ResetFutures:
                 for future, gen in self.registry.reset(cmd.key, taken_in=True):
                     future._posted = gen  # as _rq_retry: the new run's outcome reaches them
-
-    def _computed(self, key: str) -> bool:
-        task = self.state.tasks.get(key)  # (a later event of the batch may have forgotten it)
-        return task is not None and task.status == "memory"
 
     def _fail_everything(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -11,6 +11,9 @@ from typing import AbstractSet, Any, Mapping, Optional
 #: the states a task does not leave (until it is retried or forgotten)
 ENDED = ("memory", "erred", "cancelled")
 NONE: frozenset = frozenset()
+#: A task that must first fetch more than this from other ranks is not due soon: moving
+#: 1 MiB takes a good part of rank 0's quick-poll window even between cores of one machine.
+SOON_FETCH_BYTES = 1 << 20
 
 
 def with_item(items: AbstractSet, item: Any) -> set:
@@ -63,6 +66,23 @@ class TaskState:
     def __repr__(self) -> str:
         return (f"TaskState({self.key!r}, {self.status}, worker={self.worker}, "
                 f"holders={set(self.holders)}, waiting_on={set(self.waiting_on)})")
+
+
+def inputs_at_hand(tasks: Mapping[str, TaskState], deps: Any, worker: int,
+                   quick: AbstractSet[str]) -> bool:
+    """Whether the inputs ``deps`` (``(key, holder, version)``) of a task sent to ``worker``
+    let it start soon: each is computed or in ``quick`` (tasks due soon), and those held on
+    other ranks total at most :data:`SOON_FETCH_BYTES`."""
+    far = 0
+    for key, holder, _ in deps:
+        if key in quick:
+            continue
+        task = tasks.get(key)  # (a later event of the batch may have forgotten it)
+        if task is None or task.status != "memory":
+            return False  # a task sent early waits for its input
+        if holder != worker:
+            far += task.nbytes
+    return far <= SOON_FETCH_BYTES
 
 
 def rerun_chain(tasks: Mapping[str, TaskState], task: TaskState) -> list[TaskState]:

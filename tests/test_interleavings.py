@@ -18,7 +18,7 @@ import gc
 import heapq
 import os
 import random
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mpifutures import Executor
 from mpifutures.config import Config
@@ -619,29 +619,48 @@ def test_rank_0_fetching_a_key_given_anew_gets_the_new_value_not_an_old_answer()
     assert new.result(timeout=0) == 5
 
 
+def _quick_polls_after(small: Small, *submits: Callable[[], Any]) -> bool:
+    """Whether rank 0's first idle pass after sending the tasks of ``submits`` polls quickly."""
+    hot: list = []
+    small.scheduler.backoff.idle = lambda pending, quiet, quick: hot.append(quick)
+    futures = [submit() for submit in submits]
+    small.scheduler._step()  # takes the submits in and sends the tasks
+    hot.clear()
+    small.scheduler._step()  # nothing arrives: idle
+    small.settle()
+    assert all(f.done() for f in futures)
+    return hot[0]
+
+
 def test_rank_0_polls_quickly_only_while_a_short_task_may_answer_soon():
     """Polling every 10 us after traffic pays when a reply may come at once. While every task
     out is of a function that ran longer than that window last time (or waits for such an
     input), rank 0 would only take CPU from the tasks sharing its cores."""
     small = Small(1)
-    hot: list = []
-    small.scheduler.backoff.idle = lambda pending, quiet, quick: hot.append(quick)
     ex = Executor(cluster=small.scheduler)
-
-    def quick_polls_after(*submits):
-        futures = [submit() for submit in submits]
-        small.scheduler._step()  # takes the submits in and sends the tasks
-        hot.clear()
-        small.scheduler._step()  # nothing arrives: idle
-        small.settle()
-        assert all(f.done() for f in futures)
-        return hot[0]
-
-    assert quick_polls_after(lambda: ex.submit(tasks.sleep, 0.05, pure=False))  # not known
-    assert not quick_polls_after(lambda: ex.submit(tasks.sleep, 0.05, pure=False))  # long
-    assert quick_polls_after(lambda: ex.submit(tasks.inc, 1, pure=False))  # short
+    assert _quick_polls_after(small, lambda: ex.submit(tasks.sleep, 0.05, pure=False))  # unknown
+    assert not _quick_polls_after(small, lambda: ex.submit(tasks.sleep, 0.05, pure=False))
+    assert _quick_polls_after(small, lambda: ex.submit(tasks.inc, 1, pure=False))  # short
     long = ex.submit(tasks.sleep, 0.05, pure=False)
-    assert not quick_polls_after(lambda: long, lambda: ex.submit(tasks.inc, long))
+    assert not _quick_polls_after(small, lambda: long, lambda: ex.submit(tasks.inc, long))
     short = ex.submit(tasks.inc, 2, pure=False)
-    assert quick_polls_after(lambda: short, lambda: ex.submit(tasks.inc, short))
+    assert _quick_polls_after(small, lambda: short, lambda: ex.submit(tasks.inc, short))
     assert not small.scheduler.quick  # every task ended
+
+
+def test_rank_0_polls_slowly_while_a_short_task_must_first_fetch_a_large_input():
+    """Moving megabytes between ranks takes longer than the quick-poll window: rank 0's
+    polls during the transfer would only take CPU from the two ranks moving the data."""
+    small = Small(2)
+    ex = Executor(cluster=small.scheduler)
+    large = ex.submit(tasks.make_array, 200_000, workers=[1], pure=False)  # 1.6 MB on rank 1
+    little = ex.submit(tasks.make_array, 1_000, workers=[1], pure=False)
+    small.settle()
+
+    def array_sum(a, rank):
+        return lambda: ex.submit(tasks.array_sum, a, workers=[rank], pure=False)
+
+    assert _quick_polls_after(small, array_sum(large, 1))  # at hand
+    assert not _quick_polls_after(small, array_sum(large, 2))  # to fetch first
+    assert _quick_polls_after(small, array_sum(little, 2))  # small to fetch
+    assert not small.scheduler.quick
