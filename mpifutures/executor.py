@@ -405,12 +405,13 @@ class Executor:
         with self._lock:
             self._keepalive.add(future)
 
-    def _run_callbacks(self, future: Future, callbacks: list) -> None:
-        if callbacks:
-            self._cluster.callbacks.submit(future, callbacks)
+    def _run_callbacks(self, future: Future, callbacks: list) -> bool:
+        """Hand ``callbacks`` to the callback thread; False if it has stopped."""
+        queued = not callbacks or self._cluster.callbacks.submit(future, callbacks)
         if future in self._keepalive:
             with self._lock:
                 self._keepalive.discard(future)
+        return queued
 
     # ------------------------------------------------------------ lifetime
 

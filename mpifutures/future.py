@@ -15,6 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .callbacks import call_all
 from .errors import DataLostError, SerializationError
 from .serialize import Payload, loads, register_future_type
 
@@ -382,17 +383,19 @@ class Future(cf.Future):
         return True
 
     def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
-        """Call ``fn(future)`` when done, on rank 0's callback thread.
+        """Call ``fn(future)`` when done (at once if it is), on rank 0's callback thread;
+        once the executor's cluster has stopped, on the calling thread.
 
         The future stays alive (and its task running) until its callbacks have run, even if
         the caller drops every reference to it.
         """
-        with self._condition:
+        with self._condition:  # its end is set under it, and its callbacks run after
             if self._state not in _ENDED:
                 self._executor._keep_until_done(self)
-        super().add_done_callback(fn)
-        if self.done():  # it may have finished in between: then nothing will un-keep it
-            self._executor._run_callbacks(self, [])
+                self._done_callbacks.append(fn)
+                return
+        if not self._executor._run_callbacks(self, [fn]):
+            call_all(self, [fn])
 
     def _finish(self) -> None:
         try:  # set_result's two steps, called directly: this runs once per task

@@ -222,6 +222,20 @@ def test_a_raising_callback_is_logged_and_others_still_run(executor):
     assert executor.submit(tasks.inc, 2).result(10) == 3
 
 
+def test_a_callback_added_to_a_done_future_runs_on_the_callback_thread(executor):
+    """As one added before the end: never on the caller's thread, where a raising callback
+    (sys.exit included) would end the script."""
+    import queue
+    import sys
+
+    f = executor.submit(tasks.inc, 1, pure=False)
+    f.result(30)
+    where: queue.SimpleQueue = queue.SimpleQueue()
+    f.add_done_callback(lambda _: sys.exit("callback exits on purpose"))  # logged only
+    f.add_done_callback(lambda _: where.put(threading.current_thread().name))
+    assert where.get(timeout=10) == "mpifutures-callbacks"
+
+
 def test_await_in_asyncio(executor):
     async def main():
         a = executor.submit(tasks.inc, 1)

@@ -664,3 +664,15 @@ def test_rank_0_polls_slowly_while_a_short_task_must_first_fetch_a_large_input()
     assert not _quick_polls_after(small, array_sum(large, 2))  # to fetch first
     assert _quick_polls_after(small, array_sum(little, 2))  # small to fetch
     assert not small.scheduler.quick
+
+
+def test_a_callback_added_once_the_callback_thread_stopped_runs_on_the_callers_thread():
+    small = Small(1)
+    ex = Executor(cluster=small.scheduler)
+    f = ex.submit(tasks.inc, 1, pure=False)
+    small.settle()
+    small.scheduler.callbacks.stop(timeout=1.0)  # as at the cluster's stop
+    seen: list = []
+    f.add_done_callback(lambda _: 1 / 0)  # logged
+    f.add_done_callback(seen.append)
+    assert seen == [f]
