@@ -276,14 +276,16 @@ class Scheduler:
         _, session, first, msg, ev, future = item
         self._handle(events)  # a FREE of an earlier copy of this key must go out first
         ev.copy = self.state.number()  # the version of this scatter's copies
-        msg = msg[:4] + (ev.copy,)
         future._posted = 0
         self._count(session, ev.key)
+        ranks = (first, *msg[3])
         task = self.state.tasks.get(ev.key)
-        if msg[3] or task is None or task.status != "memory" or first not in task.holders:
-            # (equal data already there is not sent again: a transfer saved, and no second
-            # confirmation to tell apart from the first)
-            self.outbox[first].append(msg)
+        if task is not None and task.status == "memory":  # equal data (its key says so) is
+            # not sent again where it is: a transfer saved, and no second confirmation to
+            # tell apart from the first
+            ranks = tuple(r for r in ranks if r not in task.holders)
+        if ranks:
+            self.outbox[ranks[0]].append(msg[:3] + (ranks[1:], ev.copy))
         events.append(ev)
 
     def _rq_event(self, item: tuple, events: list) -> None:

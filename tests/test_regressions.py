@@ -573,8 +573,11 @@ def test_scattering_equal_data_again_sends_nothing_to_a_worker_holding_it(execut
         y = executor.scatter(data, workers=[first])
         assert x.key == y.key and executor.who_has([y]) == {y.key: [first]}
         assert stores == [first]
-        z = executor.scatter(data, broadcast=True)  # to be forwarded on: sent again
-        assert len(stores) == 2 and executor.who_has([z]) == {z.key: sorted(executor.workers)}
+        z = executor.scatter(data, broadcast=True)  # sent to the workers lacking it only
+        assert stores[1:] == [r for r in sorted(executor.workers) if r != first][:1]
+        assert executor.who_has([z]) == {z.key: sorted(executor.workers)}
+        again = executor.scatter(data, broadcast=True)  # every worker holds it: nothing sent
+        assert len(stores) == 2 and again.key == z.key
         assert executor.submit(tasks.inc, z, pure=False).result(10)[0] == data[0] + 1
     finally:
         del transport.send
