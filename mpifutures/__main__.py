@@ -27,9 +27,10 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
         description="Run a Python script on rank 0 of an MPI job, with every other rank "
                     "serving it as an mpifutures worker. Start it with mpiexec or srun, e.g. "
                     "`mpiexec -n 4 python -m mpifutures script.py`.",
-        epilog="Environment: MPIFUTURES_BACKOFF (longest idle poll sleep, s), "
-               "MPIFUTURES_IDLE_BACKOFF, MPIFUTURES_SHUTDOWN_TIMEOUT, MPIFUTURES_LOG_LEVEL, "
-               "... (see README.md, 'Configuration').")
+        epilog="Environment: MPIFUTURES_BACKOFF (longest sleep between polls after recent "
+               "traffic, s), MPIFUTURES_IDLE_BACKOFF (longest sleep when idle, s), "
+               "MPIFUTURES_SHUTDOWN_TIMEOUT, MPIFUTURES_LOG_LEVEL, ... (see README.md, "
+               "'Configuration').")
     parser.add_argument("--threads-per-worker", type=int, metavar="N",
                         help="compute threads on each worker (default 1)")
     parser.add_argument("--backoff", type=float, metavar="SECONDS",
@@ -205,7 +206,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(target)) if kind == "script"
                     else os.getcwd() if kind == "module" else "")
     from . import config as configmod, launch
-    from .logs import setup_logging
 
     config = configmod.load()
     MPI = launch.mpi(config)
@@ -215,7 +215,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(launch.describe(MPI))
         return 0
     comm = MPI.COMM_WORLD.Dup()
-    setup_logging(config, comm.Get_rank())
     install_signal_handlers(comm.Get_rank())
     if comm.Get_rank() != 0:
         try:

@@ -49,6 +49,16 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return _number(name, default, int, minimum)
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _level(name: str, default: str) -> str:
+    raw = os.environ.get(name, default)
+    if raw.strip().upper() not in LEVELS:
+        raise ValueError(f"{name}={raw!r} must be one of {', '.join(LEVELS)}")
+    return raw.strip().upper()
+
+
 class Config(NamedTuple):
     """Settings of one process, read from the environment by :func:`load` (immutable; a
     NamedTuple rather than a dataclass, whose import costs every rank ~7 ms at start-up)."""
@@ -81,7 +91,7 @@ def load() -> Config:
         shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),
         max_workers=_int("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),
         threads_per_worker=_int("MPIFUTURES_THREADS_PER_WORKER", 1),
-        log_level=os.environ.get("MPIFUTURES_LOG_LEVEL", "WARNING").upper(),
+        log_level=_level("MPIFUTURES_LOG_LEVEL", "WARNING"),
         task_stream=_int("MPIFUTURES_TASK_STREAM", 0, minimum=0) > 0,
         task_stream_max=_int("MPIFUTURES_TASK_STREAM_MAX", 1_000_000),
     )

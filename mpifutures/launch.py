@@ -97,7 +97,8 @@ def check_wiring(MPI: Any) -> None:
                 "world of 1: mpiexec/srun and mpi4py come from different MPI libraries, so "
                 "every process thinks it is rank 0. Use the mpiexec of the MPI that mpi4py "
                 "was built with (python -c 'import mpi4py; print(mpi4py.get_config())'), "
-                "or `srun --mpi=pmi2` under Slurm with the PyPI mpich wheel.")
+                "or under Slurm `srun --mpi=pmi2` with MPICH (the PyPI mpich wheel included), "
+                "`srun --mpi=pmix` with Open MPI 5.")
 
 
 def tune_gc(config: configmod.Config) -> None:
@@ -112,9 +113,11 @@ def tune_gc(config: configmod.Config) -> None:
 def start_scheduler(comm: Any, config: configmod.Config, owner: str,
                     register: bool = True) -> Any:
     """Start rank 0's scheduler on ``comm``; ``register``: make it this process's cluster."""
+    from .logs import setup_logging
     from .mpi_transport import MPITransport
     from .scheduler import Scheduler
 
+    setup_logging(config, comm.Get_rank())
     tune_gc(config)
     scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
     scheduler.start()
@@ -128,10 +131,12 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
 
 def serve(comm: Any, config: configmod.Config) -> None:
     """Run the worker loop on this rank until rank 0 stops it."""
+    from .logs import setup_logging
     from .mpi_transport import MPITransport
     from .taskrun import report_crashes
     from .worker import Worker
 
+    setup_logging(config, comm.Get_rank())
     report_crashes(comm.Get_rank())
     tune_gc(config)
     Worker(MPITransport(comm, config.buffer_pool), config).run()

@@ -17,5 +17,5 @@ def setup_logging(config: Config, rank: int) -> None:
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s rank {rank} %(name)s %(levelname)s: %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(getattr(logging, config.log_level, logging.WARNING))
+    logger.setLevel(getattr(logging, config.log_level))
     logger.propagate = False

@@ -84,7 +84,6 @@ def _worker_main() -> None:
     """Entry of a spawned worker process."""
     from . import config as configmod
     from .launch import mpi, serve
-    from .logs import setup_logging
 
     config = configmod.load()
     MPI = mpi(config)
@@ -92,7 +91,6 @@ def _worker_main() -> None:
     if parent == MPI.COMM_NULL:
         raise SystemExit("mpifutures.spawn is started by Executor() in spawn mode, not by hand")
     comm = parent.Merge(high=True)
-    setup_logging(config, comm.Get_rank())
     serve(comm, config)
     comm.Free()  # as in stop(): only the intercommunicator is disconnected
     parent.Disconnect()

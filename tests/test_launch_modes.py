@@ -50,6 +50,20 @@ def test_spmd_context_manager(tmp_path):
     assert "result [1, 2]" in r.stdout and r.stdout.count("after") == 3, r
 
 
+def test_log_level_and_rank_tags_apply_to_spmd_scripts_too(tmp_path):
+    path = script(tmp_path, """
+        import logging
+        import mpifutures
+        with mpifutures.spmd() as ex:
+            if ex is not None:
+                logging.getLogger("mpifutures.user").info("from the script")
+                ex.submit(abs, -1).result()
+    """)
+    r = mpiexec(3, [path], timeout=60, env={**ENV, "MPIFUTURES_LOG_LEVEL": "INFO"})
+    assert r.returncode == 0, r
+    assert "rank 0 mpifutures.user INFO: from the script" in r.stderr, r
+
+
 def test_spawn_mode_spawns_and_shutdown_ends_the_workers(tmp_path):
     path = script(tmp_path, """
         import os, time
@@ -193,6 +207,12 @@ def test_bad_configuration_is_named(monkeypatch):
     monkeypatch.setenv("MPIFUTURES_THREADS_PER_WORKER", "0")
     with pytest.raises(ValueError, match="MPIFUTURES_THREADS_PER_WORKER"):
         configmod.load()
+    monkeypatch.setenv("MPIFUTURES_THREADS_PER_WORKER", "1")
+    monkeypatch.setenv("MPIFUTURES_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValueError, match="MPIFUTURES_LOG_LEVEL='LOUD' must be one of DEBUG"):
+        configmod.load()
+    monkeypatch.setenv("MPIFUTURES_LOG_LEVEL", "info")
+    assert configmod.load().log_level == "INFO"
 
 
 def test_gc_threshold_is_raised_on_every_rank_but_never_lowered(tmp_path):
