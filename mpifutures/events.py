@@ -100,6 +100,16 @@ class TaskFailed(Record):
         self.key, self.worker, self.error, self.attempt = key, worker, error, attempt
 
 
+class TaskDropped(Record):
+    """Dispatch ``attempt`` of ``key``, cancelled, has left ``worker``: it did not run, or its
+    run ended (and its outcome was dropped)."""
+
+    __slots__ = ("key", "worker", "attempt")
+
+    def __init__(self, key: str, worker: int, attempt: int) -> None:
+        self.key, self.worker, self.attempt = key, worker, attempt
+
+
 class FutureReleased(Record):
     """``client`` holds no future of ``key`` any more."""
 

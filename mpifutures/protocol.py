@@ -19,6 +19,9 @@ scheduler → worker
 worker → scheduler
     ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes, seconds_run)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
+    ``(DROPPED, key, attempt)``  a cancelled task has left this worker: it did not run, or
+    its run has ended (the outcome is dropped); each cancelled attempt ends in exactly one of
+    DONE, FAILED or DROPPED, so rank 0 knows when the worker is free again
     ``(STORED, key, version)``  this worker now keeps a copy of ``key`` (scattered to it, or
     fetched) of that version
     ``(RECORDS, records)``  task-stream records
@@ -45,6 +48,7 @@ STORED = 15
 HELLO = 16
 PEERS = 8
 LOST = 17
+DROPPED = 18
 GET = 20
 DATA = 21
 MISSING = 22

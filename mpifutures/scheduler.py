@@ -31,8 +31,8 @@ from .callbacks import CallbackThread
 from .config import Config
 from .errors import ExecutorClosedError, WorkerLostError
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
-                     ReplicaStored, ResetFutures, ResolveFuture, RetryRequested, TaskFailed,
-                     TaskFinished)
+                     ReplicaStored, ResetFutures, ResolveFuture, RetryRequested, TaskDropped,
+                     TaskFailed, TaskFinished)
 from .future import Future, KeyRecord, lost
 from .registry import Registry
 from .state import SchedulerState
@@ -381,6 +381,8 @@ class Scheduler:
         elif op == P.FAILED:
             self.quick.discard(msg[1])
             events.append(TaskFailed(msg[1], source, msg[3], msg[2]))
+        elif op == P.DROPPED:
+            events.append(TaskDropped(msg[1], source, msg[2]))
         elif op == P.STORED:
             events.append(ReplicaStored(msg[1], source, msg[2]))
         elif op in (P.DATA, P.MISSING):

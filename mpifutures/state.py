@@ -16,7 +16,9 @@ A task moves through these states::
 hint, and waits for a free slot (each worker keeps ``slots`` such tasks in flight, so that a
 huge ``map`` neither floods one worker nor leaves one idle). *processing*: sent to a worker.
 A task whose unfinished inputs all run on one worker is sent there at once, before they finish,
-so chains run without a round trip through rank 0 per link.
+so chains run without a round trip through rank 0 per link. A task cancelled while sent keeps
+its worker's slot until the worker says that attempt has left it (it may be running, and a
+running task cannot be stopped): meanwhile new work goes to the other workers.
 
 A task is kept while a client holds a future of it, while an unfinished task needs it, or while
 it is kept on purpose (fire and forget). When none of these holds, it is forgotten and every
@@ -34,7 +36,6 @@ nor frees the current one.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from typing import Any, Iterable, Optional
 
@@ -43,7 +44,6 @@ from .events import (
     CancelRequested,
     CancelTask,
     DataScattered,
-    Dispatch,
     FreeData,
     FutureReleased,
     KeepRequested,
@@ -51,22 +51,27 @@ from .events import (
     ResetFutures,
     ResolveFuture,
     RetryRequested,
+    TaskDropped,
     TaskFailed,
     TaskFinished,
     TaskSubmitted,
 )
+from .placement import Placement
 from .taskstate import (ENDED as _ENDED, NONE as _NONE, TaskState, rerun_chain,
                         with_item as _with, without_item as _without)
 
 
-class SchedulerState:
+class SchedulerState(Placement):
     """Pure scheduling state of one cluster: ``handle(*events) -> list[command]``."""
 
     def __init__(self, workers: Iterable[int], slots: int = 64) -> None:
         self.workers: tuple[int, ...] = tuple(workers)
         self.slots = slots
         self.tasks: dict[str, TaskState] = {}
-        self.load: dict[int, int] = {w: 0 for w in self.workers}
+        self.load: dict[int, int] = {w: 0 for w in self.workers}  # tasks sent, not ended
+        # (key, attempt) -> worker: cancelled while sent; their slots stay taken until the
+        # worker says they left (a running task cannot be stopped: the worker is busy)
+        self.leaving: dict[tuple[str, int], int] = {}
         self.queue: list[tuple[int, int, str]] = []
         self.completed = 0
         self.failed = 0
@@ -206,6 +211,7 @@ class SchedulerState:
         task = self.tasks.get(ev.key)
         if task is None or task.status != "processing" or task.worker != ev.worker \
                 or task.attempt != ev.attempt:
+            self._dropped(ev)
             self._stale(ev.key, task, ev.worker, ev.attempt)
             return
         self._unload(task)
@@ -236,7 +242,8 @@ class SchedulerState:
         task = self.tasks.get(ev.key)
         if task is None or task.status != "processing" or task.worker != ev.worker \
                 or task.attempt != ev.attempt:
-            return  # a stale attempt: it left nothing in the worker's store
+            self._dropped(ev)  # a stale attempt: it left nothing in the worker's store
+            return
         if task.retries > 0:
             # Same worker: dependents sent there early wait for this key in its store.
             task.retries -= 1
@@ -246,6 +253,12 @@ class SchedulerState:
         task.status = "erred"  # no longer on its worker: nothing to cancel there
         self.failed += 1
         self._end(task, "erred", ev.error)
+
+    def _dropped(self, ev: Any) -> None:
+        """An attempt cancelled while sent has left its worker: its slot is free again."""
+        worker = self.leaving.pop((ev.key, ev.attempt), None)
+        if worker is not None:
+            self.load[worker] -= 1
 
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)
@@ -292,104 +305,23 @@ class SchedulerState:
         ReplicaStored: _replica,
         TaskFinished: _finished,
         TaskFailed: _failed,
+        TaskDropped: _dropped,
         FutureReleased: _released,
         CancelRequested: _cancel,
         RetryRequested: _retry,
         KeepRequested: _keep,
     }
 
-    # ------------------------------------------------------------ placement
-
-    def _ready(self, task: TaskState) -> None:
-        """All inputs are computed: queue a free task, place one with inputs or hints."""
-        if not task.deps and task.workers is None:
-            task.status = "queued"
-            heapq.heappush(self.queue, (-task.priority, task.seq, task.key))
-            return
-        self._out.append(self._dispatch(task, self._place(task)))
-
-    def _place(self, task: TaskState) -> int:
-        candidates = self._candidates(task)
-        best, best_score = candidates[0], None
-        for w in candidates:
-            held = sum(self.tasks[d].nbytes for d in task.deps if w in self.tasks[d].holders)
-            score = (held, -self.load[w])
-            if best_score is None or score > best_score:
-                best, best_score = w, score
-        return best
-
-    def _candidates(self, task: TaskState) -> tuple[int, ...]:
-        if task.workers and not task.loose:
-            return task.workers
-        if task.workers:
-            idle = [w for w in task.workers if self.load[w] < self.slots]
-            return tuple(idle) or self.workers
-        return self.workers
-
-    def _maybe_run_early(self, task: TaskState) -> None:
-        """Send ``task`` now if every input is on, or computing on, one worker."""
-        where: set[int] = set()
-        for dep_key in task.deps:
-            dep = self.tasks[dep_key]
-            where.update((dep.worker,) if dep.status == "processing" else dep.holders)
-            if len(where) > 1 or dep.status not in ("processing", "memory"):
-                return
-        if len(where) == 1 and (task.workers is None or where <= set(task.workers)):
-            self._out.append(self._dispatch(task, where.pop()))
-
-    def _run_early(self) -> None:
-        """Dependents of newly dispatched tasks may now be sent early (see _maybe_run_early)."""
-        while self._early:
-            dependent = self.tasks.get(self._early.pop())
-            if dependent is not None and dependent.status == "waiting":
-                self._maybe_run_early(dependent)
-
-    def _fill(self) -> None:
-        """Hand queued tasks to workers that have free slots, highest priority first.
-
-        Neighbours in the queue go to the same worker in runs (a fair share each), so that
-        tasks submitted together — ``map`` results later combined pairwise — sit together.
-        """
-        if not self.queue or not self.workers:
-            return
-        load, queue, tasks, out = self.load, self.queue, self.tasks, self._out
-        share = -(-len(queue) // len(self.workers))
-        while queue:
-            worker = min(load, key=load.__getitem__)
-            run = min(share, self.slots - load[worker])
-            if run <= 0:
-                return
-            while run > 0 and queue:
-                key = heapq.heappop(queue)[2]
-                task = tasks.get(key)
-                if task is not None and task.status == "queued":
-                    out.append(self._dispatch(task, worker))
-                    run -= 1
-
-    def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
-        if task.status != "processing":
-            self.load[worker] += 1
-        task.status, task.worker = "processing", worker
-        task.attempt = next(self._numbers)  # unique, even across re-created tasks
-        if task.dependents:
-            self._early.extend(task.dependents)
-        deps = tuple([self._source(d, worker) for d in task.deps]) if task.deps else ()
-        return Dispatch(worker, task.key, task.spec, deps, task.priority, task.attempt)
-
-    def _source(self, key: str, worker: int) -> tuple[str, int, int]:
-        """``(key, rank to get it from, oldest version that will do)`` for an input."""
-        dep = self.tasks[key]
-        if dep.status == "processing":  # on ``worker`` itself (see _maybe_run_early)
-            return key, dep.worker, dep.attempt
-        if worker in dep.holders:
-            return key, worker, dep.first_copy
-        return key, min(dep.holders, key=self.load.__getitem__), dep.first_copy
-
     # ------------------------------------------------------------ endings and release
 
     def _unload(self, task: TaskState) -> None:
         if task.status == "processing" and task.worker is not None:
             self.load[task.worker] -= 1
+
+    def _recall(self, task: TaskState) -> None:
+        """Cancel ``task`` on its worker, whose slot stays taken until the attempt has left."""
+        self.leaving[(task.key, task.attempt)] = task.worker
+        self._out.append(CancelTask(task.worker, task.key))
 
     def _end(self, task: TaskState, status: str, error: Any) -> None:
         """End ``task`` and, transitively, every unfinished task that needs it."""
@@ -399,8 +331,7 @@ class SchedulerState:
             if t is not task and t.status in _ENDED:
                 continue  # reached twice through a diamond
             if t.status == "processing":
-                self._unload(t)
-                self._out.append(CancelTask(t.worker, t.key))
+                self._recall(t)
             t.status, t.error, t.keep = status, error, False
             self._out.append(ResolveFuture(t.key, status, error))
             stack.extend(self.tasks[k] for k in t.dependents
@@ -462,8 +393,7 @@ class SchedulerState:
     def _abandon(self, task: TaskState) -> None:
         """Cancel an unfinished task nobody waits for (no future of it is held)."""
         if task.status == "processing":
-            self._unload(task)
-            self._out.append(CancelTask(task.worker, task.key))
+            self._recall(task)
         task.status = "cancelled"
 
     def _maybe_forget(self, task: TaskState) -> None:

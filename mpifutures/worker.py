@@ -226,16 +226,31 @@ class Worker:
         self.versions.pop(key, None)
 
     def _on_cancel(self, source: int, msg: tuple) -> None:
+        """Drop these tasks. One that a compute thread has taken (it may be running) reports
+        DROPPED when that thread is done with it; the others report it now."""
         for key in msg[1]:
             task = self.pending.pop(key, None)
             if task is None:
-                continue
+                continue  # it ended already: its DONE or FAILED is on its way
             for dep in task.missing:
                 waiting = self.waiters.get(dep)
                 if waiting is not None and task in waiting:
                     waiting.remove(task)
                     if not waiting:
                         del self.waiters[dep]
+            if task.missing or self._unready(task):
+                self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+
+    def _unready(self, task: _Task) -> bool:
+        """Take ``task`` out of the ready heap; False if a compute thread has it."""
+        with self.ready_cond:
+            for i, entry in enumerate(self.ready):
+                if entry[2] is task:
+                    self.ready[i] = self.ready[-1]
+                    self.ready.pop()
+                    heapq.heapify(self.ready)
+                    return True
+        return False
 
     def _on_store(self, source: int, msg: tuple) -> None:
         """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
@@ -390,8 +405,10 @@ class Worker:
 
     def _run_task(self, task: _Task) -> None:
         """Run ``task`` on the calling compute thread and queue its report."""
-        if self.pending.get(task.key) is not task:
-            return  # cancelled, or replaced by a newer attempt
+        if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer attempt
+            with self.lock:
+                self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+            return
         start = time.time() if self.trace else 0.0
         began = time.perf_counter()
         outcome = taskrun.execute(task.key, task.token, task.fn_bytes, task.args,
@@ -414,8 +431,10 @@ class Worker:
 
     def _finish(self, task: _Task, ok: bool, value: Any, payload: Any,
                 times: tuple[float, float], ran: float) -> None:
-        if self.pending.get(task.key) is not task:
-            return  # cancelled, or replaced by a newer attempt: drop the outcome
+        if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer
+            # attempt: drop the outcome, and say the attempt has left this worker
+            self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+            return
         del self.pending[task.key]
         self.stats["tasks"] += 1
         if self.trace:

@@ -9,6 +9,8 @@ from mpifutures.taskstate import ENDED
 def check_invariants(state) -> None:
     """Raise AssertionError if ``state``'s bookkeeping is inconsistent."""
     loads = {w: 0 for w in state.workers}
+    for worker in state.leaving.values():  # cancelled while sent, not yet left the worker
+        loads[worker] += 1
     for task in state.tasks.values():
         if task.status == "processing":
             loads[task.worker] += 1

@@ -249,3 +249,14 @@ def slow_fail(delay, message):
 
 def raise_timeout(message):
     raise TimeoutError(message)
+
+
+def announce_then_sleep(path, seconds):
+    """Write this rank to ``path``, sleep, then create ``path + ".end"``."""
+    from mpifutures.taskrun import current_rank
+
+    with open(path + ".tmp", "w") as fh:
+        fh.write(str(current_rank()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    open(path + ".end", "w").close()

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import contextlib
 import gc
 import threading
+import os
 import time
 
 import numpy as np
@@ -753,3 +754,26 @@ def test_dropping_a_long_chain_before_it_ran_leaves_the_scheduler_working(execut
     assert executor.submit(tasks.inc, 1, pure=False).result(20) == 2
     wait_until(lambda: executor.statistics()["tasks_in_scheduler"] == 0)
     assert executor.statistics()["tasks_in_scheduler"] == 0
+
+
+def _wait_for(path, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("end", ["cancel", "release"])
+def test_new_tasks_go_around_a_worker_still_running_a_cancelled_task(executor, tmp_path, end):
+    # A running task cannot be stopped: new tasks sent to its worker waited behind it (for
+    # ever behind one that never ends) while another worker was idle.
+    path = str(tmp_path / "slow")
+    slow = executor.submit(tasks.announce_then_sleep, path, 2.0, pure=False)
+    _wait_for(path)
+    with open(path) as fh:
+        busy = int(fh.read())
+    getattr(slow, end)()
+    start = time.monotonic()
+    assert executor.submit(tasks.rank, pure=False).result(30) != busy
+    assert time.monotonic() - start < 1.5
+    _wait_for(path + ".end")  # leave the workers idle for the next test

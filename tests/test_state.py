@@ -6,8 +6,8 @@ import pytest
 
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
                                FutureReleased, KeepRequested, ReplicaStored, ResetFutures,
-                               ResolveFuture, RetryRequested, TaskFailed, TaskFinished,
-                               TaskSubmitted)
+                               ResolveFuture, RetryRequested, TaskDropped, TaskFailed,
+                               TaskFinished, TaskSubmitted)
 from mpifutures.state import SchedulerState
 from tests.invariants import check_invariants
 
@@ -32,7 +32,7 @@ class Checked(SchedulerState):
         # Outcomes written without a dispatch number refer to the task's latest dispatch, and
         # copies written without a version are of the key's current value.
         task = self.tasks.get(getattr(ev, "key", None))
-        if isinstance(ev, (TaskFinished, TaskFailed)) and ev.attempt == 0 and task:
+        if isinstance(ev, (TaskFinished, TaskFailed, TaskDropped)) and ev.attempt == 0 and task:
             return ev.replace(attempt=task.attempt)
         if isinstance(ev, ReplicaStored) and ev.copy == 0 and task:
             return ev.replace(copy=task.first_copy or task.attempt)
@@ -46,6 +46,12 @@ def state():
 
 def submit(key, *deps, **kw):
     return TaskSubmitted(key, f"spec-{key}", tuple(deps), **kw)
+
+
+def confirmed(state):
+    """The workers' reports that each task cancelled while sent to them has left them."""
+    return [TaskDropped(key, worker, attempt)
+            for (key, attempt), worker in list(state.leaving.items())]
 
 
 def test_records_compare_by_type_and_fields_and_copy_with_changes():
@@ -175,9 +181,9 @@ def test_scatter_numbers_keep_an_earlier_scatter_from_touching_a_later_one(state
 
 
 def test_a_stale_attempt_never_frees_the_current_copy(state):
-    first = state.raw(submit("k"))[0].attempt
+    first = state.raw(submit("k", workers=(1,)))[0].attempt
     state.handle(CancelRequested(("k",)))
-    second = state.raw(submit("k"))[0].attempt     # the same key, dispatched again
+    second = state.raw(submit("k", workers=(1,)))[0].attempt  # the same key, sent again
     assert first != second
     assert state.raw(TaskFinished("k", 1, 8, first)) == []
     assert state.raw(TaskFinished("k", 1, 8, second)) == [ResolveFuture("k", "memory")]
@@ -215,6 +221,7 @@ def test_retrying_a_task_reruns_the_failed_inputs_it_needs_first(state):
     state.handle(submit("a"), submit("b", "a"), submit("x"), submit("c", "b", "x"))
     state.handle(TaskFinished("x", state.tasks["x"].worker, 8))
     state.handle(TaskFailed("a", 1, "err"))  # b and c fail with a's error
+    state.handle(TaskDropped("b", 1, 0))  # b, sent early to wait for a, leaves worker 1
     out = state.handle(RetryRequested("c"))
     # The futures of a and b are made pending before anything can resolve them; x, which
     # finished, is left as it is; c's own futures were reset by the client that asked.
@@ -230,6 +237,7 @@ def test_retrying_a_task_reruns_the_dependents_that_failed_with_it_after_it(stat
     state.handle(submit("a"), submit("b", "a"), submit("c", "b"), submit("d", "b", "a"))
     state.handle(submit("x"), submit("y", "x"))  # another chain: not touched
     state.handle(TaskFailed("a", 1, "err"), TaskFailed("x", state.tasks["x"].worker, "e"))
+    state.raw(*confirmed(state))  # the tasks sent early to wait have left their workers
     out = state.handle(RetryRequested("a"))
     reset = [c.key for c in out[:3] if isinstance(c, ResetFutures)]
     assert sorted(reset) == ["b", "c", "d"] and reset[0] == "b"  # each after its inputs
@@ -325,6 +333,7 @@ def test_a_failed_input_stays_for_its_failed_dependents_even_once_its_futures_ar
     state.handle(submit("a"), submit("b", "a"), submit("c", "b"))
     state.handle(FutureReleased("a"), FutureReleased("b"))  # as submit(f, submit(g, ...))
     state.handle(TaskFailed("a", 1, "err"))
+    state.raw(*confirmed(state))
     assert state.status("a") == state.status("b") == "erred"  # c may be retried
     out = state.handle(RetryRequested("c"))
     assert out[:2] == [ResetFutures("a"), ResetFutures("b")]
@@ -338,6 +347,7 @@ def test_a_key_given_anew_that_only_failed_dependents_kept_runs_anew_and_lets_go
     state.handle(submit("i"), submit("j", "i"), submit("k", "j"))
     state.handle(FutureReleased("i"), FutureReleased("j"))
     state.handle(TaskFailed("i", 1, "err"))  # k keeps j, j keeps i: k may be retried
+    state.raw(*confirmed(state))
     out = state.handle(submit("j"))  # "j" given anew, with no inputs: a new computation
     assert out == [Dispatch(1, "j", "spec-j", ())]
     assert "i" not in state.tasks  # nothing needs the old j's failed input any more
@@ -356,6 +366,24 @@ def test_a_failed_tasks_computed_inputs_are_freed_and_its_retry_then_says_so(sta
     assert "'x' of task 'c' was already released" in str(out[1].error)
 
 
+def test_a_cancelled_task_keeps_its_worker_busy_until_it_has_left():
+    # A running task cannot be stopped: new work goes elsewhere until the worker says the
+    # cancelled attempt has left it (it never ran, or its run ended).
+    state = Checked(workers=[1, 2], slots=1)
+    state.handle(submit("a"))
+    assert state.handle(CancelRequested(("a",))) == [CancelTask(1, "a"),
+                                                     ResolveFuture("a", "cancelled")]
+    assert state.handle(submit("b")) == [Dispatch(2, "b", "spec-b", ())]
+    assert state.handle(submit("c")) == []  # both slots taken
+    assert state.handle(TaskDropped("a", 1, 0)) == [Dispatch(1, "c", "spec-c", ())]
+    assert state.handle(TaskDropped("a", 1, 0)) == []  # counted once
+    attempt = state.tasks["c"].attempt
+    state.handle(FutureReleased("c"))  # released while sent: cancelled, slot still taken
+    assert "c" not in state.tasks and state.handle(submit("d")) == []
+    assert state.handle(TaskFinished("c", 1, 8, attempt)) == [  # it ended before the cancel
+        FreeData(1, "c"), Dispatch(1, "d", "spec-d", ())]
+
+
 def test_cancel_cascades_and_a_late_result_is_dropped(state):
     state.handle(submit("a"))
     state.handle(submit("b", "a"))
@@ -363,6 +391,8 @@ def test_cancel_cascades_and_a_late_result_is_dropped(state):
     assert out == [CancelTask(1, "a"), ResolveFuture("a", "cancelled"),
                    CancelTask(1, "b"), ResolveFuture("b", "cancelled")]
     assert state.handle(TaskFinished("a", 1, 8)) == [FreeData(1, "a")]
+    assert [key for key, _ in state.leaving] == ["b"]  # a's late end has freed its slot
+    state.raw(*confirmed(state))
     out = state.handle(submit("a"))  # a new submit of a cancelled key runs it again
     assert out == [Dispatch(1, "a", "spec-a", ())]
 
@@ -371,9 +401,10 @@ def test_a_cancelled_key_submitted_again_runs_for_every_session_still_holding_it
     state.handle(submit("k", client=1))
     state.handle(CancelRequested(("k",), 1))  # session 1 keeps its (cancelled) future
     state.handle(submit("k", client=2))  # runs anew; session 1 may retry and wait for it
+    assert state.tasks["k"].worker == 2  # (worker 1 may still run the cancelled attempt)
     assert state.handle(RetryRequested("k"), FutureReleased("k", 2)) == []
-    assert state.handle(TaskFinished("k", 1, 8)) == [ResolveFuture("k", "memory")]
-    assert state.handle(FutureReleased("k", 1)) == [FreeData(1, "k")]
+    assert state.handle(TaskFinished("k", 2, 8)) == [ResolveFuture("k", "memory")]
+    assert state.handle(FutureReleased("k", 1)) == [FreeData(2, "k")]
 
 
 def test_a_failure_unlinks_every_ended_task_from_its_inputs(state):
@@ -440,9 +471,9 @@ def test_a_stale_copy_is_freed_by_its_version_and_a_current_one_kept(state):
     # Worker 1 fetched "k" (version 1) for a task, "k" was then forgotten, submitted again and
     # sent to run on worker 1; the STORED of the old copy comes after that. Its FREE names
     # version 1, so it spares the new value (version 3) that worker 1 computes.
-    old = state.raw(submit("k", client=1))[0].attempt
+    old = state.raw(submit("k", client=1, workers=(2,)))[0].attempt
     state.raw(TaskFinished("k", 2, 8, old), FutureReleased("k", 1))
-    new = state.raw(submit("k", client=1))[0].attempt
+    new = state.raw(submit("k", client=1, workers=(1,)))[0].attempt
     assert new > old
     assert state.raw(ReplicaStored("k", 1, old)) == [FreeData(1, "k", old)]
     assert state.raw(TaskFinished("k", 1, 8, new)) == [ResolveFuture("k", "memory")]
@@ -468,6 +499,7 @@ def test_only_an_accepted_finish_hands_its_small_value_to_the_futures(state):
     state.handle(submit("k", client=1))
     first = state.tasks["k"].attempt
     state.handle(CancelRequested(("k",), 1), RetryRequested("k"))
-    assert state.handle(TaskFinished("k", 1, 8, value="second")) == [
+    assert state.handle(TaskFinished("k", 2, 8, value="second")) == [
         ResolveFuture("k", "memory", value="second")]
-    assert state.handle(TaskFinished("k", 1, 8, first, value="first")) == []
+    # (worker 1 finished attempt 1 before the cancel came, and keeps its value: freed)
+    assert state.handle(TaskFinished("k", 1, 8, first, value="first")) == [FreeData(1, "k")]

@@ -3,6 +3,7 @@ the worker's loop and compute threads are not started)."""
 
 from __future__ import annotations
 
+import heapq
 import time
 
 from mpifutures import protocol as P
@@ -35,7 +36,8 @@ def test_a_copy_arriving_after_its_key_is_sent_to_run_here_anew_is_dropped():
     out = handled(worker, (0, (P.CANCEL, ["d"])), (0, run_msg("k", attempt=2)),
                   (0, run_msg("e", deps=(("k", 1, 2),), attempt=3)),
                   (2, (P.DATA, "k", dumps("old"), 1)), (2, (P.MISSING, "k", "gone", 1)))
-    assert "k" not in worker.store and out.get(0, []) == []  # no STORED of the old copy
+    assert "k" not in worker.store
+    assert out[0] == [(P.DROPPED, "d", 1)]  # "d" never ran; no STORED of the old copy
     assert [t.key for t in worker.waiters["k"]] == ["e"]  # "e" waits for the new "k"
     assert set(worker.pending) == {"k", "e"}  # nobody failed
 
@@ -152,3 +154,21 @@ def test_the_loop_skips_quick_polls_while_every_compute_thread_is_in_a_long_task
         with worker.ready_cond:
             worker.ready_cond.notify_all()
         worker.threads[0].join(10)
+
+
+def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
+    # Rank 0 keeps the worker's slot taken until then: a running task cannot be stopped.
+    worker = Worker(LocalFabric(2).endpoints[1], Config())
+    handled(worker, (0, run_msg("a")), (0, run_msg("b", attempt=2)), (0, run_msg("c", attempt=3)))
+    taken = heapq.heappop(worker.ready)[2]  # a compute thread takes "a"
+    out = handled(worker, (0, (P.CANCEL, ["a", "b"])))
+    assert out[0] == [(P.DROPPED, "b", 2)]  # "b" never ran; "a" is the thread's to report
+    assert [entry[2].key for entry in worker.ready] == ["c"]
+    worker._run_task(taken)  # the thread finds "a" cancelled: it does not run it
+    assert handled(worker)[0] == [(P.DROPPED, "a", 1)]
+    running = heapq.heappop(worker.ready)[2]  # "c" is cancelled while it runs
+    assert handled(worker, (0, (P.CANCEL, ["c"]))) == {}
+    with worker.lock:
+        worker._finish(running, True, 1, dumps(1), (0.0, 0.0), 0.0)
+    assert handled(worker)[0] == [(P.DROPPED, "c", 3)] and "c" not in worker.store
+    assert handled(worker, (0, (P.CANCEL, ["c"]))) == {}  # gone: nothing more to say

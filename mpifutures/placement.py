@@ -1,0 +1,115 @@
+"""Where tasks run: the placement half of :class:`~mpifutures.state.SchedulerState`.
+
+A task with no inputs and no placement hint waits in a priority queue for a free slot (each
+worker keeps ``slots`` tasks in flight); one with inputs goes where most of their bytes are,
+and one whose unfinished inputs all run on one worker is sent there at once, before they
+finish, so that chains run without a round trip through rank 0 per link.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from .events import Dispatch
+from .taskstate import TaskState
+
+
+class Placement:
+    """Readiness, placement and dispatch; the state it reads and writes (``tasks``, ``load``,
+    ``queue``, ``slots``, ``workers``, ``_out``, ``_early``, ``_numbers``) is made by
+    :class:`~mpifutures.state.SchedulerState`."""
+
+    tasks: dict[str, TaskState]
+    load: dict[int, int]
+    queue: list[tuple[int, int, str]]
+    slots: int
+    workers: tuple[int, ...]
+    _out: list
+    _early: list[str]
+    _numbers: Any
+
+    def _ready(self, task: TaskState) -> None:
+        """All inputs are computed: queue a free task, place one with inputs or hints."""
+        if not task.deps and task.workers is None:
+            task.status = "queued"
+            heapq.heappush(self.queue, (-task.priority, task.seq, task.key))
+            return
+        self._out.append(self._dispatch(task, self._place(task)))
+
+    def _place(self, task: TaskState) -> int:
+        candidates = self._candidates(task)
+        best, best_score = candidates[0], None
+        for w in candidates:
+            held = sum(self.tasks[d].nbytes for d in task.deps if w in self.tasks[d].holders)
+            score = (held, -self.load[w])
+            if best_score is None or score > best_score:
+                best, best_score = w, score
+        return best
+
+    def _candidates(self, task: TaskState) -> tuple[int, ...]:
+        if task.workers and not task.loose:
+            return task.workers
+        if task.workers:
+            idle = [w for w in task.workers if self.load[w] < self.slots]
+            return tuple(idle) or self.workers
+        return self.workers
+
+    def _maybe_run_early(self, task: TaskState) -> None:
+        """Send ``task`` now if every input is on, or computing on, one worker."""
+        where: set[int] = set()
+        for dep_key in task.deps:
+            dep = self.tasks[dep_key]
+            where.update((dep.worker,) if dep.status == "processing" else dep.holders)
+            if len(where) > 1 or dep.status not in ("processing", "memory"):
+                return
+        if len(where) == 1 and (task.workers is None or where <= set(task.workers)):
+            self._out.append(self._dispatch(task, where.pop()))
+
+    def _run_early(self) -> None:
+        """Dependents of newly dispatched tasks may now be sent early (see _maybe_run_early)."""
+        while self._early:
+            dependent = self.tasks.get(self._early.pop())
+            if dependent is not None and dependent.status == "waiting":
+                self._maybe_run_early(dependent)
+
+    def _fill(self) -> None:
+        """Hand queued tasks to workers that have free slots, highest priority first.
+
+        Neighbours in the queue go to the same worker in runs (a fair share each), so that
+        tasks submitted together — ``map`` results later combined pairwise — sit together.
+        """
+        if not self.queue or not self.workers:
+            return
+        load, queue, tasks, out = self.load, self.queue, self.tasks, self._out
+        share = -(-len(queue) // len(self.workers))
+        while queue:
+            worker = min(load, key=load.__getitem__)
+            run = min(share, self.slots - load[worker])
+            if run <= 0:
+                return
+            while run > 0 and queue:
+                key = heapq.heappop(queue)[2]
+                task = tasks.get(key)
+                if task is not None and task.status == "queued":
+                    out.append(self._dispatch(task, worker))
+                    run -= 1
+
+    def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
+        if task.status != "processing":
+            self.load[worker] += 1
+        task.status, task.worker = "processing", worker
+        task.attempt = next(self._numbers)  # unique, even across re-created tasks
+        if task.dependents:
+            self._early.extend(task.dependents)
+        deps = tuple([self._source(d, worker) for d in task.deps]) if task.deps else ()
+        return Dispatch(worker, task.key, task.spec, deps, task.priority, task.attempt)
+
+    def _source(self, key: str, worker: int) -> tuple[str, int, int]:
+        """``(key, rank to get it from, oldest version that will do)`` for an input."""
+        dep = self.tasks[key]
+        if dep.status == "processing":  # on ``worker`` itself (see _maybe_run_early)
+            return key, dep.worker, dep.attempt
+        if worker in dep.holders:
+            return key, worker, dep.first_copy
+        return key, min(dep.holders, key=self.load.__getitem__), dep.first_copy
