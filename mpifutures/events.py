@@ -110,6 +110,16 @@ class TaskDropped(Record):
         self.key, self.worker, self.attempt = key, worker, attempt
 
 
+class WorkerStalled(Record):
+    """``worker`` has owed tasks for a while without a word (``stalled``: it runs something
+    long), or has spoken again (not ``stalled``). See :mod:`~mpifutures.stalls`."""
+
+    __slots__ = ("worker", "stalled")
+
+    def __init__(self, worker: int, stalled: bool) -> None:
+        self.worker, self.stalled = worker, stalled
+
+
 class FutureReleased(Record):
     """``client`` holds no future of ``key`` any more."""
 

@@ -87,3 +87,16 @@ def ring_links(pids: dict[int, tuple[int, Optional[str]]], rank: int,
     i = ring.index(rank)
     return [(watcher, watched, peers[watched])
             for watcher, watched in ((ring[i - 1], rank), (rank, ring[(i + 1) % len(ring)]))]
+
+
+def lost_error(rank: int, pid: int, host: str, running: list, seen_by: int) -> Exception:
+    """The error that ends a cluster whose worker ``rank`` has died while ``running`` tasks."""
+    from .errors import WorkerLostError
+
+    tasks = f", running {running[:5]}{' ...' if len(running) > 5 else ''}" if running else ""
+    return WorkerLostError(
+        f"worker rank {rank} (pid {pid} on {host}) has died{tasks}: its process is gone "
+        f"(noticed by rank {seen_by}), killed by a signal such as the out-of-memory killer's "
+        "or ended without a word. Its tasks and the data it held are lost, so the cluster "
+        "stops and the job ends. Look for the cause in the job's output and the system log "
+        "(dmesg); if memory ran out, give each rank more.")

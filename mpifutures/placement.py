@@ -3,7 +3,10 @@
 A task with no inputs and no placement hint waits in a priority queue for a free slot (each
 worker keeps ``slots`` tasks in flight); one with inputs goes where most of their bytes are,
 and one whose unfinished inputs all run on one worker is sent there at once, before they
-finish, so that chains run without a round trip through rank 0 per link.
+finish, so that chains run without a round trip through rank 0 per link. A worker that has
+owed tasks for a while without a word (``stalled``: see :mod:`~mpifutures.stalls`) gets no
+queued task, and no placed one that another worker can take, until it speaks again: they would
+wait there behind something long.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Placement:
     queue: list[tuple[int, int, str]]
     slots: int
     workers: tuple[int, ...]
+    stalled: set[int]
     _out: list
     _early: list[str]
     _numbers: Any
@@ -49,11 +53,15 @@ class Placement:
 
     def _candidates(self, task: TaskState) -> tuple[int, ...]:
         if task.workers and not task.loose:
-            return task.workers
-        if task.workers:
+            choice = task.workers
+        elif task.workers:
             idle = [w for w in task.workers if self.load[w] < self.slots]
-            return tuple(idle) or self.workers
-        return self.workers
+            choice = tuple(idle) or self.workers
+        else:
+            choice = self.workers
+        if self.stalled:
+            choice = tuple(w for w in choice if w not in self.stalled) or choice
+        return choice
 
     def _maybe_run_early(self, task: TaskState) -> None:
         """Send ``task`` now if every input is on, or computing on, one worker."""
@@ -82,9 +90,12 @@ class Placement:
         if not self.queue or not self.workers:
             return
         load, queue, tasks, out = self.load, self.queue, self.tasks, self._out
-        share = -(-len(queue) // len(self.workers))
+        free = [w for w in load if w not in self.stalled] if self.stalled else load
+        if not free:
+            return  # every worker runs something long: the queue waits for the first free
+        share = -(-len(queue) // len(free))
         while queue:
-            worker = min(load, key=load.__getitem__)
+            worker = min(free, key=load.__getitem__)
             run = min(share, self.slots - load[worker])
             if run <= 0:
                 return

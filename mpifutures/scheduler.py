@@ -35,6 +35,7 @@ from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureRele
                      TaskFailed, TaskFinished)
 from .future import Future, KeyRecord, lost
 from .registry import Registry
+from .stalls import Stalls
 from .state import SchedulerState
 from .taskstate import inputs_at_hand
 from .transport import Transport
@@ -58,6 +59,7 @@ class Scheduler:
         self.outbox: dict[int, list] = defaultdict(list)
         self.fetches: dict[str, list[KeyRecord]] = {}
         self.run_times, self.quick = RunTimes(), set()  # quick: see _step
+        self.stalls = Stalls(self.workers)
         self._released: list[str] = []  # keys whose records may go, at the end of a drain
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
         self.calls: dict[int, tuple[_Reply, dict, Optional[Callable]]] = {}
@@ -204,10 +206,13 @@ class Scheduler:
     def _step(self) -> bool:
         events: list = []
         active = self._drain_inbox(events)
+        now = time.monotonic()
         for source, msgs in self.t.poll():
             active = True
+            self.stalls.heard(source, now, events)
             for msg in msgs:
                 self._on_message(source, msg, events)
+        self.stalls.check(self.state.load, now, events)
         self._handle(events)
         for dest, msgs in self.outbox.items():
             if msgs:
@@ -221,7 +226,6 @@ class Scheduler:
                           sorted(set(self.workers) - self._stopped))
                 return False
         if self.watch is not None:
-            now = time.monotonic()
             if now >= self.watch.next:
                 for rank, pid in self.watch.dead(now):
                     self._lost(rank, pid)
@@ -416,13 +420,7 @@ class Scheduler:
             return  # it said goodbye, or is about to: its leaving is no loss
         running = sorted(k for k, t in self.state.tasks.items()
                          if t.status == "processing" and t.worker == rank)
-        tasks = f", running {running[:5]}{' ...' if len(running) > 5 else ''}" if running else ""
-        raise WorkerLostError(
-            f"worker rank {rank} (pid {pid} on {self._hosts.get(rank, '?')}) has died{tasks}: "
-            f"its process is gone (noticed by rank {seen_by}), killed by a signal such as the "
-            "out-of-memory killer's or ended without a word. Its tasks and the data it held "
-            "are lost, so the cluster stops and the job ends. Look for the cause in the job's "
-            "output and the system log (dmesg); if memory ran out, give each rank more.")
+        raise liveness.lost_error(rank, pid, self._hosts.get(rank, "?"), running, seen_by)
 
     def _on_data(self, source: int, msg: tuple) -> None:
         key, version = msg[1], msg[3]  # DATA: the version sent; MISSING: the version asked

@@ -55,6 +55,7 @@ from .events import (
     TaskFailed,
     TaskFinished,
     TaskSubmitted,
+    WorkerStalled,
 )
 from .placement import Placement
 from .taskstate import (ENDED as _ENDED, NONE as _NONE, TaskState, rerun_chain,
@@ -72,6 +73,7 @@ class SchedulerState(Placement):
         # (key, attempt) -> worker: cancelled while sent; their slots stay taken until the
         # worker says they left (a running task cannot be stopped: the worker is busy)
         self.leaving: dict[tuple[str, int], int] = {}
+        self.stalled: set[int] = set()  # busy with something long: no queued work for them
         self.queue: list[tuple[int, int, str]] = []
         self.completed = 0
         self.failed = 0
@@ -260,6 +262,9 @@ class SchedulerState(Placement):
         if worker is not None:
             self.load[worker] -= 1
 
+    def _stall(self, ev: WorkerStalled) -> None:
+        (self.stalled.add if ev.stalled else self.stalled.discard)(ev.worker)
+
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)
         if task is not None:
@@ -306,6 +311,7 @@ class SchedulerState(Placement):
         TaskFinished: _finished,
         TaskFailed: _failed,
         TaskDropped: _dropped,
+        WorkerStalled: _stall,
         FutureReleased: _released,
         CancelRequested: _cancel,
         RetryRequested: _retry,

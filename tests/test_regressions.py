@@ -777,3 +777,20 @@ def test_new_tasks_go_around_a_worker_still_running_a_cancelled_task(executor, t
     assert executor.submit(tasks.rank, pure=False).result(30) != busy
     assert time.monotonic() - start < 1.5
     _wait_for(path + ".end")  # leave the workers idle for the next test
+
+
+def test_tasks_submitted_while_a_long_task_runs_go_to_the_other_workers(executor, tmp_path):
+    # Rank 0 kept up to 64 tasks queued on each worker: those sent to the one running a long
+    # task waited behind it while the others idled (and for ever behind a task waiting for
+    # one of them). A worker quiet for 0.1 s while it owes tasks now gets no more.
+    path = str(tmp_path / "long")
+    long = executor.submit(tasks.announce_then_sleep, path, 3.0, pure=False)
+    _wait_for(path)
+    with open(path) as fh:
+        busy = int(fh.read())
+    time.sleep(0.3)
+    start = time.monotonic()
+    ranks = executor.gather(executor.map(tasks.rank, range(20), pure=False))
+    assert busy not in ranks and time.monotonic() - start < 2.0
+    assert long.result(30) is None
+    assert busy in executor.gather(executor.map(tasks.rank, range(20), pure=False))  # again

@@ -7,7 +7,7 @@ import pytest
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
                                FutureReleased, KeepRequested, ReplicaStored, ResetFutures,
                                ResolveFuture, RetryRequested, TaskDropped, TaskFailed,
-                               TaskFinished, TaskSubmitted)
+                               TaskFinished, TaskSubmitted, WorkerStalled)
 from mpifutures.state import SchedulerState
 from tests.invariants import check_invariants
 
@@ -382,6 +382,25 @@ def test_a_cancelled_task_keeps_its_worker_busy_until_it_has_left():
     assert "c" not in state.tasks and state.handle(submit("d")) == []
     assert state.handle(TaskFinished("c", 1, 8, attempt)) == [  # it ended before the cancel
         FreeData(1, "c"), Dispatch(1, "d", "spec-d", ())]
+
+
+def test_a_stalled_worker_gets_no_work_another_can_take_until_it_speaks_again():
+    # Rank 0 marks a worker that owes tasks and has been quiet for long (mpifutures.stalls):
+    # it runs something long, and tasks sent there would wait behind it.
+    state = Checked(workers=[1, 2], slots=4)
+    state.handle(submit("x", workers=(1,)))
+    state.handle(TaskFinished("x", 1, 8), submit("long", workers=(1,)), WorkerStalled(1, True))
+    out = state.handle(*(submit(k) for k in "abcd"))
+    assert [c.worker for c in out] == [2, 2, 2, 2]
+    assert state.handle(submit("e")) == []  # worker 2 is full, worker 1 stalled: e waits
+    # a task whose input is on the stalled worker goes to one that can take it, and fetches
+    assert state.handle(submit("f", "x")) == [Dispatch(2, "f", "spec-f", (("x", 1),))]
+    state.handle(WorkerStalled(2, True))  # every worker stalled: placed by data again,
+    assert state.handle(submit("g", "x")) == [Dispatch(1, "g", "spec-g", (("x", 1),))]
+    assert state.handle(submit("h", workers=(1,))) == [Dispatch(1, "h", "spec-h", ())]
+    assert state.handle(submit("i")) == []  # but the queue waits for a worker to speak
+    out = state.handle(WorkerStalled(1, False), TaskFinished("long", 1, 8))
+    assert [(c.key, c.worker) for c in out if isinstance(c, Dispatch)] == [("e", 1), ("i", 1)]
 
 
 def test_cancel_cascades_and_a_late_result_is_dropped(state):

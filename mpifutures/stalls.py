@@ -1,0 +1,49 @@
+"""Rank 0's watch for workers that have gone quiet while they owe tasks.
+
+A worker that has owed tasks for :data:`STALL_AFTER` seconds without sending a word runs
+something long. Tasks queued on it would wait behind that one while another worker may idle
+(and wait for ever behind one that never ends, or one waiting for a task queued behind it), so
+rank 0 marks it stalled (:class:`~mpifutures.events.WorkerStalled`) and the state machine
+sends it no more work that another worker can take, until it speaks again. Tasks it already
+queued stay there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Mapping
+
+from .events import WorkerStalled
+
+#: Seconds of silence from a worker that owes tasks before it counts as stalled: far more
+#: than the gap between two reports of a worker running short tasks.
+STALL_AFTER = 0.1
+
+
+class Stalls:
+    """Tracks when each worker last spoke or was idle; emits WorkerStalled events."""
+
+    def __init__(self, workers: Iterable[int], after: float = STALL_AFTER) -> None:
+        self.after = after
+        self.quiet_since = dict.fromkeys(workers, time.monotonic())
+        self.stalled: set[int] = set()
+        self._next_check = 0.0
+
+    def heard(self, worker: int, now: float, events: list) -> None:
+        """``worker`` sent something."""
+        self.quiet_since[worker] = now
+        if worker in self.stalled:
+            self.stalled.discard(worker)
+            events.append(WorkerStalled(worker, False))
+
+    def check(self, load: Mapping[int, int], now: float, events: list) -> None:
+        """A few times per ``after``: mark the workers owing tasks and quiet since then."""
+        if now < self._next_check:
+            return
+        self._next_check = now + self.after / 4
+        for worker, owed in load.items():
+            if not owed:
+                self.quiet_since[worker] = now  # idle: silence is no sign of a long task
+            elif worker not in self.stalled and now - self.quiet_since[worker] > self.after:
+                self.stalled.add(worker)
+                events.append(WorkerStalled(worker, True))
