@@ -189,6 +189,9 @@ def loads(payload: Payload, deps: Mapping[str, Any] | None = None) -> Any:
 def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
     """Serialize task arguments; return the payload and the futures found inside them.
 
+    The memory of arrays among them is copied: the arguments are those of the moment of the
+    call, as with any pickle, whatever the caller writes into the arrays before they are sent.
+
     Raises:
         SerializationError: an argument cannot be pickled; the message names its position
             (or keyword) and type.
@@ -198,8 +201,12 @@ def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
         if kind == _SCALARS:  # the C pickler alone: no futures, no arrays, no __main__
             return Payload(pickle.dumps((args, kwargs), _PROTOCOL), []), []
         if kind == _ATOMIC:
-            return _dumps((args, kwargs), _Pickler, False)[0], []
-        return _dumps((args, kwargs), _ArgPickler, True)
+            payload, deps = _dumps((args, kwargs), _Pickler, False)[0], []
+        else:
+            payload, deps = _dumps((args, kwargs), _ArgPickler, True)
+        if payload.buffers:
+            payload.buffers = [bytearray(b) for b in payload.buffers]  # (see above)
+        return payload, deps
     except Exception as exc:
         where, culprit = _find_unpicklable(args, kwargs)
         raise SerializationError(

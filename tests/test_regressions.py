@@ -794,3 +794,21 @@ def test_tasks_submitted_while_a_long_task_runs_go_to_the_other_workers(executor
     assert busy not in ranks and time.monotonic() - start < 2.0
     assert long.result(30) is None
     assert busy in executor.gather(executor.map(tasks.rank, range(20), pure=False))  # again
+
+
+def test_an_array_argument_is_the_one_of_the_moment_of_submit(executor):
+    # Arrays were sent from their memory when the task was dispatched: writing into one after
+    # submit changed what the task read (torn sums for large arrays), and a pure key, made
+    # of the contents at submit, then named a value computed from other contents.
+    first, second = sorted(executor.workers)[:2] if len(executor.workers) > 1 else (
+        executor.workers[0], executor.workers[0])
+    gate = executor.submit(tasks.slow_inc, 0, 0.3, workers=[first], pure=False)
+    arr = np.zeros(100_000)
+    late = executor.submit(tasks.sum_of_first, arr, gate, workers=[second])  # sent after gate
+    arr[:] = 1.0
+    assert late.result(30) == 0.0
+    zeros = np.zeros(1000)
+    a = executor.submit(tasks.array_sum, zeros)
+    zeros[:] = 1.0
+    assert a.result(30) == 0.0
+    assert executor.submit(tasks.array_sum, np.zeros(1000)).result(30) == 0.0
