@@ -303,6 +303,8 @@ class _Captured:
                         todo.append(value)
                 continue
             self.defaults.append((f, f.__defaults__, f.__kwdefaults__))
+            for value in (*(f.__defaults__ or ()), *(f.__kwdefaults__ or {}).values()):
+                self.fixed = self.fixed and _fixed(value)
             space = f.__globals__
             for name in _global_names(f.__code__, dis):
                 value = space.get(name, _MISSING)

@@ -143,6 +143,14 @@ def test_a_cached_function_pickle_follows_changes_to_what_it_captured():
     assert run(namespace["from_dict"]) == 6
     namespace["PARAMS"]["scale"] = 4  # changed inside: such a function is never cached
     assert run(namespace["from_dict"]) == 12
+    exec("def with_defaults(x, y=[1], *, z={'k': 2}):\n    return x + sum(y) + z['k']\n",
+         namespace)
+    with_defaults = namespace["with_defaults"]
+    assert run(with_defaults) == 6
+    with_defaults.__defaults__[0].append(100)  # a default changed inside: never cached
+    assert run(with_defaults) == 106
+    with_defaults.__kwdefaults__["z"]["k"] = 20
+    assert run(with_defaults) == 124
     attribute = namespace["attribute"]
     cached = functions.dumps(attribute)
     namespace["value"] = 1  # a global that is only an attribute's namesake there
