@@ -145,22 +145,30 @@ class SchedulerState(Placement):
         self._start(task)
 
     def _start(self, task: TaskState) -> None:
-        """Link a new (or retried) task to its inputs; then run, queue or wait."""
+        """Link a new (or retried) task to its inputs; then run, queue or wait. One whose
+        input has failed or was cancelled ends at once, linked to its inputs like any task
+        that ended without running (see :meth:`_unlink_inputs`): a retry can reach them."""
+        ended = None
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is None:
+                if ended is not None:
+                    continue  # an earlier input decided already
                 err = DataLostError(f"input {dep_key!r} of task {task.key!r} was already "
                                     "released (no future of it was left); keep a future of "
                                     "each input while its dependents may be submitted or "
                                     "retried")
                 self._end(task, "erred", err)
                 return
-            if dep.status in ("erred", "cancelled"):
-                self._end(task, dep.status, dep.error)
-                return
             dep.dependents = _with(dep.dependents, task.key)
-            if dep.status != "memory":
+            if ended is None and dep.status in ("erred", "cancelled"):
+                ended = dep
+            elif dep.status != "memory":
                 task.waiting_on = _with(task.waiting_on, dep_key)
+        if ended is not None:
+            task.waiting_on = _NONE
+            self._end(task, ended.status, ended.error)
+            return
         if not task.waiting_on:
             self._ready(task)
         else:

@@ -343,6 +343,23 @@ def test_a_failed_input_stays_for_its_failed_dependents_even_once_its_futures_ar
     assert state.handle(FutureReleased("c")) == [FreeData(1, "c")]
 
 
+def test_a_task_submitted_after_its_input_failed_keeps_it_for_a_retry(state):
+    # A chain submitted while its first task fails: the links made after the failure were
+    # missing, so once the script held only the last future, the middle of the chain was
+    # forgotten and retrying the last one failed on a "released" input.
+    state.handle(submit("a"))
+    state.handle(TaskFailed("a", 1, "err"))
+    assert state.handle(submit("b", "a"), submit("c", "b")) == [
+        ResolveFuture("b", "erred", "err"), ResolveFuture("c", "erred", "err")]
+    state.handle(FutureReleased("a"), FutureReleased("b"))
+    assert state.status("a") == state.status("b") == "erred"  # kept for c's retry
+    out = state.handle(RetryRequested("c"))
+    assert [c.key for c in out if isinstance(c, Dispatch)] == ["a", "b", "c"]  # b, c early
+    for key in "abc":
+        state.handle(TaskFinished(key, 1, 8))
+    assert state.status("c") == "memory" and set(state.tasks) == {"c"}
+
+
 def test_a_key_given_anew_that_only_failed_dependents_kept_runs_anew_and_lets_go(state):
     state.handle(submit("i"), submit("j", "i"), submit("k", "j"))
     state.handle(FutureReleased("i"), FutureReleased("j"))
