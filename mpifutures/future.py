@@ -43,7 +43,9 @@ def check_timeout(timeout: Any) -> Optional[float]:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):  # numpy's too
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    if timeout != timeout or timeout < 0:  # NaN, or negative (no float() of a huge int)
+    if timeout != timeout:
+        raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if timeout < 0:  # (no float() of a huge int)
         raise ValueError(f"timeout must not be negative, got {timeout!r}")
     if timeout > threading.TIMEOUT_MAX:  # inf, or longer than a lock can wait: no limit
         return None

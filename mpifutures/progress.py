@@ -44,6 +44,8 @@ def _as_list(futures: Any) -> list[Any]:
         futures = futures.values()
     seen: dict[int, Any] = {}
     for f in futures:
+        if not hasattr(f, "add_done_callback"):
+            raise TypeError(f"progress takes futures, not {type(f).__qualname__}: {f!r}")
         seen.setdefault(id(f), f)
     return list(seen.values())
 

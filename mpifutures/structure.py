@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 #: returned by a leaf function to leave that item out of its container
@@ -38,7 +39,10 @@ def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
         return type(obj)(items)
     if isinstance(obj, dict):
         pairs = ((k, rebuild(v, leaf, value)) for k, v in obj.items())
-        return type(obj)((k, v) for k, v in pairs if v is not SKIP)
+        kept = ((k, v) for k, v in pairs if v is not SKIP)
+        if isinstance(obj, defaultdict):  # its factory comes first
+            return type(obj)(obj.default_factory, kept)
+        return type(obj)(kept)
     return obj
 
 

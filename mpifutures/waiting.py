@@ -26,7 +26,11 @@ def wait(fs: Iterable[cf.Future], timeout: Optional[float] = None,
     if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
         raise ValueError(f"return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or "
                          f"ALL_COMPLETED, not {return_when!r}")
-    return cf.wait(list(fs), check_timeout(timeout), return_when)
+    fs = list(fs)
+    for f in fs:
+        if not isinstance(f, cf.Future):
+            raise TypeError(f"wait takes futures, not {type(f).__qualname__}: {f!r}")
+    return cf.wait(fs, check_timeout(timeout), return_when)
 
 
 class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futures
@@ -53,7 +57,8 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
     def add(self, future: cf.Future) -> None:
         """Also yield ``future`` once it is done."""
         if not isinstance(future, cf.Future):
-            raise TypeError(f"as_completed takes futures, not {future!r}")
+            raise TypeError(f"as_completed takes futures, not {type(future).__qualname__}: "
+                            f"{future!r}")
         with self._cond:
             if id(future) in self._waiting or id(future) in self._ready_ids:
                 return  # already to be yielded (once)

@@ -136,6 +136,27 @@ def test_bad_timeouts_are_rejected(executor, bad):
         f.result(timeout=bad)
 
 
+def test_a_nan_timeout_is_named_as_such():
+    from mpifutures.future import check_timeout
+
+    with pytest.raises(ValueError, match="timeout must be a number of seconds or None, not nan"):
+        check_timeout(float("nan"))
+
+
+def test_wait_progress_and_gather_name_what_is_not_a_future(executor):
+    import collections
+
+    import mpifutures
+
+    f = executor.submit(tasks.inc, 1)
+    with pytest.raises(TypeError, match="wait takes futures, not int: 1"):
+        mpifutures.wait([f, 1])
+    with pytest.raises(TypeError, match="progress takes futures, not int: 2"):
+        mpifutures.progress([f, 2])
+    got = executor.gather(collections.defaultdict(list, k=f))  # a dict of its own kind
+    assert type(got) is collections.defaultdict and got == {"k": 2} and got["new"] == []
+
+
 def test_an_endless_timeout_means_no_limit(executor):
     import mpifutures
 
