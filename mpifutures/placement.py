@@ -93,10 +93,13 @@ class Placement:
         free = [w for w in load if w not in self.stalled] if self.stalled else load
         if not free:
             return  # every worker runs something long: the queue waits for the first free
-        share = -(-len(queue) // len(free))
-        while queue:
+        share = -(-len(queue) // len(load))
+        # With some workers stalled, the others take their shares only: the stalled ones'
+        # come when they speak again (the first to speak must not take the whole queue).
+        left = share * len(free) if self.stalled else len(queue)
+        while queue and left > 0:
             worker = min(free, key=load.__getitem__)
-            run = min(share, self.slots - load[worker])
+            run = min(share, self.slots - load[worker], left)
             if run <= 0:
                 return
             while run > 0 and queue:
@@ -105,6 +108,7 @@ class Placement:
                 if task is not None and task.status == "queued":
                     out.append(self._dispatch(task, worker))
                     run -= 1
+                    left -= 1
 
     def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
         if task.status != "processing":

@@ -59,7 +59,7 @@ class Scheduler:
         self.outbox: dict[int, list] = defaultdict(list)
         self.fetches: dict[str, list[KeyRecord]] = {}
         self.run_times, self.quick = RunTimes(), set()  # quick: see _step
-        self.stalls = Stalls(self.workers)
+        self.stalls = Stalls(self.workers, config.threads_per_worker)
         self._released: list[str] = []  # keys whose records may go, at the end of a drain
         self.stats = {"bytes_to_rank0": 0, "bytes_between_workers": 0}
         self.calls: dict[int, tuple[_Reply, dict, Optional[Callable]]] = {}

@@ -1,7 +1,7 @@
 """Rank 0's watch for workers that have gone quiet while they owe tasks.
 
-A worker that has owed tasks for :data:`STALL_AFTER` seconds without sending a word runs
-something long. Tasks queued on it would wait behind that one while another worker may idle
+A worker that has owed at least as many tasks as it has compute threads for
+:data:`STALL_AFTER` seconds without sending a word runs something long on each thread. Tasks queued on it would wait behind that one while another worker may idle
 (and wait for ever behind one that never ends, or one waiting for a task queued behind it), so
 rank 0 marks it stalled (:class:`~mpifutures.events.WorkerStalled`) and the state machine
 sends it no more work that another worker can take, until it speaks again. Tasks it already
@@ -23,8 +23,10 @@ STALL_AFTER = 0.1
 class Stalls:
     """Tracks when each worker last spoke or was idle; emits WorkerStalled events."""
 
-    def __init__(self, workers: Iterable[int], after: float = STALL_AFTER) -> None:
+    def __init__(self, workers: Iterable[int], threads: int = 1,
+                 after: float = STALL_AFTER) -> None:
         self.after = after
+        self.threads = threads  # each worker's compute threads (MPIFUTURES_THREADS_PER_WORKER)
         self.quiet_since = dict.fromkeys(workers, time.monotonic())
         self.stalled: set[int] = set()
         self._next_check = 0.0
@@ -37,13 +39,14 @@ class Stalls:
             events.append(WorkerStalled(worker, False))
 
     def check(self, load: Mapping[int, int], now: float, events: list) -> None:
-        """A few times per ``after``: mark the workers owing tasks and quiet since then."""
+        """A few times per ``after``: mark the workers owing a task for each thread and
+        quiet since then (one owing fewer has a free thread)."""
         if now < self._next_check:
             return
         self._next_check = now + self.after / 4
         for worker, owed in load.items():
-            if not owed:
-                self.quiet_since[worker] = now  # idle: silence is no sign of a long task
+            if owed < self.threads:
+                self.quiet_since[worker] = now  # a thread is free: silence says nothing
             elif worker not in self.stalled and now - self.quiet_since[worker] > self.after:
                 self.stalled.add(worker)
                 events.append(WorkerStalled(worker, True))

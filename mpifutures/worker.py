@@ -53,7 +53,7 @@ _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0
 
 class _Task:
     __slots__ = ("key", "token", "fn_bytes", "args", "deps", "priority", "attempt",
-                 "missing", "fetched", "inputs")
+                 "missing", "fetched", "inputs", "taken", "dropped")
 
     def __init__(self, msg: tuple) -> None:
         (_, self.key, self.token, self.fn_bytes, self.args, self.deps, self.priority,
@@ -61,6 +61,8 @@ class _Task:
         self.missing: dict[str, int] = {}  # inputs not here yet: the version each needs
         self.fetched: list[tuple[str, int, int, float]] = []  # key, source, bytes, seconds
         self.inputs: dict[str, Any] = {}
+        self.taken = False  # by a compute thread (set under ready_cond)
+        self.dropped = False  # cancelled in the ready heap: skipped when popped
 
 
 def _host_name() -> str:
@@ -238,19 +240,12 @@ class Worker:
                     waiting.remove(task)
                     if not waiting:
                         del self.waiters[dep]
-            if task.missing or self._unready(task):
-                self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
-
-    def _unready(self, task: _Task) -> bool:
-        """Take ``task`` out of the ready heap; False if a compute thread has it."""
-        with self.ready_cond:
-            for i, entry in enumerate(self.ready):
-                if entry[2] is task:
-                    self.ready[i] = self.ready[-1]
-                    self.ready.pop()
-                    heapq.heapify(self.ready)
-                    return True
-        return False
+            if not task.missing:  # in the ready heap, or taken by a compute thread
+                with self.ready_cond:
+                    task.dropped = not task.taken
+                if not task.dropped:
+                    continue
+            self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
 
     def _on_store(self, source: int, msg: tuple) -> None:
         """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
@@ -392,6 +387,7 @@ class Worker:
                 if not self.running:
                     return
                 task = heapq.heappop(self.ready)[2]
+                task.taken = True
                 long = self.run_times.longer_than(task.token, self.backoff.hot)
                 self.long_tasks += long
             try:
@@ -405,6 +401,8 @@ class Worker:
 
     def _run_task(self, task: _Task) -> None:
         """Run ``task`` on the calling compute thread and queue its report."""
+        if task.dropped:
+            return  # cancelled before it was taken: reported then
         if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer attempt
             with self.lock:
                 self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))

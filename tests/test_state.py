@@ -408,16 +408,30 @@ def test_a_stalled_worker_gets_no_work_another_can_take_until_it_speaks_again():
     state.handle(submit("x", workers=(1,)))
     state.handle(TaskFinished("x", 1, 8), submit("long", workers=(1,)), WorkerStalled(1, True))
     out = state.handle(*(submit(k) for k in "abcd"))
-    assert [c.worker for c in out] == [2, 2, 2, 2]
-    assert state.handle(submit("e")) == []  # worker 2 is full, worker 1 stalled: e waits
+    assert [(c.key, c.worker) for c in out] == [("a", 2), ("b", 2)]  # its share; c, d wait
+    out = state.handle(TaskFinished("a", 2, 8))
+    assert [(c.key, c.worker) for c in out if isinstance(c, Dispatch)] == [("c", 2)]
     # a task whose input is on the stalled worker goes to one that can take it, and fetches
-    assert state.handle(submit("f", "x")) == [Dispatch(2, "f", "spec-f", (("x", 1),))]
+    # (and each call hands worker 2 a share of what is queued: here d)
+    assert state.handle(submit("f", "x")) == [Dispatch(2, "f", "spec-f", (("x", 1),)),
+                                             Dispatch(2, "d", "spec-d", ())]
     state.handle(WorkerStalled(2, True))  # every worker stalled: placed by data again,
     assert state.handle(submit("g", "x")) == [Dispatch(1, "g", "spec-g", (("x", 1),))]
     assert state.handle(submit("h", workers=(1,))) == [Dispatch(1, "h", "spec-h", ())]
     assert state.handle(submit("i")) == []  # but the queue waits for a worker to speak
     out = state.handle(WorkerStalled(1, False), TaskFinished("long", 1, 8))
-    assert [(c.key, c.worker) for c in out if isinstance(c, Dispatch)] == [("e", 1), ("i", 1)]
+    assert [(c.key, c.worker) for c in out if isinstance(c, Dispatch)] == [("i", 1)]
+
+
+def test_the_first_stalled_worker_to_speak_takes_its_share_of_the_queue_not_all():
+    state = Checked(workers=[1, 2], slots=64)
+    state.handle(submit("long1"), submit("long2"))
+    state.handle(WorkerStalled(1, True), WorkerStalled(2, True))
+    assert state.handle(*(submit(f"t{i}") for i in range(12))) == []
+    out = state.handle(WorkerStalled(1, False), TaskFinished("long1", 1, 8))
+    assert [c.worker for c in out if isinstance(c, Dispatch)] == [1] * 6
+    out = state.handle(WorkerStalled(2, False), TaskFinished("long2", 2, 8))
+    assert [c.worker for c in out if isinstance(c, Dispatch)] == [2] * 6
 
 
 def test_cancel_cascades_and_a_late_result_is_dropped(state):

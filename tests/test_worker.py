@@ -160,13 +160,17 @@ def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
     # Rank 0 keeps the worker's slot taken until then: a running task cannot be stopped.
     worker = Worker(LocalFabric(2).endpoints[1], Config())
     handled(worker, (0, run_msg("a")), (0, run_msg("b", attempt=2)), (0, run_msg("c", attempt=3)))
-    taken = heapq.heappop(worker.ready)[2]  # a compute thread takes "a"
+    taken = heapq.heappop(worker.ready)[2]  # a compute thread takes "a" (as _compute does)
+    taken.taken = True
     out = handled(worker, (0, (P.CANCEL, ["a", "b"])))
     assert out[0] == [(P.DROPPED, "b", 2)]  # "b" never ran; "a" is the thread's to report
-    assert [entry[2].key for entry in worker.ready] == ["c"]
     worker._run_task(taken)  # the thread finds "a" cancelled: it does not run it
     assert handled(worker)[0] == [(P.DROPPED, "a", 1)]
+    skipped = heapq.heappop(worker.ready)[2]  # "b", left in the heap (no search per cancel)
+    worker._run_task(skipped)
+    assert skipped.key == "b" and handled(worker) == {}  # reported once, at the cancel
     running = heapq.heappop(worker.ready)[2]  # "c" is cancelled while it runs
+    running.taken = True
     assert handled(worker, (0, (P.CANCEL, ["c"]))) == {}
     with worker.lock:
         worker._finish(running, True, 1, dumps(1), (0.0, 0.0), 0.0)

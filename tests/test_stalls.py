@@ -1,0 +1,22 @@
+"""Rank 0's watch for workers that owe tasks and have gone quiet (mpifutures.stalls)."""
+
+from __future__ import annotations
+
+from mpifutures.events import WorkerStalled
+from mpifutures.stalls import Stalls
+
+
+def test_a_worker_quiet_while_each_of_its_threads_owes_a_task_is_stalled_until_it_speaks():
+    stalls = Stalls([1, 2], threads=2, after=0.1)
+    events: list = []
+    stalls.check({1: 0, 2: 0}, 10.0, events)  # idle: the clock starts when work comes
+    stalls.check({1: 1, 2: 2}, 10.05, events)
+    assert events == []
+    stalls.check({1: 1, 2: 2}, 10.2, events)  # worker 1 has a free thread
+    assert events == [WorkerStalled(2, True)]
+    stalls.check({1: 1, 2: 2}, 10.5, events)
+    assert events == [WorkerStalled(2, True)]  # said once
+    stalls.heard(2, 10.6, events)
+    assert events[1:] == [WorkerStalled(2, False)] and not stalls.stalled
+    stalls.heard(1, 10.7, events)
+    assert len(events) == 2  # a worker that was not stalled: nothing to say
