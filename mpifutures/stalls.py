@@ -43,9 +43,12 @@ class Stalls:
         quiet since then (one owing fewer has a free thread)."""
         if now < self._next_check:
             return
+        # A check this late means rank 0's own loop was busy (a huge batch of submits): it
+        # did not listen meanwhile, so the silence proves nothing yet.
+        late = now - self._next_check > self.after / 2
         self._next_check = now + self.after / 4
         for worker, owed in load.items():
-            if owed < self.threads:
+            if owed < self.threads or (late and worker not in self.stalled):
                 self.quiet_since[worker] = now  # a thread is free: silence says nothing
             elif worker not in self.stalled and now - self.quiet_since[worker] > self.after:
                 self.stalled.add(worker)

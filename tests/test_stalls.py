@@ -10,13 +10,26 @@ def test_a_worker_quiet_while_each_of_its_threads_owes_a_task_is_stalled_until_i
     stalls = Stalls([1, 2], threads=2, after=0.1)
     events: list = []
     stalls.check({1: 0, 2: 0}, 10.0, events)  # idle: the clock starts when work comes
-    stalls.check({1: 1, 2: 2}, 10.05, events)
+    for now in (10.03, 10.06, 10.09):  # (rank 0 checks every 25 ms or so)
+        stalls.check({1: 1, 2: 2}, now, events)
     assert events == []
-    stalls.check({1: 1, 2: 2}, 10.2, events)  # worker 1 has a free thread
+    stalls.check({1: 1, 2: 2}, 10.12, events)  # worker 1 has a free thread
     assert events == [WorkerStalled(2, True)]
-    stalls.check({1: 1, 2: 2}, 10.5, events)
+    stalls.check({1: 1, 2: 2}, 10.15, events)
     assert events == [WorkerStalled(2, True)]  # said once
     stalls.heard(2, 10.6, events)
     assert events[1:] == [WorkerStalled(2, False)] and not stalls.stalled
     stalls.heard(1, 10.7, events)
     assert len(events) == 2  # a worker that was not stalled: nothing to say
+
+
+def test_silence_while_rank_0_itself_was_busy_proves_nothing():
+    stalls = Stalls([1], after=0.1)
+    events: list = []
+    stalls.check({1: 0}, 10.0, events)
+    stalls.check({1: 1}, 10.5, events)  # the loop spent 0.5 s on one batch: no check between
+    assert events == []
+    stalls.check({1: 1}, 10.56, events)
+    assert events == []
+    stalls.check({1: 1}, 10.62, events)  # 0.12 s of silence heard out: stalled
+    assert events == [WorkerStalled(1, True)]
