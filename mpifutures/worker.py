@@ -85,7 +85,8 @@ class Worker:
         self.store: dict[str, Any] = {}
         self.payloads: dict[str, Payload] = {}
         self.versions: dict[str, int] = {}  # the version of each value in the store
-        self.waiters: dict[str, list[_Task]] = defaultdict(list)
+        # tasks waiting for each key, in order (a dict: a cancel removes one at once)
+        self.waiters: dict[str, dict[_Task, None]] = defaultdict(dict)
         self.fetching: dict[str, tuple[float, int]] = {}  # key: (asked at, version asked)
         self.pending: dict[str, _Task] = {}  # received, not finished: the current attempt
         self.outbox: dict[int, list] = defaultdict(list)
@@ -206,7 +207,7 @@ class Worker:
                 task.inputs[key] = self.store[key]
                 continue
             task.missing[key] = version
-            self.waiters[key].append(task)
+            self.waiters[key][task] = None
             if owner != self.rank and self.fetching.get(key, (0, 0))[1] < version:
                 self.fetching[key] = (time.perf_counter(), version)
                 self.outbox[owner].append((P.GET, key, version))
@@ -237,7 +238,7 @@ class Worker:
             for dep in task.missing:
                 waiting = self.waiters.get(dep)
                 if waiting is not None and task in waiting:
-                    waiting.remove(task)
+                    del waiting[task]
                     if not waiting:
                         del self.waiters[dep]
             if not task.missing:  # in the ready heap, or taken by a compute thread
@@ -353,7 +354,7 @@ class Worker:
         waiting = self.waiters.pop(key, ())
         for task in waiting:
             if task.missing[key] > version:  # a stale value: it waits for the one it names
-                self.waiters[key].append(task)
+                self.waiters[key][task] = None
                 continue
             task.inputs[key] = value
             del task.missing[key]
@@ -366,8 +367,10 @@ class Worker:
                 self._fail(task, message, kind)
 
     def _fail(self, task: _Task, message: str, kind: type = DataLostError) -> None:
-        """Drop ``task`` and report it failed with ``message`` (call under the lock)."""
-        self.pending.pop(task.key, None)
+        """Drop ``task`` and report it failed with ``message`` (call under the lock). A newer
+        attempt of its key that replaced it stays."""
+        if self.pending.get(task.key) is task:
+            del self.pending[task.key]
         err = failure.describe(message, task.key, self.rank, kind)
         self.outbox[self.scheduler].append((P.FAILED, task.key, task.attempt, err))
 

@@ -176,3 +176,15 @@ def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
         worker._finish(running, True, 1, dumps(1), (0.0, 0.0), 0.0)
     assert handled(worker)[0] == [(P.DROPPED, "c", 3)] and "c" not in worker.store
     assert handled(worker, (0, (P.CANCEL, ["c"]))) == {}  # gone: nothing more to say
+
+
+def test_a_broken_finish_of_an_old_attempt_leaves_the_newer_one_pending():
+    worker = Worker(LocalFabric(2).endpoints[1], Config())
+    handled(worker, (0, run_msg("k", attempt=1)))
+    old = heapq.heappop(worker.ready)[2]
+    old.taken = True
+    handled(worker, (0, run_msg("k", attempt=2)))  # a retry replaced it meanwhile
+    worker._report_broken_finish(old, RuntimeError("recording failed on purpose"))
+    out = handled(worker)
+    assert [m[:3] for m in out[0]] == [(P.FAILED, "k", 1)]  # the old attempt's end, stale
+    assert worker.pending["k"].attempt == 2  # the new one still runs and reports
