@@ -54,9 +54,10 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def _level(name: str, default: str) -> str:
     raw = os.environ.get(name, default)
-    if raw.strip().upper() not in LEVELS:
+    level = raw.strip().upper()
+    if level not in LEVELS:
         raise ValueError(f"{name}={raw!r} must be one of {', '.join(LEVELS)}")
-    return raw.strip().upper()
+    return level
 
 
 class Config(NamedTuple):

@@ -246,7 +246,11 @@ class Worker:
                     task.dropped = not task.taken
                 if not task.dropped:
                     continue
-            self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+            self._left(task)
+
+    def _left(self, task: _Task) -> None:
+        """Tell rank 0 that cancelled ``task`` has left this worker (call under the lock)."""
+        self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
 
     def _on_store(self, source: int, msg: tuple) -> None:
         """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
@@ -408,7 +412,7 @@ class Worker:
             return  # cancelled before it was taken: reported then
         if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer attempt
             with self.lock:
-                self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+                self._left(task)
             return
         start = time.time() if self.trace else 0.0
         began = time.perf_counter()
@@ -434,7 +438,7 @@ class Worker:
                 times: tuple[float, float], ran: float) -> None:
         if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer
             # attempt: drop the outcome, and say the attempt has left this worker
-            self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+            self._left(task)
             return
         del self.pending[task.key]
         self.stats["tasks"] += 1
