@@ -101,8 +101,8 @@ class TaskFailed(Record):
 
 
 class TaskDropped(Record):
-    """Dispatch ``attempt`` of ``key``, cancelled, has left ``worker``: it did not run, or its
-    run ended (and its outcome was dropped)."""
+    """Dispatch ``attempt`` of ``key``, cancelled or recalled, has left ``worker``: it did not
+    run, or (cancelled) its run ended and its outcome was dropped."""
 
     __slots__ = ("key", "worker", "attempt")
 
@@ -203,6 +203,16 @@ class FreeData(Record):
 
     def __init__(self, worker: int, key: str, copy: int = 0) -> None:
         self.worker, self.key, self.copy = worker, key, copy
+
+
+class RecallTask(Record):
+    """``worker`` gives dispatch ``attempt`` of ``key`` back (it answers DROPPED) unless a
+    compute thread has taken it, which then runs and reports as usual."""
+
+    __slots__ = ("worker", "key", "attempt")
+
+    def __init__(self, worker: int, key: str, attempt: int) -> None:
+        self.worker, self.key, self.attempt = worker, key, attempt
 
 
 class CancelTask(Record):

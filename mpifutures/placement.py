@@ -6,7 +6,8 @@ and one whose unfinished inputs all run on one worker is sent there at once, bef
 finish, so that chains run without a round trip through rank 0 per link. A worker that has
 owed tasks for a while without a word (``stalled``: see :mod:`~mpifutures.stalls`) gets no
 queued task, and no placed one that another worker can take, until it speaks again: they would
-wait there behind something long.
+wait there behind something long. The tasks already sent to it that another worker can take
+are recalled: those its compute threads have not taken come back and go elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from .events import Dispatch
+from .events import Dispatch, RecallTask
 from .taskstate import TaskState
 
 
@@ -71,6 +72,8 @@ class Placement:
             where.update((dep.worker,) if dep.status == "processing" else dep.holders)
             if len(where) > 1 or dep.status not in ("processing", "memory"):
                 return
+            if dep.recalled and dep.status == "processing":
+                return  # it may come back and run elsewhere
         if len(where) == 1 and (task.workers is None or where <= set(task.workers)):
             self._out.append(self._dispatch(task, where.pop()))
 
@@ -110,9 +113,34 @@ class Placement:
                     run -= 1
                     left -= 1
 
+    def _take_back(self, worker: int) -> None:
+        """``worker`` has stalled: recall what it was sent that another worker can take.
+
+        Not a task sent early (its inputs still compute there) nor an input of one: moved,
+        it would leave that one waiting; nor one fetching inputs from other ranks: moved, it
+        would fetch them again. A scan of every task, once per stall."""
+        if len(self.stalled) == len(self.workers):
+            return
+        tasks, out = self.tasks, self._out
+        for task in tasks.values():
+            if (task.status == "processing" and task.worker == worker and not task.recalled
+                    and all(worker in tasks[d].holders for d in task.deps)
+                    and not any(tasks[d].status == "processing" for d in task.dependents)
+                    and any(w != worker and w not in self.stalled
+                            for w in self._candidates(task))):
+                task.recalled = True
+                out.append(RecallTask(worker, task.key, task.attempt))
+
+    def _returned(self, task: TaskState) -> None:
+        """Recalled ``task`` came back without running: place it anew."""
+        self.load[task.worker] -= 1
+        task.recalled, task.status = False, "waiting"
+        self._ready(task)
+
     def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
         if task.status != "processing":
             self.load[worker] += 1
+        task.recalled = False
         task.status, task.worker = "processing", worker
         task.attempt = next(self._numbers)  # unique, even across re-created tasks
         if task.dependents:

@@ -10,6 +10,9 @@ scheduler → worker
     ``(FREE, keys)``   drop these keys; an item ``(key, version)`` spares a copy whose
     version is above it (a newer value, which may overtake the FREE on another path)
     ``(CANCEL, keys)``   do not run these tasks
+    ``(RECALL, items)``  give these tasks back, each ``(key, attempt)``, unless a compute
+    thread has taken it (which then runs and reports as usual); one given back is reported
+    DROPPED
     ``(STORE, key, payload, forward, copy)``  keep a value sent by the client (scatter number
     ``copy``) and pass it on to the ranks in ``forward`` (a binary tree: log2(N) steps)
     ``(STOP,)``   leave the loop
@@ -19,9 +22,10 @@ scheduler → worker
 worker → scheduler
     ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes, seconds_run)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
-    ``(DROPPED, key, attempt)``  a cancelled task has left this worker: it did not run, or
-    its run has ended (the outcome is dropped); each cancelled attempt ends in exactly one of
-    DONE, FAILED or DROPPED, so rank 0 knows when the worker is free again
+    ``(DROPPED, key, attempt)``  a cancelled or recalled task has left this worker: it did
+    not run, or (cancelled) its run has ended and the outcome is dropped; each cancelled or
+    recalled attempt ends in exactly one of DONE, FAILED or DROPPED, so rank 0 knows when the
+    worker is free again
     ``(STORED, key, version)``  this worker now keeps a copy of ``key`` (scattered to it, or
     fetched) of that version
     ``(RECORDS, records)``  task-stream records
@@ -37,6 +41,7 @@ RUN = 1
 FREE = 2
 CANCEL = 3
 STORE = 4
+RECALL = 5
 STOP = 6
 CALL = 7
 DONE = 10
@@ -55,8 +60,8 @@ MISSING = 22
 
 
 def append_key(msgs: list, op: int, key: object) -> None:
-    """Add ``key`` to the last of ``msgs`` if it is an ``op`` list (FREE, CANCEL), else start
-    one: a run of frees or cancels to one rank travels as one message."""
+    """Add ``key`` to the last of ``msgs`` if it is an ``op`` list (FREE, CANCEL, RECALL),
+    else start one: a run of frees, cancels or recalls to one rank travels as one message."""
     if msgs and msgs[-1][0] == op:
         msgs[-1][1].append(key)
     else:

@@ -31,8 +31,8 @@ from .callbacks import CallbackThread
 from .config import Config
 from .errors import ExecutorClosedError, WorkerLostError
 from .events import (CancelRequested, CancelTask, Dispatch, FreeData, FutureReleased,
-                     ReplicaStored, ResetFutures, ResolveFuture, RetryRequested, TaskDropped,
-                     TaskFailed, TaskFinished)
+                     RecallTask, ReplicaStored, ResetFutures, ResolveFuture, RetryRequested,
+                     TaskDropped, TaskFailed, TaskFinished)
 from .future import Future, KeyRecord, lost
 from .registry import Registry
 from .stalls import Stalls
@@ -477,6 +477,8 @@ class Scheduler:
             elif kind is CancelTask:
                 self.quick.discard(cmd.key)
                 P.append_key(outbox[cmd.worker], P.CANCEL, cmd.key)
+            elif kind is RecallTask:
+                P.append_key(outbox[cmd.worker], P.RECALL, (cmd.key, cmd.attempt))
             elif kind is ResetFutures:
                 for future, gen in self.registry.reset(cmd.key, taken_in=True):
                     future._posted = gen  # as _rq_retry: the new run's outcome reaches them

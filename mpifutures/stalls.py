@@ -4,8 +4,9 @@ A worker that has owed at least as many tasks as it has compute threads for
 :data:`STALL_AFTER` seconds without sending a word runs something long on each thread. Tasks queued on it would wait behind that one while another worker may idle
 (and wait for ever behind one that never ends, or one waiting for a task queued behind it), so
 rank 0 marks it stalled (:class:`~mpifutures.events.WorkerStalled`) and the state machine
-sends it no more work that another worker can take, until it speaks again. Tasks it already
-queued stay there.
+sends it no more work that another worker can take, until it speaks again, and recalls the
+tasks already sent there that another worker can take (see
+:meth:`~mpifutures.placement.Placement._take_back`).
 """
 
 from __future__ import annotations

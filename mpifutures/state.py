@@ -265,13 +265,23 @@ class SchedulerState(Placement):
         self._end(task, "erred", ev.error)
 
     def _dropped(self, ev: Any) -> None:
-        """An attempt cancelled while sent has left its worker: its slot is free again."""
+        """An attempt cancelled while sent has left its worker: its slot is free again. One
+        recalled has come back without running: it goes elsewhere."""
         worker = self.leaving.pop((ev.key, ev.attempt), None)
         if worker is not None:
             self.load[worker] -= 1
+            return
+        task = self.tasks.get(ev.key)
+        if (task is not None and task.recalled and task.status == "processing"
+                and task.worker == ev.worker and task.attempt == ev.attempt):
+            self._returned(task)
 
     def _stall(self, ev: WorkerStalled) -> None:
-        (self.stalled.add if ev.stalled else self.stalled.discard)(ev.worker)
+        if ev.stalled:
+            self.stalled.add(ev.worker)
+            self._take_back(ev.worker)
+        else:
+            self.stalled.discard(ev.worker)
 
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)
@@ -331,6 +341,7 @@ class SchedulerState(Placement):
     def _unload(self, task: TaskState) -> None:
         if task.status == "processing" and task.worker is not None:
             self.load[task.worker] -= 1
+            task.recalled = False
 
     def _recall(self, task: TaskState) -> None:
         """Cancel ``task`` on its worker, whose slot stays taken until the attempt has left."""

@@ -235,21 +235,36 @@ class Worker:
             task = self.pending.pop(key, None)
             if task is None:
                 continue  # it ended already: its DONE or FAILED is on its way
-            for dep in task.missing:
-                waiting = self.waiters.get(dep)
-                if waiting is not None and task in waiting:
-                    del waiting[task]
-                    if not waiting:
-                        del self.waiters[dep]
-            if not task.missing:  # in the ready heap, or taken by a compute thread
-                with self.ready_cond:
-                    task.dropped = not task.taken
-                if not task.dropped:
-                    continue
-            self._left(task)
+            if self._give_up(task):
+                self._left(task)
+
+    def _on_recall(self, source: int, msg: tuple) -> None:
+        """Give back these tasks (rank 0 found this worker stalled), except those a compute
+        thread has taken: they run and report as usual."""
+        for key, attempt in msg[1]:
+            task = self.pending.get(key)
+            if task is not None and task.attempt == attempt and self._give_up(task):
+                del self.pending[key]
+                self._left(task)
+
+    def _give_up(self, task: _Task) -> bool:
+        """Take ``task`` off its inputs' waiters or out of the ready heap; False if a compute
+        thread has taken it already (call under the lock)."""
+        if not task.missing:  # in the ready heap, or taken by a compute thread
+            with self.ready_cond:
+                task.dropped = not task.taken
+            return task.dropped
+        for dep in task.missing:
+            waiting = self.waiters.get(dep)
+            if waiting is not None and task in waiting:
+                del waiting[task]
+                if not waiting:
+                    del self.waiters[dep]
+        return True
 
     def _left(self, task: _Task) -> None:
-        """Tell rank 0 that cancelled ``task`` has left this worker (call under the lock)."""
+        """Tell rank 0 that cancelled or recalled ``task`` has left this worker (call under
+        the lock)."""
         self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
 
     def _on_store(self, source: int, msg: tuple) -> None:
@@ -345,7 +360,8 @@ class Worker:
                                 f"{reason}")
 
     _handlers = {
-        P.RUN: _on_run, P.FREE: _on_free, P.CANCEL: _on_cancel, P.STORE: _on_store,
+        P.RUN: _on_run, P.FREE: _on_free, P.CANCEL: _on_cancel, P.RECALL: _on_recall,
+        P.STORE: _on_store,
         P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get, P.DATA: _on_data,
         P.MISSING: _on_missing, P.PEERS: _on_peers,
     }

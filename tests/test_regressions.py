@@ -796,6 +796,22 @@ def test_tasks_submitted_while_a_long_task_runs_go_to_the_other_workers(executor
     assert busy in executor.gather(executor.map(tasks.rank, range(20), pure=False))  # again
 
 
+def test_tasks_queued_behind_a_long_task_are_taken_back_and_run_elsewhere(executor, tmp_path):
+    # A map submitted with a long task: half of it was queued on the long task's worker
+    # and waited there until the long task ended. Rank 0 now recalls them from that worker
+    # once it has been quiet for 0.1 s, and they run on the other workers.
+    path = str(tmp_path / "long")
+    long = executor.submit(tasks.announce_then_sleep, path, 4.0, pure=False)
+    start = time.monotonic()
+    ranks = executor.gather(executor.map(tasks.rank, range(20), pure=False))
+    elapsed = time.monotonic() - start
+    _wait_for(path)
+    with open(path) as fh:
+        busy = int(fh.read())
+    assert elapsed < 2.5 and busy not in ranks, (elapsed, busy, ranks)
+    assert long.result(30) is None
+
+
 def test_an_array_argument_is_the_one_of_the_moment_of_submit(executor):
     # Arrays were sent from their memory when the task was dispatched: writing into one after
     # submit changed what the task read (torn sums for large arrays), and a pure key, made

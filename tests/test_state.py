@@ -6,8 +6,8 @@ import pytest
 
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
                                FutureReleased, KeepRequested, ReplicaStored, ResetFutures,
-                               ResolveFuture, RetryRequested, TaskDropped, TaskFailed,
-                               TaskFinished, TaskSubmitted, WorkerStalled)
+                               RecallTask, ResolveFuture, RetryRequested, TaskDropped,
+                               TaskFailed, TaskFinished, TaskSubmitted, WorkerStalled)
 from mpifutures.state import SchedulerState
 from tests.invariants import check_invariants
 
@@ -421,6 +421,34 @@ def test_a_stalled_worker_gets_no_work_another_can_take_until_it_speaks_again():
     assert state.handle(submit("i")) == []  # but the queue waits for a worker to speak
     out = state.handle(WorkerStalled(1, False), TaskFinished("long", 1, 8))
     assert [(c.key, c.worker) for c in out if isinstance(c, Dispatch)] == [("i", 1)]
+
+
+def test_a_stalled_worker_gives_back_what_another_worker_can_take():
+    state = Checked(workers=[1, 2], slots=8)
+    state.handle(submit("x", workers=(1,)))
+    state.handle(TaskFinished("x", 1, 8))
+    state.handle(submit("long"), *(submit(k) for k in "abcd"))  # long, a, b on 1; c, d on 2
+    state.handle(TaskFinished("c", 2, 8))
+    state.handle(submit("p", workers=(1,)), submit("e", "x"),  # pinned; placed by its input
+                 submit("f", "c", workers=(1,), loose=True),  # fetches c from worker 2
+                 submit("s", workers=(1,), loose=True), submit("t", "s"))  # t sent early
+    assert state.tasks["e"].worker == state.tasks["f"].worker == state.tasks["t"].worker == 1
+    out = state.handle(WorkerStalled(1, True))
+    # Not p (pinned), f (moved, it would fetch c again), nor s and t: moved, either would
+    # leave t waiting on worker 1.
+    assert [(c.worker, c.key) for c in out] == [(1, "long"), (1, "a"), (1, "b"), (1, "e")]
+    assert all(isinstance(c, RecallTask) and c.attempt == state.tasks[c.key].attempt
+               for c in out)
+    assert state.handle(submit("u", "a")) == []  # not sent early to where a may not run
+    assert state.handle(TaskDropped("a", 1, 0)) == [  # a came back: placed anew, u after it
+        Dispatch(2, "a", "spec-a", ()), Dispatch(2, "u", "spec-u", (("a", 2),))]
+    assert state.handle(TaskDropped("e", 1, 0)) == [Dispatch(2, "e", "spec-e", (("x", 1),))]
+    assert state.handle(TaskFinished("long", 1, 8)) == [  # a thread had taken it: it ran
+        ResolveFuture("long", "memory")]
+    state.handle(CancelRequested(("b",)))  # cancelled before its answer: the slot is freed once
+    assert state.leaving == {("b", state.tasks["b"].attempt): 1}
+    assert state.handle(*confirmed(state)) == [] and state.load == {1: 4, 2: 4}  # p f s t; d a u e
+    assert state.handle(WorkerStalled(2, True)) == []  # nobody free to take anything
 
 
 def test_the_first_stalled_worker_to_speak_takes_its_share_of_the_queue_not_all():

@@ -188,3 +188,24 @@ def test_a_broken_finish_of_an_old_attempt_leaves_the_newer_one_pending():
     out = handled(worker)
     assert [m[:3] for m in out[0]] == [(P.FAILED, "k", 1)]  # the old attempt's end, stale
     assert worker.pending["k"].attempt == 2  # the new one still runs and reports
+
+
+def test_a_recalled_task_is_given_back_unless_a_compute_thread_has_taken_it():
+    # Rank 0 recalls what it sent to a worker it found stalled (mpifutures.stalls).
+    worker = Worker(LocalFabric(3).endpoints[1], Config())
+    handled(worker, (0, run_msg("a")), (0, run_msg("b", attempt=2)),
+            (0, run_msg("w", deps=(("k", 2, 1),), attempt=3)))
+    taken = heapq.heappop(worker.ready)[2]  # a compute thread takes "a"
+    taken.taken = True
+    out = handled(worker, (0, (P.RECALL, [("a", 1), ("b", 2), ("w", 3), ("gone", 9)])))
+    assert out[0] == [(P.DROPPED, "b", 2), (P.DROPPED, "w", 3)]
+    assert set(worker.pending) == {"a"} and "k" not in worker.waiters
+    handled(worker, (2, (P.DATA, "k", dumps(5), 1)))  # "w"'s input arrives all the same
+    assert [t.key for _, _, t in worker.ready] == ["b"]  # (left in the heap, skipped)
+    worker._run_task(heapq.heappop(worker.ready)[2])
+    assert handled(worker) == {}  # "b" does not run, and was reported once
+    worker._run_task(taken)  # "a" runs and reports as usual
+    assert [m[:3] for m in handled(worker)[0]] == [(P.DONE, "a", 1)]
+    # An attempt other than the one recalled (a retry sent here since) stays.
+    handled(worker, (0, run_msg("c", attempt=7)))
+    assert handled(worker, (0, (P.RECALL, [("c", 6)]))) == {} and "c" in worker.pending
