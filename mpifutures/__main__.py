@@ -14,6 +14,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 import traceback
 from typing import NoReturn, Optional, Sequence
 
@@ -117,17 +118,36 @@ def run_target(kind: str, target: str, args: list[str]) -> int:
     except SystemExit as exc:
         return _exit_code(exc.code)
     except KeyboardInterrupt as exc:
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"mpifutures: the job was interrupted ({name}: Ctrl-C, a time limit, "
-                         "scancel, or the launcher ending the job because another rank died);"
-                         " stopping every rank.\n")
-        traceback.print_exc()
-        return 128 + signum
+        return _interrupted(exc)
     except BaseException:  # noqa: BLE001 - print it as python would, then stop the job
         traceback.print_exc()
         return 1
     return 0
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+    name = signal.Signals(signum).name
+    sys.stderr.write(f"mpifutures: the job was interrupted ({name}: Ctrl-C, a time limit, "
+                     "scancel, or the launcher ending the job because another rank died);"
+                     " stopping every rank.\n")
+    traceback.print_exc()
+    return 128 + signum
+
+
+def wait_for_threads() -> int:
+    """As Python does before it exits, wait for the threads the script started that are not
+    daemons (they may still use the workers); returns the exit status (a signal ends it)."""
+    try:
+        while True:
+            me = threading.current_thread()
+            left = [t for t in threading.enumerate() if t is not me and not t.daemon]
+            if not left:
+                return 0
+            for thread in left:
+                thread.join()
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -231,6 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = run_reported(opts.report, kind, target, args)
     else:
         code = run_target(kind, target, args)
+    if code == 0:  # (after an error or a signal, the job ends now)
+        code = wait_for_threads()
     sys.stdout.flush()
     sys.stderr.flush()
     del scheduler

@@ -48,15 +48,25 @@ def _running(p):
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_mpiexec_ends_every_rank_promptly(sig):
-    code = textwrap.dedent("""
-        import time
+@pytest.mark.parametrize("sig, waiting", [(signal.SIGTERM, "script"), (signal.SIGINT, "script"),
+                                         (signal.SIGTERM, "thread")])
+def test_a_signal_to_mpiexec_ends_every_rank_promptly(sig, waiting):
+    # "thread": the script has ended; the launcher waits for a thread it started.
+    code = textwrap.dedent(f"""
+        import threading, time
         from mpifutures import Executor
         ex = Executor()
         ex.submit(time.sleep, 600)
-        print("running", flush=True)
-        time.sleep(600)
+
+        def wait():
+            time.sleep(0.3 if {waiting!r} == "thread" else 0)
+            print("running", flush=True)
+            time.sleep(600)
+
+        if {waiting!r} == "thread":
+            threading.Thread(target=wait).start()
+        else:
+            wait()
     """)
     cmd = ["mpiexec", "-n", "3", sys.executable, "-m", "mpifutures", "-c", code]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -107,6 +107,25 @@ def test_a_stuck_task_does_not_hang_the_job_at_exit():
     assert time.monotonic() - start < 30, r
 
 
+def test_the_job_waits_for_the_scripts_threads_as_python_does():
+    # The launcher stopped the workers as soon as the script's last line ran, so a thread the
+    # script had started (not a daemon: Python waits for it) got ExecutorClosedError.
+    r = launch(3, """
+        import threading, time
+        from mpifutures import Executor
+        ex = Executor()
+
+        def later():
+            time.sleep(0.5)
+            print("from the thread:", ex.submit(pow, 2, 10).result(), flush=True)
+
+        threading.Thread(target=later).start()
+        print("script done", flush=True)
+    """, timeout=60)
+    assert r.returncode == 0 and "from the thread: 1024" in r.stdout, r
+    assert "ExecutorClosedError" not in r.stderr, r
+
+
 def test_idle_ranks_do_not_spin():
     r = launch(3, """
         import os, time
