@@ -118,8 +118,9 @@ class Placement:
 
         Not a task sent early (its inputs still compute there) nor an input of one: moved,
         it would leave that one waiting; nor one fetching inputs from other ranks: moved, it
-        would fetch them again. A scan of every task, once per stall."""
-        if len(self.stalled) == len(self.workers):
+        would fetch them again. A scan of every task, once per change of the stalled set,
+        unless ``worker`` owes one task only (which then runs: a compute thread is free)."""
+        if len(self.stalled) == len(self.workers) or self.load[worker] < 2:
             return
         tasks, out = self.tasks, self._out
         for task in tasks.values():

@@ -280,8 +280,10 @@ class SchedulerState(Placement):
         if ev.stalled:
             self.stalled.add(ev.worker)
             self._take_back(ev.worker)
-        else:
+        elif ev.worker in self.stalled:
             self.stalled.discard(ev.worker)
+            for worker in sorted(self.stalled):  # what the others hold may come here now
+                self._take_back(worker)
 
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)

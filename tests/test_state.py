@@ -451,6 +451,25 @@ def test_a_stalled_worker_gives_back_what_another_worker_can_take():
     assert state.handle(WorkerStalled(2, True)) == []  # nobody free to take anything
 
 
+def test_a_worker_speaking_again_takes_work_back_from_those_still_stalled():
+    state = Checked(workers=[1, 2], slots=8)
+    state.handle(submit("long1", workers=(1,)), submit("long2", workers=(2,)))
+    state.handle(*(submit(k) for k in "abcd"))  # a, b behind long1; c, d behind long2
+    assert [(c.worker, c.key) for c in state.handle(WorkerStalled(1, True))] == [
+        (1, "a"), (1, "b")]
+    assert state.handle(WorkerStalled(2, True)) == []  # nobody free: everything waits
+    assert state.handle(TaskDropped("a", 1, 0), TaskDropped("b", 1, 0)) == []  # queued
+    out = state.handle(WorkerStalled(1, False), TaskFinished("long1", 1, 8))
+    assert [(type(c), getattr(c, "worker", None), c.key) for c in out] == [
+        (RecallTask, 2, "c"), (RecallTask, 2, "d"), (ResolveFuture, None, "long1"),
+        (Dispatch, 1, "a")]  # a, its share of the queue (b waits for the next turn)
+    out = state.handle(TaskDropped("c", 2, 0), TaskDropped("d", 2, 0))
+    assert [(c.worker, c.key) for c in out] == [(1, "b"), (1, "c")]
+    out = state.handle(TaskFinished("a", 1, 8))
+    assert [(c.worker, c.key) for c in out if isinstance(c, Dispatch)] == [(1, "d")]
+    assert state.handle(WorkerStalled(1, True)) == []  # (it owes b, c, d: nobody else free)
+
+
 def test_the_first_stalled_worker_to_speak_takes_its_share_of_the_queue_not_all():
     state = Checked(workers=[1, 2], slots=64)
     state.handle(submit("long1"), submit("long2"))
