@@ -10,6 +10,7 @@ job is aborted, so it never hangs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import runpy
 import signal
@@ -135,22 +136,31 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return 128 + signum
 
 
-def wait_for_threads() -> int:
-    """As Python does before it exits, wait for the threads the script started that are not
-    daemons (they may still use the workers); returns the exit status (a signal ends it)."""
-    try:
-        while True:
-            me = threading.current_thread()
-            left = [t for t in threading.enumerate() if t is not me and not t.daemon]
-            if not left:
-                return 0
-            for thread in left:
-                thread.join()
-    except KeyboardInterrupt as exc:
-        return _interrupted(exc)
+def _stop_at_exit() -> None:
+    """Stop the workers after a script that ended normally, at exit: Python has waited for
+    the script's non-daemon threads by then (they may still submit), unless a signal cut
+    that wait short; then the job ends with the signal's status."""
+    from . import launch
+
+    me = threading.current_thread()
+    if not any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        launch.stop_scheduler(0)
+        return
+    signum = _signalled or signal.SIGINT
+    sys.stderr.write(f"mpifutures: the job was interrupted ({signal.Signals(signum).name}) "
+                     "while Python waited for the script's threads; stopping every rank.\n")
+    code = launch.stop_scheduler(128 + signum)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # (an exception here would be ignored, and the status lost)
+
+
+_signalled = 0  # the last SIGTERM rank 0 received
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    global _signalled
+    _signalled = signum
     raise KeyboardInterrupt(signum)
 
 
@@ -251,11 +261,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = run_reported(opts.report, kind, target, args)
     else:
         code = run_target(kind, target, args)
-    if code == 0:  # (after an error or a signal, the job ends now)
-        code = wait_for_threads()
     sys.stdout.flush()
     sys.stderr.flush()
     del scheduler
+    if code == 0:  # as init() does; after an error or a signal, the job ends now
+        atexit.register(_stop_at_exit)
+        return 0
     return launch.stop_scheduler(code)
 
 

@@ -126,6 +126,19 @@ def test_the_job_waits_for_the_scripts_threads_as_python_does():
     assert "ExecutorClosedError" not in r.stderr, r
 
 
+def test_a_thread_pool_left_open_by_a_library_does_not_keep_the_job_alive():
+    # Its idle threads are not daemons: Python ends them at exit before it waits for threads.
+    r = launch(3, """
+        import json
+        from concurrent.futures import ThreadPoolExecutor
+        from mpifutures import Executor
+        ex = Executor()
+        json.pool = ThreadPoolExecutor(2)  # as a library would keep one, module-wide
+        print("got", json.pool.submit(lambda: ex.submit(pow, 2, 5).result()).result())
+    """, timeout=30)
+    assert r.returncode == 0 and "got 32" in r.stdout and not r.timed_out, r
+
+
 def test_idle_ranks_do_not_spin():
     r = launch(3, """
         import os, time
