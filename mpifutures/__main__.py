@@ -138,10 +138,12 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
 
 def _stop_at_exit() -> None:
     """Stop the workers after a script that ended normally, at exit: Python has waited for
-    the script's non-daemon threads by then (they may still submit), unless a signal cut
-    that wait short; then the job ends with the signal's status."""
+    the script's non-daemon threads by then (they may still submit). One still alive means
+    that a signal cut that wait short: the job ends with the signal's status."""
     from . import launch
 
+    if launch._state.scheduler is None:
+        return  # stopped already: the script failed or was interrupted
     me = threading.current_thread()
     if not any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate()):
         launch.stop_scheduler(0)
@@ -257,6 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             MPI.COMM_WORLD.Abort(1)
         return 0
     scheduler = launch.start_scheduler(comm, config, "launcher")
+    atexit.register(_stop_at_exit)  # before the script's own: they may still submit
     if opts.report:
         code = run_reported(opts.report, kind, target, args)
     else:
@@ -264,8 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     del scheduler
-    if code == 0:  # as init() does; after an error or a signal, the job ends now
-        atexit.register(_stop_at_exit)
+    if code == 0:  # stopped at exit, as init() does; after an error or a signal, now
         return 0
     return launch.stop_scheduler(code)
 

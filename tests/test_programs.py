@@ -126,6 +126,16 @@ def test_the_job_waits_for_the_scripts_threads_as_python_does():
     assert "ExecutorClosedError" not in r.stderr, r
 
 
+def test_the_scripts_exit_handlers_may_still_use_the_workers():
+    r = launch(3, """
+        import atexit
+        from mpifutures import Executor
+        ex = Executor()
+        atexit.register(lambda: print("at exit:", ex.submit(pow, 3, 3).result(), flush=True))
+    """, timeout=60)
+    assert r.returncode == 0 and "at exit: 27" in r.stdout, r
+
+
 def test_a_thread_pool_left_open_by_a_library_does_not_keep_the_job_alive():
     # Its idle threads are not daemons: Python ends them at exit before it waits for threads.
     r = launch(3, """
