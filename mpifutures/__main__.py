@@ -144,8 +144,7 @@ def _stop_at_exit() -> None:
 
     if launch._state.scheduler is None:
         return  # stopped already: the script failed or was interrupted
-    me = threading.current_thread()
-    if not any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate()):
+    if not _threads_left():
         launch.stop_scheduler(0)
         return
     signum = _signalled or signal.SIGINT
@@ -154,7 +153,15 @@ def _stop_at_exit() -> None:
     code = launch.stop_scheduler(128 + signum)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # (an exception here would be ignored, and the status lost)
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(code)  # the status (an exception here would be ignored)
+
+
+def _threads_left() -> bool:
+    """Whether a thread other than this one that is not a daemon still runs."""
+    me = threading.current_thread()
+    return any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate())
 
 
 _signalled = 0  # the last SIGTERM rank 0 received
@@ -269,7 +276,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     del scheduler
     if code == 0:  # stopped at exit, as init() does; after an error or a signal, now
         return 0
-    return launch.stop_scheduler(code)
+    code = launch.stop_scheduler(code)
+    if code > 128 and _threads_left():  # a signal: Python must not wait for them
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(code)
+    return code
 
 
 if __name__ == "__main__":

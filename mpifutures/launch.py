@@ -21,6 +21,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any, Iterator, Optional
@@ -155,9 +156,15 @@ def stop_scheduler(code: int) -> int:
             settle.finish_pending_calls()  # the calls still pending fail as the workers stop
         if scheduler.stop(config.shutdown_timeout):
             return code
-    except BaseException:  # a signal during the wait: end now, not later in MPI_Finalize
-        sys.stderr.write("mpifutures: interrupted while stopping the workers; aborting the "
-                         "MPI job.\n")
+    except BaseException as exc:  # a signal during the wait: end now, not later in MPI_Finalize
+        if isinstance(exc, KeyboardInterrupt):
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            code = code or 128 + signum
+            why = f"the job was interrupted ({signal.Signals(signum).name})"
+        else:
+            why = f"{type(exc).__name__} was raised"
+        sys.stderr.write(f"mpifutures: {why} while stopping the workers; aborting the MPI "
+                         "job.\n")
         sys.stderr.flush()
         scheduler.t.abort(code or 1)
         raise

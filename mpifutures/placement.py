@@ -4,10 +4,11 @@ A task with no inputs and no placement hint waits in a priority queue for a free
 worker keeps ``slots`` tasks in flight); one with inputs goes where most of their bytes are,
 and one whose unfinished inputs all run on one worker is sent there at once, before they
 finish, so that chains run without a round trip through rank 0 per link. A worker that has
-owed tasks for a while without a word (``stalled``: see :mod:`~mpifutures.stalls`) gets no
-queued task, and no placed one that another worker can take, until it speaks again: they would
-wait there behind something long. The tasks already sent to it that another worker can take
-are recalled: those its compute threads have not taken come back and go elsewhere.
+owed tasks for a while without reporting one's end (``stalled``: see
+:mod:`~mpifutures.stalls`) gets no queued task, and no placed one that another worker can
+take, until it reports: they would wait there behind something long. The tasks already sent to
+it that another worker can take are recalled: those its compute threads have not taken come
+back and go elsewhere.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from .taskstate import TaskState
 
 class Placement:
     """Readiness, placement and dispatch; the state it reads and writes (``tasks``, ``load``,
-    ``queue``, ``slots``, ``workers``, ``_out``, ``_early``, ``_numbers``) is made by
+    ``sent``, ``queue``, ``slots``, ``workers``, ``_out``, ``_early``, ``_numbers``) is made by
     :class:`~mpifutures.state.SchedulerState`."""
 
     tasks: dict[str, TaskState]
     load: dict[int, int]
+    sent: dict[int, dict[str, None]]
     queue: list[tuple[int, int, str]]
     slots: int
     workers: tuple[int, ...]
@@ -55,8 +57,9 @@ class Placement:
     def _candidates(self, task: TaskState) -> tuple[int, ...]:
         if task.workers and not task.loose:
             choice = task.workers
-        elif task.workers:
-            idle = [w for w in task.workers if self.load[w] < self.slots]
+        elif task.workers:  # (allow_other_workers) where it may go now, else anywhere
+            idle = [w for w in task.workers if self.load[w] < self.slots
+                    and w not in self.stalled]
             choice = tuple(idle) or self.workers
         else:
             choice = self.workers
@@ -118,14 +121,13 @@ class Placement:
 
         Not a task sent early (its inputs still compute there) nor an input of one: moved,
         it would leave that one waiting; nor one fetching inputs from other ranks: moved, it
-        would fetch them again. A scan of every task, once per change of the stalled set,
-        unless ``worker`` owes one task only (which then runs: a compute thread is free)."""
-        if len(self.stalled) == len(self.workers) or self.load[worker] < 2:
+        would fetch them again."""
+        if len(self.stalled) == len(self.workers):
             return
         tasks, out = self.tasks, self._out
-        for task in tasks.values():
-            if (task.status == "processing" and task.worker == worker and not task.recalled
-                    and all(worker in tasks[d].holders for d in task.deps)
+        for key in self.sent[worker]:
+            task = tasks[key]
+            if (not task.recalled and all(worker in tasks[d].holders for d in task.deps)
                     and not any(tasks[d].status == "processing" for d in task.dependents)
                     and any(w != worker and w not in self.stalled
                             for w in self._candidates(task))):
@@ -134,13 +136,21 @@ class Placement:
 
     def _returned(self, task: TaskState) -> None:
         """Recalled ``task`` came back without running: place it anew."""
-        self.load[task.worker] -= 1
-        task.recalled, task.status = False, "waiting"
+        self._unload(task)
+        task.status = "waiting"
         self._ready(task)
+
+    def _unload(self, task: TaskState) -> None:
+        """``task`` no longer runs on its worker (it ended, or came back)."""
+        if task.status == "processing" and task.worker is not None:
+            self.load[task.worker] -= 1
+            del self.sent[task.worker][task.key]
+            task.recalled = False
 
     def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
         if task.status != "processing":
             self.load[worker] += 1
+            self.sent[worker][task.key] = None
         task.recalled = False
         task.status, task.worker = "processing", worker
         task.attempt = next(self._numbers)  # unique, even across re-created tasks

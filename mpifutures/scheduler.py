@@ -42,6 +42,8 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
+_PROGRESS = frozenset((P.DONE, P.FAILED, P.DROPPED))  # reports that a task left a worker
+
 
 class Scheduler:
     """Owns rank 0's side of a cluster: the state machine, the futures and the thread."""
@@ -209,7 +211,6 @@ class Scheduler:
         now = time.monotonic()
         for source, msgs in self.t.poll():
             active = True
-            self.stalls.heard(source, now, events)
             for msg in msgs:
                 self._on_message(source, msg, events)
         self.stalls.check(self.state.load, now, events)
@@ -264,13 +265,9 @@ class Scheduler:
 
     # ------------------------------------------------------------ requests from clients
 
-    def _count(self, session: int, key: str) -> None:
-        counts = self.refs.setdefault(session, {})
-        counts[key] = counts.get(key, 0) + 1
-
     def _rq_submit(self, item: tuple, events: list) -> None:
         _, session, pairs = item
-        counts = self.refs.setdefault(session, {})  # _count's work, the lookup once per batch
+        counts = self.refs.setdefault(session, {})  # the futures each session holds, per key
         for future, ev in pairs:
             future._posted = 0  # resolutions from now on reach it (Registry.resolve)
             counts[ev.key] = counts.get(ev.key, 0) + 1
@@ -281,7 +278,8 @@ class Scheduler:
         self._handle(events)  # a FREE of an earlier copy of this key must go out first
         ev.copy = self.state.number()  # the version of this scatter's copies
         future._posted = 0
-        self._count(session, ev.key)
+        counts = self.refs.setdefault(session, {})
+        counts[ev.key] = counts.get(ev.key, 0) + 1
         ranks = (first, *msg[3])
         task = self.state.tasks.get(ev.key)
         if task is not None and task.status == "memory":  # equal data (its key says so) is
@@ -362,9 +360,8 @@ class Scheduler:
             self.outbox[w].append((P.STOP,))
 
     _requests = {
-        "submit": _rq_submit, "scatter": _rq_scatter, "event": _rq_event,
-        "decref": _rq_decref, "close": _rq_close, "cancel": _rq_cancel, "retry": _rq_retry,
-        "fetch": _rq_fetch,
+        "submit": _rq_submit, "scatter": _rq_scatter, "event": _rq_event, "decref": _rq_decref,
+        "close": _rq_close, "cancel": _rq_cancel, "retry": _rq_retry, "fetch": _rq_fetch,
         "call": _rq_call, "query": _rq_query, "stop": _rq_stop,
     }
 
@@ -372,6 +369,9 @@ class Scheduler:
 
     def _on_message(self, source: int, msg: tuple, events: list) -> None:
         op = msg[0]
+        if op in _PROGRESS and (op != P.DROPPED or (msg[1], msg[2]) in self.state.leaving):
+            # a compute thread is done with a task (a recalled one given back is not)
+            self.stalls.heard(source, time.monotonic(), events)
         if op == P.DONE:
             _, key, attempt, nbytes, inline, fetched_bytes, ran = msg
             self.stats["bytes_between_workers"] += fetched_bytes
@@ -386,6 +386,7 @@ class Scheduler:
             self.quick.discard(msg[1])
             events.append(TaskFailed(msg[1], source, msg[3], msg[2]))
         elif op == P.DROPPED:
+            self.quick.discard(msg[1])
             events.append(TaskDropped(msg[1], source, msg[2]))
         elif op == P.STORED:
             events.append(ReplicaStored(msg[1], source, msg[2]))
@@ -418,9 +419,8 @@ class Scheduler:
         that says so (raised out of the loop, caught by :meth:`_run`)."""
         if rank in self._stopped or self._stopping is not None:
             return  # it said goodbye, or is about to: its leaving is no loss
-        running = sorted(k for k, t in self.state.tasks.items()
-                         if t.status == "processing" and t.worker == rank)
-        raise liveness.lost_error(rank, pid, self._hosts.get(rank, "?"), running, seen_by)
+        raise liveness.lost_error(rank, pid, self._hosts.get(rank, "?"),
+                                  sorted(self.state.sent[rank]), seen_by)
 
     def _on_data(self, source: int, msg: tuple) -> None:
         key, version = msg[1], msg[3]  # DATA: the version sent; MISSING: the version asked

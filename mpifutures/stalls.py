@@ -1,12 +1,13 @@
 """Rank 0's watch for workers that have gone quiet while they owe tasks.
 
 A worker that has owed at least as many tasks as it has compute threads for
-:data:`STALL_AFTER` seconds without sending a word runs something long on each thread. Tasks queued on it would wait behind that one while another worker may idle
-(and wait for ever behind one that never ends, or one waiting for a task queued behind it), so
-rank 0 marks it stalled (:class:`~mpifutures.events.WorkerStalled`) and the state machine
-sends it no more work that another worker can take, until it speaks again, and recalls the
-tasks already sent there that another worker can take (see
-:meth:`~mpifutures.placement.Placement._take_back`).
+:data:`STALL_AFTER` seconds without reporting that one has ended runs something long on each
+thread. Tasks queued on it would wait behind that one while another worker may idle (and wait
+for ever behind one that never ends, or one waiting for a task queued behind it), so rank 0
+marks it stalled (:class:`~mpifutures.events.WorkerStalled`) and the state machine sends it no
+more work that another worker can take, and recalls the tasks already sent there that another
+worker can take (see :meth:`~mpifutures.placement.Placement._take_back`), until it reports
+that a task has ended or owes fewer tasks than it has threads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ STALL_AFTER = 0.1
 
 
 class Stalls:
-    """Tracks when each worker last spoke or was idle; emits WorkerStalled events."""
+    """Tracks when each worker last reported a task's end or was idle; emits WorkerStalled
+    events."""
 
     def __init__(self, workers: Iterable[int], threads: int = 1,
                  after: float = STALL_AFTER) -> None:
@@ -33,7 +35,9 @@ class Stalls:
         self._next_check = 0.0
 
     def heard(self, worker: int, now: float, events: list) -> None:
-        """``worker`` sent something."""
+        """``worker`` reported that a task has left it (DONE, FAILED, or DROPPED after a
+        cancel): a compute thread is free, or one was. Other messages come from its loop,
+        which answers while the threads are busy."""
         self.quiet_since[worker] = now
         if worker in self.stalled:
             self.stalled.discard(worker)
@@ -41,7 +45,10 @@ class Stalls:
 
     def check(self, load: Mapping[int, int], now: float, events: list) -> None:
         """A few times per ``after``: mark the workers owing a task for each thread and
-        quiet since then (one owing fewer has a free thread)."""
+        quiet since then (one owing fewer has a free thread, and is not stalled)."""
+        if self.stalled:
+            for worker in [w for w in self.stalled if load[w] < self.threads]:
+                self.heard(worker, now, events)
         if now < self._next_check:
             return
         # A check this late means rank 0's own loop was busy (a huge batch of submits): it

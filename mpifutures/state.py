@@ -70,6 +70,7 @@ class SchedulerState(Placement):
         self.slots = slots
         self.tasks: dict[str, TaskState] = {}
         self.load: dict[int, int] = {w: 0 for w in self.workers}  # tasks sent, not ended
+        self.sent: dict[int, dict[str, None]] = {w: {} for w in self.workers}  # their keys
         # (key, attempt) -> worker: cancelled while sent; their slots stay taken until the
         # worker says they left (a running task cannot be stopped: the worker is busy)
         self.leaving: dict[tuple[str, int], int] = {}
@@ -340,14 +341,10 @@ class SchedulerState(Placement):
 
     # ------------------------------------------------------------ endings and release
 
-    def _unload(self, task: TaskState) -> None:
-        if task.status == "processing" and task.worker is not None:
-            self.load[task.worker] -= 1
-            task.recalled = False
-
     def _recall(self, task: TaskState) -> None:
         """Cancel ``task`` on its worker, whose slot stays taken until the attempt has left."""
         self.leaving[(task.key, task.attempt)] = task.worker
+        del self.sent[task.worker][task.key]
         self._out.append(CancelTask(task.worker, task.key))
 
     def _end(self, task: TaskState, status: str, error: Any) -> None:

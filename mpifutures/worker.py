@@ -2,11 +2,11 @@
 
 ::
 
-    scheduler (rank 0)           this worker                         peer workers
-       RUN/FREE/CANCEL ──► main loop ── ready heap ──► compute thread(s): run the task,
-             ◄── DONE/FAILED ◄── outbox ◄─────────────── record it, ready what waited
-             ◄── STORED             GET ──►   (inputs it lacks)   ──► owner
-                                 ◄── DATA  (and it serves GETs from peers and rank 0)
+    scheduler (rank 0)               this worker                        peer workers
+     RUN/FREE/CANCEL/RECALL ──► main loop ── ready heap ──► compute thread(s): run the task,
+     ◄── DONE/FAILED/DROPPED ◄── outbox ◄──────────────── record it, ready what waited
+     ◄── STORED                      GET ──►   (inputs it lacks)   ──► owner
+                                     ◄── DATA  (and it serves GETs from peers and rank 0)
 
 The main loop receives messages, fetches missing inputs straight from the ranks that hold
 them, starts tasks whose inputs are all in the store, sends what is queued in the outbox, and
@@ -234,7 +234,7 @@ class Worker:
         for key in msg[1]:
             task = self.pending.pop(key, None)
             if task is None:
-                continue  # it ended already: its DONE or FAILED is on its way
+                continue  # it left already: its DONE, FAILED or DROPPED is on its way
             if self._give_up(task):
                 self._left(task)
 

@@ -35,6 +35,9 @@ def check_invariants(state) -> None:
             assert any(k == task.key for *_, k in state.queue), f"{task.key} not queued"
         assert task.clients or task.keep or task.dependents, f"{task.key} is unwanted"
     assert loads == state.load, f"load {state.load} != counted {loads}"
+    sent = {w: {k for k, t in state.tasks.items() if t.status == "processing" and t.worker == w}
+            for w in state.workers}
+    assert sent == {w: set(keys) for w, keys in state.sent.items()}, f"sent {state.sent}"
     assert state.stalled <= set(state.workers), f"stalled {state.stalled}"
     expected = {k for k, t in state.tasks.items() if t.expected}
     assert state.unconfirmed == expected, f"unconfirmed {state.unconfirmed} != {expected}"

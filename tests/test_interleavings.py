@@ -313,7 +313,7 @@ class Rig:
         owing = [w for w, n in self.scheduler.state.load.items() if n and w not in stalls.stalled]
         if owing:
             worker = self.rng.choice(owing)
-            stalls.stalled.add(worker)  # its next message ends it, as in Stalls.heard
+            stalls.stalled.add(worker)  # ended by its next report of a task's end
             self.scheduler.post(("event", WorkerStalled(worker, True)))
 
     def compute(self) -> None:

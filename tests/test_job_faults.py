@@ -49,22 +49,33 @@ def _running(p):
 
 
 @pytest.mark.parametrize("sig, waiting", [(signal.SIGTERM, "script"), (signal.SIGINT, "script"),
-                                         (signal.SIGTERM, "thread")])
+                                         (signal.SIGTERM, "thread"), (signal.SIGTERM, "pool"),
+                                         (signal.SIGTERM, "script and thread")])
 def test_a_signal_to_mpiexec_ends_every_rank_promptly(sig, waiting):
-    # "thread": the script has ended; the launcher waits for a thread it started.
+    # The script has ended in "thread" and "pool": the launcher waits for a thread it started,
+    # or for PoolExecutor calls still running after shutdown(wait=False). In "script and
+    # thread", Python would wait for the thread after the script was interrupted.
     code = textwrap.dedent(f"""
         import threading, time
-        from mpifutures import Executor
+        from mpifutures import Executor, PoolExecutor
         ex = Executor()
         ex.submit(time.sleep, 600)
 
         def wait():
-            time.sleep(0.3 if {waiting!r} == "thread" else 0)
+            time.sleep(0 if {waiting!r} == "script" else 0.3)
             print("running", flush=True)
             time.sleep(600)
 
         if {waiting!r} == "thread":
             threading.Thread(target=wait).start()
+        elif {waiting!r} == "script and thread":
+            threading.Thread(target=time.sleep, args=(600,)).start()
+            wait()
+        elif {waiting!r} == "pool":
+            pool = PoolExecutor()
+            calls = [pool.submit(time.sleep, 600) for _ in range(2)]
+            pool.shutdown(wait=False)
+            threading.Thread(target=wait, daemon=True).start()
         else:
             wait()
     """)
@@ -92,6 +103,7 @@ def test_a_signal_to_mpiexec_ends_every_rank_promptly(sig, waiting):
         # stops forwarding their output at once: rank 0's message cannot reach the terminal.
         return
     assert "mpifutures: the job was interrupted" in err, err
+    assert proc.returncode == 128 + sig, (proc.returncode, err)
 
 
 def test_an_endless_task_times_out_and_the_job_still_ends():

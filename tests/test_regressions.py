@@ -812,6 +812,27 @@ def test_tasks_queued_behind_a_long_task_are_taken_back_and_run_elsewhere(execut
     assert long.result(30) is None
 
 
+@pytest.mark.parametrize("how", ["input", "loose"])
+def test_tasks_tied_loosely_to_a_busy_worker_run_elsewhere(executor, tmp_path, how):
+    # "input": their input lives on the busy worker. The worker's answer to the recall used
+    # to count as a sign of life, so they went straight back to it, again and again.
+    # "loose": they prefer it (allow_other_workers), and were placed there all the same.
+    busy = sorted(executor.workers)[0]
+    x = executor.scatter(np.arange(1000), workers=[busy])
+    long = executor.submit(tasks.announce_then_sleep, str(tmp_path / "long"), 4.0,
+                           workers=[busy], pure=False)
+    start = time.monotonic()
+    if how == "input":
+        fs = [executor.submit(tasks.rank, x, pure=False) for _ in range(20)]
+    else:
+        fs = [executor.submit(tasks.rank, workers=[busy], allow_other_workers=True, pure=False)
+              for _ in range(20)]
+    ranks = executor.gather(fs)
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.5 and busy not in ranks, (elapsed, busy, ranks)
+    assert long.result(30) is None
+
+
 def test_an_array_argument_is_the_one_of_the_moment_of_submit(executor):
     # Arrays were sent from their memory when the task was dispatched: writing into one after
     # submit changed what the task read (torn sums for large arrays), and a pure key, made

@@ -33,3 +33,17 @@ def test_silence_while_rank_0_itself_was_busy_proves_nothing():
     assert events == []
     stalls.check({1: 1}, 10.62, events)  # 0.12 s of silence heard out: stalled
     assert events == [WorkerStalled(1, True)]
+
+
+def test_a_stalled_worker_owing_fewer_tasks_than_it_has_threads_is_stalled_no_more():
+    # (its long task was cancelled and has left it, or what queued behind it was recalled)
+    stalls = Stalls([1], threads=1, after=0.1)
+    events: list = []
+    stalls.check({1: 0}, 10.0, events)
+    for now in (10.03, 10.06, 10.09, 10.12):
+        stalls.check({1: 2}, now, events)
+    assert events == [WorkerStalled(1, True)]
+    stalls.check({1: 1}, 10.13, events)  # the long one still runs
+    assert events == [WorkerStalled(1, True)]
+    stalls.check({1: 0}, 10.131, events)  # at once, not at the next timed check
+    assert events == [WorkerStalled(1, True), WorkerStalled(1, False)] and not stalls.stalled

@@ -470,6 +470,16 @@ def test_a_worker_speaking_again_takes_work_back_from_those_still_stalled():
     assert state.handle(WorkerStalled(1, True)) == []  # (it owes b, c, d: nobody else free)
 
 
+def test_a_task_only_preferring_a_stalled_worker_goes_elsewhere():
+    # allow_other_workers: a preference. Placed on the stalled worker, it waited there.
+    state = Checked(workers=[1, 2], slots=2)
+    state.handle(submit("long", workers=(1,)), submit("a", workers=(1,), loose=True))
+    out = state.handle(WorkerStalled(1, True))
+    assert [(c.worker, c.key) for c in out] == [(1, "a")]  # worker 1 was full: a may move
+    assert state.handle(TaskDropped("a", 1, 0)) == [Dispatch(2, "a", "spec-a", ())]
+    assert state.handle(submit("b", workers=(1,), loose=True)) == [Dispatch(2, "b", "spec-b", ())]
+
+
 def test_the_first_stalled_worker_to_speak_takes_its_share_of_the_queue_not_all():
     state = Checked(workers=[1, 2], slots=64)
     state.handle(submit("long1"), submit("long2"))
