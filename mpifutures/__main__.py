@@ -3,8 +3,9 @@
 Run under ``mpiexec -n N`` or ``srun``: rank 0 runs the target as ``__main__`` with
 ``sys.argv`` as the target expects, ranks 1..N-1 are workers. The job's exit status is the
 target's: 0, the code given to ``sys.exit``, or 1 after an uncaught exception (whose traceback
-is printed). The workers are stopped whatever the target did; if they do not answer in time the
-job is aborted, so it never hangs.
+is printed). The workers are stopped whatever the target did (after a target that ended
+normally, at exit: Python's wait for non-daemon threads and the target's atexit handlers come
+first); if they do not answer in time the job is aborted. A signal ends every rank at once.
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def run_target(kind: str, target: str, args: list[str]) -> int:
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
+    global _signalled
     signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+    _signalled = signum
     name = signal.Signals(signum).name
     sys.stderr.write(f"mpifutures: the job was interrupted ({name}: Ctrl-C, a time limit, "
                      "scancel, or the launcher ending the job because another rank died);"
@@ -137,25 +140,19 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
 
 
 def _stop_at_exit() -> None:
-    """Stop the workers after a script that ended normally, at exit: Python has waited for
-    the script's non-daemon threads by then (they may still submit). One still alive means
-    that a signal cut that wait short: the job ends with the signal's status."""
+    """Stop the workers at exit (at once if they were stopped already): Python has run the
+    script's exit handlers and waited for its non-daemon threads by then, which may still
+    submit. A signal during either (Python prints and disregards the KeyboardInterrupt) ends
+    the job with the signal's status."""
     from . import launch
 
-    if launch._state.scheduler is None:
-        return  # stopped already: the script failed or was interrupted
-    if not _threads_left():
+    if not _signalled:
         launch.stop_scheduler(0)
         return
-    signum = _signalled or signal.SIGINT
-    sys.stderr.write(f"mpifutures: the job was interrupted ({signal.Signals(signum).name}) "
-                     "while Python waited for the script's threads; stopping every rank.\n")
-    code = launch.stop_scheduler(128 + signum)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    from mpi4py import MPI
-
-    MPI.COMM_WORLD.Abort(code)  # the status (an exception here would be ignored)
+    sys.stderr.write(f"mpifutures: the job was interrupted ({signal.Signals(_signalled).name}) "
+                     "while Python ran the script's exit handlers or waited for its threads; "
+                     "stopping every rank.\n")
+    launch.abort(launch.stop_scheduler(128 + _signalled))  # (an exception would be disregarded)
 
 
 def _threads_left() -> bool:
@@ -164,10 +161,11 @@ def _threads_left() -> bool:
     return any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate())
 
 
-_signalled = 0  # the last SIGTERM rank 0 received
+_signalled = 0  # the signal that interrupted rank 0, if one did
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """Rank 0's SIGTERM handler (and SIGINT's, once the script has ended)."""
     global _signalled
     _signalled = signum
     raise KeyboardInterrupt(signum)
@@ -274,13 +272,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     del scheduler
-    if code == 0:  # stopped at exit, as init() does; after an error or a signal, now
-        return 0
-    code = launch.stop_scheduler(code)
-    if code > 128 and _threads_left():  # a signal: Python must not wait for them
-        sys.stdout.flush()
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(code)
+    global _signalled
+    interrupted, _signalled = _signalled, 0  # (from now on, one means: at exit)
+    if code != 0:  # stopped now; after a script that ended normally, at exit (as init() does)
+        code = launch.stop_scheduler(code)
+        if interrupted and _threads_left():  # a signal: Python must not wait for them
+            launch.abort(code)
+    signal.signal(signal.SIGINT, _interrupt)  # a Ctrl-C at exit is noted too (_stop_at_exit)
     return code
 
 

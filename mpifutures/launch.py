@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Iterator, Optional
 
 from . import config as configmod
@@ -143,6 +144,22 @@ def serve(comm: Any, config: configmod.Config) -> None:
     Worker(MPITransport(comm, config.buffer_pool), config).run()
 
 
+def abort(code: int) -> None:
+    """End every rank now with status ``code`` (MPI Abort), once what this process printed
+    (atexit handlers and threads too) has had a moment to reach the launcher, which stops
+    forwarding output when the ranks are killed."""
+    from mpi4py import MPI
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE)
+    MPI.COMM_WORLD.Abort(code)
+
+
+#: Seconds between rank 0's last words and an Abort (see :func:`abort`).
+ABORT_GRACE = 0.2
+
+
 def stop_scheduler(code: int) -> int:
     """Stop the workers; Abort the job if they do not stop in time. Returns the exit code."""
     with _state.lock:
@@ -165,8 +182,7 @@ def stop_scheduler(code: int) -> int:
             why = f"{type(exc).__name__} was raised"
         sys.stderr.write(f"mpifutures: {why} while stopping the workers; aborting the MPI "
                          "job.\n")
-        sys.stderr.flush()
-        scheduler.t.abort(code or 1)
+        abort(code or 1)
         raise
     if scheduler.failure is not None:
         sys.stderr.write(f"mpifutures: the cluster failed ({type(scheduler.failure).__name__}, "
@@ -174,8 +190,7 @@ def stop_scheduler(code: int) -> int:
     else:
         sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} "
                          "s (a task may be stuck); aborting the MPI job.\n")
-    sys.stderr.flush()
-    scheduler.t.abort(code or 1)
+    abort(code or 1)
     return code or 1
 
 

@@ -22,10 +22,10 @@ scheduler → worker
 worker → scheduler
     ``(DONE, key, attempt, nbytes, inline_payload_or_None, fetched_bytes, seconds_run)``
     ``(FAILED, key, attempt, error)``   ``(STOPPED, stats)``   ``(CALLED, call_id, ok, payload)``
-    ``(DROPPED, key, attempt)``  a cancelled or recalled task has left this worker: it did
-    not run, or (cancelled) its run has ended and the outcome is dropped; each cancelled or
-    recalled attempt ends in exactly one of DONE, FAILED or DROPPED, so rank 0 knows when the
-    worker is free again
+    ``(DROPPED, key, attempt, freed)``  a cancelled or recalled task has left this worker: it
+    did not run, or (cancelled) its run has ended and the outcome is dropped; each cancelled
+    or recalled attempt ends in exactly one of DONE, FAILED or DROPPED, so rank 0 knows when
+    the worker is free again; ``freed``: a compute thread had taken it
     ``(STORED, key, version)``  this worker now keeps a copy of ``key`` (scattered to it, or
     fetched) of that version
     ``(RECORDS, records)``  task-stream records

@@ -369,9 +369,8 @@ class Scheduler:
 
     def _on_message(self, source: int, msg: tuple, events: list) -> None:
         op = msg[0]
-        if op in _PROGRESS and (op != P.DROPPED or (msg[1], msg[2]) in self.state.leaving):
-            # a compute thread is done with a task (a recalled one given back is not)
-            self.stalls.heard(source, time.monotonic(), events)
+        if op in _PROGRESS and (op != P.DROPPED or msg[3]):  # a compute thread is done with
+            self.stalls.heard(source, time.monotonic(), events)  # a task: it is not stalled
         if op == P.DONE:
             _, key, attempt, nbytes, inline, fetched_bytes, ran = msg
             self.stats["bytes_between_workers"] += fetched_bytes

@@ -35,9 +35,9 @@ class Stalls:
         self._next_check = 0.0
 
     def heard(self, worker: int, now: float, events: list) -> None:
-        """``worker`` reported that a task has left it (DONE, FAILED, or DROPPED after a
-        cancel): a compute thread is free, or one was. Other messages come from its loop,
-        which answers while the threads are busy."""
+        """``worker`` reported that a task has left it (DONE, FAILED, or DROPPED of one that a
+        compute thread had taken): a thread is free, or was. Other messages come from its
+        loop, which answers while the threads are busy."""
         self.quiet_since[worker] = now
         if worker in self.stalled:
             self.stalled.discard(worker)

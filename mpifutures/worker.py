@@ -262,10 +262,10 @@ class Worker:
                     del self.waiters[dep]
         return True
 
-    def _left(self, task: _Task) -> None:
-        """Tell rank 0 that cancelled or recalled ``task`` has left this worker (call under
-        the lock)."""
-        self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt))
+    def _left(self, task: _Task, freed: bool = False) -> None:
+        """Tell rank 0 that cancelled or recalled ``task`` has left this worker; ``freed``:
+        a compute thread had taken it, and is free again (call under the lock)."""
+        self.outbox[self.scheduler].append((P.DROPPED, task.key, task.attempt, freed))
 
     def _on_store(self, source: int, msg: tuple) -> None:
         """Keep scattered data; pass it on down a binary tree of the ranks in ``forward``."""
@@ -428,7 +428,7 @@ class Worker:
             return  # cancelled before it was taken: reported then
         if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer attempt
             with self.lock:
-                self._left(task)
+                self._left(task, freed=True)
             return
         start = time.time() if self.trace else 0.0
         began = time.perf_counter()
@@ -454,7 +454,7 @@ class Worker:
                 times: tuple[float, float], ran: float) -> None:
         if self.pending.get(task.key) is not task:  # cancelled, or replaced by a newer
             # attempt: drop the outcome, and say the attempt has left this worker
-            self._left(task)
+            self._left(task, freed=True)
             return
         del self.pending[task.key]
         self.stats["tasks"] += 1

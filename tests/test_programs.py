@@ -126,6 +126,19 @@ def test_the_job_waits_for_the_scripts_threads_as_python_does():
     assert "ExecutorClosedError" not in r.stderr, r
 
 
+def test_a_script_exiting_with_a_high_status_still_gets_its_threads_waited_for():
+    r = launch(3, """
+        import atexit, sys, threading, time
+        from mpifutures import Executor
+        ex = Executor()
+        threading.Thread(target=lambda: (time.sleep(0.5), print("thread done"))).start()
+        atexit.register(lambda: threading.Thread(target=time.sleep, args=(0.2,)).start())
+        sys.exit(130)  # a status, not a signal: nothing is cut short
+    """, timeout=60)
+    assert r.returncode == 130 and "thread done" in r.stdout, r
+    assert "interrupted" not in r.stderr, r
+
+
 def test_the_scripts_exit_handlers_may_still_use_the_workers():
     r = launch(3, """
         import atexit

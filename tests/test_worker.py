@@ -37,7 +37,7 @@ def test_a_copy_arriving_after_its_key_is_sent_to_run_here_anew_is_dropped():
                   (0, run_msg("e", deps=(("k", 1, 2),), attempt=3)),
                   (2, (P.DATA, "k", dumps("old"), 1)), (2, (P.MISSING, "k", "gone", 1)))
     assert "k" not in worker.store
-    assert out[0] == [(P.DROPPED, "d", 1)]  # "d" never ran; no STORED of the old copy
+    assert out[0] == [(P.DROPPED, "d", 1, False)]  # "d" never ran; no STORED of the old copy
     assert [t.key for t in worker.waiters["k"]] == ["e"]  # "e" waits for the new "k"
     assert set(worker.pending) == {"k", "e"}  # nobody failed
 
@@ -163,9 +163,9 @@ def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
     taken = heapq.heappop(worker.ready)[2]  # a compute thread takes "a" (as _compute does)
     taken.taken = True
     out = handled(worker, (0, (P.CANCEL, ["a", "b"])))
-    assert out[0] == [(P.DROPPED, "b", 2)]  # "b" never ran; "a" is the thread's to report
+    assert out[0] == [(P.DROPPED, "b", 2, False)]  # "b" never ran; "a" is the thread's to report
     worker._run_task(taken)  # the thread finds "a" cancelled: it does not run it
-    assert handled(worker)[0] == [(P.DROPPED, "a", 1)]
+    assert handled(worker)[0] == [(P.DROPPED, "a", 1, True)]
     skipped = heapq.heappop(worker.ready)[2]  # "b", left in the heap (no search per cancel)
     worker._run_task(skipped)
     assert skipped.key == "b" and handled(worker) == {}  # reported once, at the cancel
@@ -174,7 +174,7 @@ def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
     assert handled(worker, (0, (P.CANCEL, ["c"]))) == {}
     with worker.lock:
         worker._finish(running, True, 1, dumps(1), (0.0, 0.0), 0.0)
-    assert handled(worker)[0] == [(P.DROPPED, "c", 3)] and "c" not in worker.store
+    assert handled(worker)[0] == [(P.DROPPED, "c", 3, True)] and "c" not in worker.store
     assert handled(worker, (0, (P.CANCEL, ["c"]))) == {}  # gone: nothing more to say
 
 
@@ -198,7 +198,7 @@ def test_a_recalled_task_is_given_back_unless_a_compute_thread_has_taken_it():
     taken = heapq.heappop(worker.ready)[2]  # a compute thread takes "a"
     taken.taken = True
     out = handled(worker, (0, (P.RECALL, [("a", 1), ("b", 2), ("w", 3), ("gone", 9)])))
-    assert out[0] == [(P.DROPPED, "b", 2), (P.DROPPED, "w", 3)]
+    assert out[0] == [(P.DROPPED, "b", 2, False), (P.DROPPED, "w", 3, False)]
     assert set(worker.pending) == {"a"} and "k" not in worker.waiters
     handled(worker, (2, (P.DATA, "k", dumps(5), 1)))  # "w"'s input arrives all the same
     assert [t.key for _, _, t in worker.ready] == ["b"]  # (left in the heap, skipped)
