@@ -20,6 +20,8 @@ from .events import WorkerStalled
 #: Seconds of silence from a worker that owes tasks before it counts as stalled: far more
 #: than the gap between two reports of a worker running short tasks.
 STALL_AFTER = 0.1
+#: The most a worker's silence is stretched by false alarms (see :meth:`Stalls.heard`).
+MOST_PATIENCE = 8
 
 
 class Stalls:
@@ -32,16 +34,28 @@ class Stalls:
         self.threads = threads  # each worker's compute threads (MPIFUTURES_THREADS_PER_WORKER)
         self.quiet_since = dict.fromkeys(workers, time.monotonic())
         self.stalled: set[int] = set()
+        self.patience = dict.fromkeys(self.quiet_since, 1)  # times ``after``, per worker
+        self._since: dict[int, float] = {}  # when each stalled worker was found so
         self._next_check = 0.0
 
     def heard(self, worker: int, now: float, events: list) -> None:
         """``worker`` reported that a task has left it (DONE, FAILED, or DROPPED of one that a
         compute thread had taken): a thread is free, or was. Other messages come from its
-        loop, which answers while the threads are busy."""
+        loop, which answers while the threads are busy.
+
+        A stall that ends within the silence that started it was a false alarm (a worker
+        starved of CPU by oversubscription, or tasks just over ``after``): that worker's
+        patience doubles, up to :data:`MOST_PATIENCE`; one that lasts four times as long
+        halves it again."""
         self.quiet_since[worker] = now
         if worker in self.stalled:
             self.stalled.discard(worker)
             events.append(WorkerStalled(worker, False))
+            lasted, patience = now - self._since.pop(worker, now), self.patience[worker]
+            if lasted < patience * self.after:
+                self.patience[worker] = min(2 * patience, MOST_PATIENCE)
+            elif lasted > 4 * patience * self.after:
+                self.patience[worker] = max(patience // 2, 1)
 
     def check(self, load: Mapping[int, int], now: float, events: list) -> None:
         """A few times per ``after``: mark the workers owing a task for each thread and
@@ -58,6 +72,8 @@ class Stalls:
         for worker, owed in load.items():
             if owed < self.threads or (late and worker not in self.stalled):
                 self.quiet_since[worker] = now  # a thread is free: silence says nothing
-            elif worker not in self.stalled and now - self.quiet_since[worker] > self.after:
+            elif (worker not in self.stalled
+                  and now - self.quiet_since[worker] > self.after * self.patience[worker]):
                 self.stalled.add(worker)
+                self._since[worker] = now
                 events.append(WorkerStalled(worker, True))

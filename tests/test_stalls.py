@@ -47,3 +47,27 @@ def test_a_stalled_worker_owing_fewer_tasks_than_it_has_threads_is_stalled_no_mo
     assert events == [WorkerStalled(1, True)]
     stalls.check({1: 0}, 10.131, events)  # at once, not at the next timed check
     assert events == [WorkerStalled(1, True), WorkerStalled(1, False)] and not stalls.stalled
+
+
+def test_false_alarms_make_rank_0_more_patient_with_that_worker_and_real_stalls_less():
+    stalls = Stalls([1, 2], after=0.1)
+    events: list = []
+
+    def stall_then_hear(start, heard_after):
+        stalls.heard(1, start, [])  # it reports a task's end at start, and owes 2 since
+        now, checks = start, 0
+        while 1 not in stalls.stalled:
+            checks += 1
+            now = start + 0.0251 * checks  # (a check every 25 ms or so)
+            stalls.check({1: 2, 2: 0}, now, events)
+        stalls.heard(1, now + heard_after, events)
+        return round(now - start, 3)
+
+    assert stall_then_hear(10.0, 0.05) == 0.126  # found after 0.1 s; speaks 0.05 s later
+    assert stalls.patience[1] == 2 and stalls.patience[2] == 1
+    assert stall_then_hear(11.0, 0.05) == 0.226  # now after 0.2 s
+    for start in (12.0, 13.0, 14.0):
+        stall_then_hear(start, 0.05)
+    assert stalls.patience[1] == 8  # at most 0.8 s
+    assert stall_then_hear(20.0, 5.0) == 0.828  # a long task: found, and it lasted
+    assert stalls.patience[1] == 4
