@@ -129,8 +129,9 @@ def run_target(kind: str, target: str, args: list[str]) -> int:
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
     global _signalled
-    signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
-    _signalled = signum
+    from .launch import signal_of
+
+    signum = _signalled = signal_of(exc)
     name = signal.Signals(signum).name
     sys.stderr.write(f"mpifutures: the job was interrupted ({name}: Ctrl-C, a time limit, "
                      "scancel, or the launcher ending the job because another rank died);"
@@ -237,6 +238,7 @@ def _exit_code(code: object) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The launcher: decide this rank's role, run it, return the job's exit status."""
+    global _signalled
     opts, kind, target, args = parse(sys.argv[1:] if argv is None else argv)
     _apply(opts)
     # As `python script.py` would, on every rank: workers unpickle what the script imports.
@@ -272,7 +274,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     del scheduler
-    global _signalled
     interrupted, _signalled = _signalled, 0  # (from now on, one means: at exit)
     if code != 0:  # stopped now; after a script that ended normally, at exit (as init() does)
         code = launch.stop_scheduler(code)

@@ -144,6 +144,11 @@ def serve(comm: Any, config: configmod.Config) -> None:
     Worker(MPITransport(comm, config.buffer_pool), config).run()
 
 
+def signal_of(exc: KeyboardInterrupt) -> int:
+    """The signal behind ``exc``: rank 0's SIGTERM handler passes its number, Ctrl-C none."""
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+
+
 def abort(code: int) -> None:
     """End every rank now with status ``code`` (MPI Abort), once what this process printed
     (atexit handlers and threads too) has had a moment to reach the launcher, which stops
@@ -175,7 +180,7 @@ def stop_scheduler(code: int) -> int:
             return code
     except BaseException as exc:  # a signal during the wait: end now, not later in MPI_Finalize
         if isinstance(exc, KeyboardInterrupt):
-            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            signum = signal_of(exc)
             code = code or 128 + signum
             why = f"the job was interrupted ({signal.Signals(signum).name})"
         else:
