@@ -17,6 +17,7 @@ import runpy
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import NoReturn, Optional, Sequence
 
@@ -63,10 +64,15 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
-        """Print a usage error on the first rank only (every rank parses the same argv)."""
+        """Print a usage error on the first rank only (every rank parses the same argv); the
+        others leave a moment later, as Open MPI's launcher stops forwarding output once a
+        rank has failed."""
         if _launcher_rank() in (None, "0"):
             self.print_usage(sys.stderr)
             sys.stderr.write(f"{self.prog}: error: {message}\n")
+            sys.stderr.flush()
+        else:
+            time.sleep(0.5)
         sys.exit(2)
 
 
