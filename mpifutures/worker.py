@@ -361,9 +361,8 @@ class Worker:
 
     _handlers = {
         P.RUN: _on_run, P.FREE: _on_free, P.CANCEL: _on_cancel, P.RECALL: _on_recall,
-        P.STORE: _on_store,
-        P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get, P.DATA: _on_data,
-        P.MISSING: _on_missing, P.PEERS: _on_peers,
+        P.STORE: _on_store, P.STOP: _on_stop, P.CALL: _on_call, P.GET: _on_get,
+        P.DATA: _on_data, P.MISSING: _on_missing, P.PEERS: _on_peers,
     }
 
     # ------------------------------------------------------------ inputs arriving
