@@ -9,6 +9,7 @@ MPIFUTURES_IDLE_AFTER          0.25       seconds without traffic before sleeps 
                                           ``MPIFUTURES_BACKOFF`` (to 1/20 of the idle time)
 MPIFUTURES_INLINE_BYTES        4096       results up to this size travel with the reply
 MPIFUTURES_BUFFER_POOL         268435456  bytes of freed receive memory kept for reuse (0: off)
+MPIFUTURES_MALLOC_KEEP         268435456  bytes of freed heap memory malloc keeps for reuse (0: leave)
 MPIFUTURES_GC_THRESHOLD        10000      raise gc's first threshold to this on every rank (0: leave)
 MPIFUTURES_TASKS_PER_WORKER    64         tasks without inputs queued on each worker
 MPIFUTURES_SHUTDOWN_TIMEOUT    10.0       seconds to wait for workers at exit, then Abort
@@ -69,6 +70,7 @@ class Config(NamedTuple):
     idle_after: float = 0.25
     inline_bytes: int = 4096
     buffer_pool: int = 256 << 20
+    malloc_keep: int = 256 << 20
     tasks_per_worker: int = 64
     gc_threshold: int = 10_000
     shutdown_timeout: float = 10.0
@@ -87,6 +89,7 @@ def load() -> Config:
         idle_after=_float("MPIFUTURES_IDLE_AFTER", 0.25),
         inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
         buffer_pool=_int("MPIFUTURES_BUFFER_POOL", 256 << 20, minimum=0),
+        malloc_keep=_int("MPIFUTURES_MALLOC_KEEP", 256 << 20, minimum=0),
         gc_threshold=_int("MPIFUTURES_GC_THRESHOLD", 10_000, minimum=0),
         tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
         shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),

@@ -115,12 +115,14 @@ def tune_gc(config: configmod.Config) -> None:
 def start_scheduler(comm: Any, config: configmod.Config, owner: str,
                     register: bool = True) -> Any:
     """Start rank 0's scheduler on ``comm``; ``register``: make it this process's cluster."""
+    from .buffers import keep_freed_memory
     from .logs import setup_logging
     from .mpi_transport import MPITransport
     from .scheduler import Scheduler
 
     setup_logging(config, comm.Get_rank())
     tune_gc(config)
+    keep_freed_memory(config.malloc_keep)
     scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
     scheduler.start()
     if register:
@@ -133,6 +135,7 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
 
 def serve(comm: Any, config: configmod.Config) -> None:
     """Run the worker loop on this rank until rank 0 stops it."""
+    from .buffers import keep_freed_memory
     from .logs import setup_logging
     from .mpi_transport import MPITransport
     from .taskrun import report_crashes
@@ -141,6 +144,7 @@ def serve(comm: Any, config: configmod.Config) -> None:
     setup_logging(config, comm.Get_rank())
     report_crashes(comm.Get_rank())
     tune_gc(config)
+    keep_freed_memory(config.malloc_keep)
     Worker(MPITransport(comm, config.buffer_pool), config).run()
 
 
