@@ -7,14 +7,14 @@ finish, so that chains run without a round trip through rank 0 per link. A worke
 owed tasks for a while without reporting one's end (``stalled``: see
 :mod:`~mpifutures.stalls`) gets no queued task, and no placed one that another worker can
 take, until it reports: they would wait there behind something long. The tasks already sent to
-it that another worker can take are recalled: those its compute threads have not taken come
-back and go elsewhere.
+it that another worker can take are recalled, with the dependents sent early to wait for them
+there: those its compute threads have not taken come back and go elsewhere.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Any
+from typing import Any, Optional
 
 from .events import Dispatch, RecallTask
 from .taskstate import TaskState
@@ -119,26 +119,47 @@ class Placement:
     def _take_back(self, worker: int) -> None:
         """``worker`` has stalled: recall what it was sent that another worker can take.
 
-        Not a task sent early (its inputs still compute there) nor an input of one: moved,
-        it would leave that one waiting; nor one fetching inputs from other ranks: moved, it
-        would fetch them again."""
+        A task goes back together with the dependents sent early to wait for it there (they
+        return to waiting, and follow it wherever it goes). Not a task fetching inputs from
+        other ranks: moved, it would fetch them again."""
         if len(self.stalled) == len(self.workers):
             return
         tasks, out = self.tasks, self._out
         for key in self.sent[worker]:
             task = tasks[key]
             if (not task.recalled and all(worker in tasks[d].holders for d in task.deps)
-                    and not any(tasks[d].status == "processing" for d in task.dependents)
                     and any(w != worker and w not in self.stalled
                             for w in self._candidates(task))):
-                task.recalled = True
-                out.append(RecallTask(worker, task.key, task.attempt))
+                chain = self._sent_after(task, worker)
+                for member in () if chain is None else (task, *chain):
+                    member.recalled = True
+                    out.append(RecallTask(worker, member.key, member.attempt))
+
+    def _sent_after(self, task: TaskState, worker: int) -> Optional[list[TaskState]]:
+        """The dependents sent early to wait on ``worker`` for ``task`` (and for them, in
+        turn); None if one waits on another worker, which the task must then not leave."""
+        found: dict[str, TaskState] = {}
+        todo = [task]
+        while todo:
+            for key in todo.pop().dependents:
+                dependent = self.tasks[key]
+                if dependent.status != "processing" or dependent.recalled or key in found:
+                    continue
+                if dependent.worker != worker:
+                    return None
+                found[key] = dependent
+                todo.append(dependent)
+        return list(found.values())
 
     def _returned(self, task: TaskState) -> None:
-        """Recalled ``task`` came back without running: place it anew."""
+        """Recalled ``task`` came back without running: place it anew, or, sent early and
+        its inputs not all computed yet, let it wait for them again."""
         self._unload(task)
         task.status = "waiting"
-        self._ready(task)
+        if task.waiting_on:
+            self._maybe_run_early(task)
+        else:
+            self._ready(task)
 
     def _unload(self, task: TaskState) -> None:
         """``task`` no longer runs on its worker (it ended, or came back)."""

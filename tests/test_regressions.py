@@ -812,6 +812,25 @@ def test_tasks_queued_behind_a_long_task_are_taken_back_and_run_elsewhere(execut
     assert long.result(30) is None
 
 
+def test_a_chain_queued_behind_a_long_task_is_taken_back_with_what_waits_for_it(executor,
+                                                                                tmp_path):
+    # A map whose results are combined pairwise: each pair's task was sent early to wait on
+    # the worker of its inputs, and a task with such a dependent was never recalled, so half
+    # the map waited behind the long task. The chain now comes back as a unit.
+    path = str(tmp_path / "long")
+    long = executor.submit(tasks.announce_then_sleep, path, 4.0, pure=False)
+    start = time.monotonic()
+    fs = executor.map(tasks.rank, range(20), pure=False)
+    pairs = [executor.submit(tasks.rank, fs[i], fs[i + 1], pure=False) for i in range(0, 20, 2)]
+    ranks = executor.gather(fs + pairs)
+    elapsed = time.monotonic() - start
+    _wait_for(path)
+    with open(path) as fh:
+        busy = int(fh.read())
+    assert elapsed < 2.5 and busy not in ranks, (elapsed, busy, ranks)
+    assert long.result(30) is None
+
+
 @pytest.mark.parametrize("how", ["input", "loose"])
 def test_tasks_tied_loosely_to_a_busy_worker_run_elsewhere(executor, tmp_path, how):
     # "input": their input lives on the busy worker. The worker's answer to the recall used

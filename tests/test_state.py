@@ -434,9 +434,10 @@ def test_a_stalled_worker_gives_back_what_another_worker_can_take():
                  submit("s", workers=(1,), loose=True), submit("t", "s"))  # t sent early
     assert state.tasks["e"].worker == state.tasks["f"].worker == state.tasks["t"].worker == 1
     out = state.handle(WorkerStalled(1, True))
-    # Not p (pinned), f (moved, it would fetch c again), nor s and t: moved, either would
-    # leave t waiting on worker 1.
-    assert [(c.worker, c.key) for c in out] == [(1, "long"), (1, "a"), (1, "b"), (1, "e")]
+    # Not p (pinned) nor f (moved, it would fetch c again); s with t, sent early to wait
+    # for it (see the next test).
+    assert [(c.worker, c.key) for c in out] == [
+        (1, "long"), (1, "a"), (1, "b"), (1, "e"), (1, "s"), (1, "t")]
     assert all(isinstance(c, RecallTask) and c.attempt == state.tasks[c.key].attempt
                for c in out)
     assert state.handle(submit("u", "a")) == []  # not sent early to where a may not run
@@ -449,6 +450,35 @@ def test_a_stalled_worker_gives_back_what_another_worker_can_take():
     assert state.leaving == {("b", state.tasks["b"].attempt): 1}
     assert state.handle(*confirmed(state)) == [] and state.load == {1: 4, 2: 4}  # p f s t; d a u e
     assert state.handle(WorkerStalled(2, True)) == []  # nobody free to take anything
+
+
+def test_a_stalled_worker_gives_back_a_chain_sent_early_with_the_task_it_waits_for():
+    def chained():
+        state = Checked(workers=[1, 2], slots=8)
+        state.handle(*(submit(k) for k in ("long", "a", "b", "c")))  # long, a on 1; b, c on 2
+        state.handle(submit("d", "a"), submit("e", "d"),  # sent early to wait for a on 1
+                     submit("f", "a", "b"))  # waits on rank 0: its inputs run on two workers
+        assert [state.tasks[k].worker for k in "de"] == [1, 1] and state.tasks["f"].worker is None
+        state.handle(TaskFinished("b", 2, 8), TaskFinished("c", 2, 8))
+        out = state.handle(WorkerStalled(1, True))
+        assert [(type(c), c.worker, c.key) for c in out] == [
+            (RecallTask, 1, "long"), (RecallTask, 1, "a"), (RecallTask, 1, "d"),
+            (RecallTask, 1, "e")]
+        return state
+
+    state = chained()  # the whole chain comes back (answers in any order): it follows a
+    assert state.handle(TaskDropped("e", 1, 0)) == []  # back to waiting for d
+    assert state.handle(TaskDropped("a", 1, 0)) == [
+        Dispatch(2, "a", "spec-a", ()), Dispatch(2, "f", "spec-f", (("a", 2), ("b", 2)))]
+    assert state.handle(TaskDropped("d", 1, 0)) == [
+        Dispatch(2, "d", "spec-d", (("a", 2),)), Dispatch(2, "e", "spec-e", (("d", 2),))]
+    assert state.handle(TaskFinished("long", 1, 8)) == [ResolveFuture("long", "memory")]
+
+    state = chained()  # a had started: it runs on 1, and what waited for it goes elsewhere
+    assert state.handle(TaskDropped("d", 1, 0)) == []  # not sent early to where a may not run
+    out = state.handle(TaskFinished("a", 1, 8))
+    assert sorted((c.worker, c.key) for c in out if isinstance(c, Dispatch)) == [(2, "d"), (2, "f")]
+    assert state.handle(TaskDropped("e", 1, 0)) == [Dispatch(2, "e", "spec-e", (("d", 2),))]
 
 
 def test_a_worker_speaking_again_takes_work_back_from_those_still_stalled():
