@@ -105,6 +105,7 @@ class Worker:
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
         transport.wake = self.backoff.wake
         self.running = True
+        self.answer_due = False  # this worker spoke to rank 0 last: an answer may come soon
         self.stats = {"bytes_fetched": 0, "tasks": 0}
         self.threads = [
             threading.Thread(target=self._compute, name=f"mpifutures-compute-{i}", daemon=True)
@@ -135,6 +136,8 @@ class Worker:
                 self._check_peers(now)
         arrived = self.t.poll()  # MPI: this thread only, and outside the lock
         for source, msgs in arrived:
+            if source == self.scheduler and self.answer_due:  # (a free answers nothing)
+                self.answer_due = all(msg[0] == P.FREE for msg in msgs)
             for msg in msgs:
                 if msg[0] == P.CALL:  # the user's function runs without the lock
                     self._handle(source, msg)
@@ -145,12 +148,17 @@ class Worker:
             out = self._take_outbox()
         for dest, msgs in out.items():
             self.t.send(dest, msgs)
+        if self.scheduler in out:
+            self.answer_due = True
         if arrived or out or self.t.busy():
             self.backoff.reset()
         else:
-            # Quick polls after traffic pay while a reply may be due at once; while every
-            # compute thread is in a long task they would only take its CPU (or core).
-            self.backoff.idle(self._unsent, hot=self.long_tasks < len(self.threads))
+            # Quick polls after traffic pay while a reply may be due at once: rank 0 has not
+            # spoken since this worker last did (a task's end may bring the next task), or
+            # inputs are on their way. While every compute thread is in a long task, or
+            # after a message that asks for nothing (a free), they would only take CPU.
+            self.backoff.idle(self._unsent, hot=self.long_tasks < len(self.threads) and (
+                self.answer_due or bool(self.fetching)))
 
     def _check_peers(self, now: float) -> None:
         """Abort the job if rank 0 has died; tell rank 0 of a worker that has."""

@@ -135,6 +135,7 @@ def test_the_loop_skips_quick_polls_while_every_compute_thread_is_in_a_long_task
             time.sleep(0.001)
         time.sleep(0.02)
         worker.backoff.reset()
+        worker.answer_due = True  # as after a task's end: rank 0 may answer at once
         worker.backoff.hot = 60.0  # only the flag can end this hot phase
         for _ in range(5):
             worker._turn()
@@ -154,6 +155,35 @@ def test_the_loop_skips_quick_polls_while_every_compute_thread_is_in_a_long_task
         with worker.ready_cond:
             worker.ready_cond.notify_all()
         worker.threads[0].join(10)
+
+
+def test_the_loop_polls_quickly_only_while_an_answer_may_be_due():
+    """Quick polls pay after this worker told rank 0 something (a task's end may bring the
+    next task at once) until rank 0 answers, and while inputs are on their way; an idle
+    worker that was only told to free data waited 2 ms in 10 us polls all the same."""
+    fabric = LocalFabric(3)
+    worker = Worker(fabric.endpoints[1], Config(threads_per_worker=1))
+    rank0 = fabric.endpoints[0]
+
+    def hot(*messages):
+        for msg in messages:
+            rank0.send(1, [msg])
+        worker.backoff.reset()
+        worker.backoff.hot = 60.0  # only the flags decide
+        for _ in range(5):
+            worker._turn()
+        return worker.backoff._delay <= 1e-5 * 1.01
+
+    assert hot()  # its HELLO went to rank 0, which has not answered yet
+    assert hot((P.FREE, ["x"]))  # a free is no answer
+    assert not hot((P.CANCEL, ["y"]))  # rank 0 spoke: nothing is due any more
+    assert not hot((P.FREE, ["x"]))
+    assert hot(run_msg("d", deps=(("k", 2, 1),)))  # "k" is being fetched from rank 2
+    fabric.endpoints[2].send(1, [(P.DATA, "k", dumps(-3), 1)])
+    assert hot()  # it told rank 0 of its copy of "k" (STORED)
+    worker.answer_due = False
+    assert not hot()
+    assert [m[0] for m in rank0.poll()[0][1]] == [P.HELLO]
 
 
 def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
