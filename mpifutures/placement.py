@@ -6,9 +6,10 @@ and one whose unfinished inputs all run on one worker is sent there at once, bef
 finish, so that chains run without a round trip through rank 0 per link. A worker that has
 owed tasks for a while without reporting one's end (``stalled``: see
 :mod:`~mpifutures.stalls`) gets no queued task, and no placed one that another worker can
-take, until it reports: they would wait there behind something long. The tasks already sent to
-it that another worker can take are recalled, with the dependents sent early to wait for them
-there: those its compute threads have not taken come back and go elsewhere.
+take, until it reports: they would wait there behind something long. Whenever another worker
+has an idle compute thread, the newer half of the tasks already sent to a stalled one that it
+could take are recalled: those no compute thread has taken come back and go elsewhere, and
+then the dependents sent early to wait for them there come back too and follow them.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from .taskstate import TaskState
 
 class Placement:
     """Readiness, placement and dispatch; the state it reads and writes (``tasks``, ``load``,
-    ``sent``, ``queue``, ``slots``, ``workers``, ``_out``, ``_early``, ``_numbers``) is made by
-    :class:`~mpifutures.state.SchedulerState`."""
+    ``sent``, ``queue``, ``slots``, ``threads``, ``workers``, ``_out``, ``_early``,
+    ``_numbers``, ``_hungry``) is made by :class:`~mpifutures.state.SchedulerState`."""
 
     tasks: dict[str, TaskState]
     load: dict[int, int]
+    threads: int
+    _hungry: bool
     sent: dict[int, dict[str, None]]
     queue: list[tuple[int, int, str]]
     slots: int
@@ -116,44 +119,62 @@ class Placement:
                     run -= 1
                     left -= 1
 
-    def _take_back(self, worker: int) -> None:
-        """``worker`` has stalled: recall what it was sent that another worker can take.
-
-        A task goes back together with the dependents sent early to wait for it there (they
-        return to waiting, and follow it wherever it goes). Not a task fetching inputs from
-        other ranks: moved, it would fetch them again."""
-        if len(self.stalled) == len(self.workers):
+    def _steal(self) -> None:
+        """Workers with an idle compute thread take work from the stalled ones (see
+        _take_back); called when a worker stalls or one's load falls below its threads."""
+        self._hungry = False
+        if len(self.stalled) == len(self.workers) or not any(
+                self.load[w] < self.threads for w in self.workers if w not in self.stalled):
             return
-        tasks, out = self.tasks, self._out
-        for key in self.sent[worker]:
-            task = tasks[key]
-            if (not task.recalled and all(worker in tasks[d].holders for d in task.deps)
-                    and any(w != worker and w not in self.stalled
-                            for w in self._candidates(task))):
-                chain = self._sent_after(task, worker)
-                for member in () if chain is None else (task, *chain):
-                    member.recalled = True
-                    out.append(RecallTask(worker, member.key, member.attempt))
+        for worker in sorted(self.stalled):
+            self._take_back(worker)
 
-    def _sent_after(self, task: TaskState, worker: int) -> Optional[list[TaskState]]:
+    def _take_back(self, worker: int) -> None:
+        """Recall from stalled ``worker`` the newer half of the tasks it was sent that another
+        worker can take. Halves, as the idle workers ask again when they run dry: with tasks
+        of similar length, moving all would only make the others wait in turn.
+
+        Not a task pinned there, nor one fetching inputs from other ranks (moved, it would
+        fetch them again), nor one with a dependent sent early that may not follow it (pinned
+        there). The dependents sent early to wait for a task are recalled once it is back:
+        before, they would come back even when it had started and could not move."""
+        tasks = self.tasks
+        movable = [task for task in map(tasks.__getitem__, reversed(self.sent[worker]))
+                   if not task.recalled and all(worker in tasks[d].holders for d in task.deps)
+                   and any(w != worker and w not in self.stalled
+                           for w in self._candidates(task))
+                   and self._sent_after(task, worker) is not None]
+        for task in movable[:(len(movable) + 1) // 2]:
+            self._ask_back(task, worker)
+
+    def _ask_back(self, task: TaskState, worker: int) -> None:
+        task.recalled = True
+        self._out.append(RecallTask(worker, task.key, task.attempt))
+
+    def _sent_after(self, task: TaskState, worker: int,
+                    movable: bool = True) -> Optional[list[TaskState]]:
         """The dependents sent early to wait on ``worker`` for ``task`` (and for them, in
-        turn); None if one waits on another worker, which the task must then not leave."""
+        turn). ``movable``: None if one may not follow the task elsewhere (pinned there)."""
         found: dict[str, TaskState] = {}
         todo = [task]
         while todo:
             for key in todo.pop().dependents:
                 dependent = self.tasks[key]
-                if dependent.status != "processing" or dependent.recalled or key in found:
+                if dependent.status != "processing" or dependent.recalled or key in found \
+                        or dependent.worker != worker:
                     continue
-                if dependent.worker != worker:
+                if movable and dependent.workers and not dependent.loose:
                     return None
                 found[key] = dependent
                 todo.append(dependent)
         return list(found.values())
 
     def _returned(self, task: TaskState) -> None:
-        """Recalled ``task`` came back without running: place it anew, or, sent early and
-        its inputs not all computed yet, let it wait for them again."""
+        """Recalled ``task`` came back without running: the dependents sent early to wait
+        for it are recalled too, and it is placed anew (or, itself sent early and its inputs
+        not all computed yet, waits for them again)."""
+        for dependent in self._sent_after(task, task.worker, movable=False):  # (sent early
+            self._ask_back(dependent, task.worker)  # since its recall, pinned ones too)
         self._unload(task)
         task.status = "waiting"
         if task.waiting_on:
@@ -167,6 +188,8 @@ class Placement:
             self.load[task.worker] -= 1
             del self.sent[task.worker][task.key]
             task.recalled = False
+            if self.stalled and self.load[task.worker] < self.threads:
+                self._hungry = True  # it may take work from a stalled worker
 
     def _dispatch(self, task: TaskState, worker: int) -> Dispatch:
         if task.status != "processing":

@@ -52,7 +52,8 @@ class Scheduler:
         self.t = transport
         self.config = config
         self.workers = tuple(range(1, transport.size))
-        self.state = SchedulerState(self.workers, config.tasks_per_worker)
+        self.state = SchedulerState(self.workers, config.tasks_per_worker,
+                                    config.threads_per_worker)
         self.inbox: deque = deque()
         self.registry = Registry(self._post_from_gc)
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)

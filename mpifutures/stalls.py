@@ -5,9 +5,9 @@ A worker that has owed at least as many tasks as it has compute threads for
 thread. Tasks queued on it would wait behind that one while another worker may idle (and wait
 for ever behind one that never ends, or one waiting for a task queued behind it), so rank 0
 marks it stalled (:class:`~mpifutures.events.WorkerStalled`) and the state machine sends it no
-more work that another worker can take, and recalls the tasks already sent there that another
-worker can take (see :meth:`~mpifutures.placement.Placement._take_back`), until it reports
-that a task has ended or owes fewer tasks than it has threads.
+more work that another worker can take, and lets a worker with an idle thread take back
+tasks already sent there (see :meth:`~mpifutures.placement.Placement._take_back`), until it
+reports that a task has ended or owes fewer tasks than it has threads.
 """
 
 from __future__ import annotations

@@ -65,9 +65,10 @@ from .taskstate import (ENDED as _ENDED, NONE as _NONE, TaskState, rerun_chain,
 class SchedulerState(Placement):
     """Pure scheduling state of one cluster: ``handle(*events) -> list[command]``."""
 
-    def __init__(self, workers: Iterable[int], slots: int = 64) -> None:
+    def __init__(self, workers: Iterable[int], slots: int = 64, threads: int = 1) -> None:
         self.workers: tuple[int, ...] = tuple(workers)
         self.slots = slots
+        self.threads = threads  # compute threads per worker: fewer tasks owed, one is idle
         self.tasks: dict[str, TaskState] = {}
         self.load: dict[int, int] = {w: 0 for w in self.workers}  # tasks sent, not ended
         self.sent: dict[int, dict[str, None]] = {w: {} for w in self.workers}  # their keys
@@ -75,6 +76,7 @@ class SchedulerState(Placement):
         # worker says they left (a running task cannot be stopped: the worker is busy)
         self.leaving: dict[tuple[str, int], int] = {}
         self.stalled: set[int] = set()  # busy with something long: no queued work for them
+        self._hungry = False  # a worker's load fell below its threads while others stalled
         self.queue: list[tuple[int, int, str]] = []
         self.completed = 0
         self.failed = 0
@@ -102,6 +104,8 @@ class SchedulerState(Placement):
             handlers[type(event)](self, event)
             if self._early:
                 self._run_early()
+        if self._hungry:
+            self._steal()
         self._fill()
         if self._early:
             self._run_early()
@@ -280,11 +284,9 @@ class SchedulerState(Placement):
     def _stall(self, ev: WorkerStalled) -> None:
         if ev.stalled:
             self.stalled.add(ev.worker)
-            self._take_back(ev.worker)
-        elif ev.worker in self.stalled:
+            self._hungry = True  # a worker with an idle thread may take from it
+        else:
             self.stalled.discard(ev.worker)
-            for worker in sorted(self.stalled):  # what the others hold may come here now
-                self._take_back(worker)
 
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)

@@ -423,7 +423,11 @@ def test_a_stalled_worker_gets_no_work_another_can_take_until_it_speaks_again():
     assert [(c.key, c.worker) for c in out if isinstance(c, Dispatch)] == [("i", 1)]
 
 
-def test_a_stalled_worker_gives_back_what_another_worker_can_take():
+def kinds(out):
+    return [(type(c).__name__, getattr(c, "worker", None), c.key) for c in out]
+
+
+def test_an_idle_worker_takes_half_of_what_a_stalled_one_can_give_back():
     state = Checked(workers=[1, 2], slots=8)
     state.handle(submit("x", workers=(1,)))
     state.handle(TaskFinished("x", 1, 8))
@@ -433,71 +437,85 @@ def test_a_stalled_worker_gives_back_what_another_worker_can_take():
                  submit("f", "c", workers=(1,), loose=True),  # fetches c from worker 2
                  submit("s", workers=(1,), loose=True), submit("t", "s"))  # t sent early
     assert state.tasks["e"].worker == state.tasks["f"].worker == state.tasks["t"].worker == 1
-    out = state.handle(WorkerStalled(1, True))
-    # Not p (pinned) nor f (moved, it would fetch c again); s with t, sent early to wait
-    # for it (see the next test).
-    assert [(c.worker, c.key) for c in out] == [
-        (1, "long"), (1, "a"), (1, "b"), (1, "e"), (1, "s"), (1, "t")]
-    assert all(isinstance(c, RecallTask) and c.attempt == state.tasks[c.key].attempt
-               for c in out)
-    assert state.handle(submit("u", "a")) == []  # not sent early to where a may not run
-    assert state.handle(TaskDropped("a", 1, 0)) == [  # a came back: placed anew, u after it
-        Dispatch(2, "a", "spec-a", ()), Dispatch(2, "u", "spec-u", (("a", 2),))]
+    assert state.handle(WorkerStalled(1, True)) == []  # worker 2 is busy (d): nothing moves
+    out = state.handle(TaskFinished("d", 2, 8))  # now it has an idle thread
+    # Not p (pinned), f (moved, it would fetch c again) nor t (it waits for s); of s, e, b, a
+    # and long, the newer half.
+    assert kinds(out) == [("ResolveFuture", None, "d"), ("RecallTask", 1, "s"),
+                          ("RecallTask", 1, "e"), ("RecallTask", 1, "b")]
+    assert all(c.attempt == state.tasks[c.key].attempt for c in out[1:])
+    assert state.handle(submit("u", "s")) == []  # not sent early to where s may not run
+    # s is back: t, sent early to wait for it, is recalled now; s goes to worker 2, u after it
+    assert kinds(state.handle(TaskDropped("s", 1, 0))) == [
+        ("RecallTask", 1, "t"), ("Dispatch", 2, "s"), ("Dispatch", 2, "u")]
+    assert state.handle(TaskDropped("t", 1, 0)) == [Dispatch(2, "t", "spec-t", (("s", 2),))]
     assert state.handle(TaskDropped("e", 1, 0)) == [Dispatch(2, "e", "spec-e", (("x", 1),))]
-    assert state.handle(TaskFinished("long", 1, 8)) == [  # a thread had taken it: it ran
-        ResolveFuture("long", "memory")]
     state.handle(CancelRequested(("b",)))  # cancelled before its answer: the slot is freed once
     assert state.leaving == {("b", state.tasks["b"].attempt): 1}
-    assert state.handle(*confirmed(state)) == [] and state.load == {1: 4, 2: 4}  # p f s t; d a u e
-    assert state.handle(WorkerStalled(2, True)) == []  # nobody free to take anything
+    assert state.handle(*confirmed(state)) == [] and state.load == {1: 4, 2: 4}  # long a p f
+    assert state.handle(TaskFinished("long", 1, 8)) == [ResolveFuture("long", "memory")]
 
 
-def test_a_stalled_worker_gives_back_a_chain_sent_early_with_the_task_it_waits_for():
+def test_a_chain_sent_early_is_recalled_once_the_task_it_waits_for_is_back():
     def chained():
         state = Checked(workers=[1, 2], slots=8)
         state.handle(*(submit(k) for k in ("long", "a", "b", "c")))  # long, a on 1; b, c on 2
         state.handle(submit("d", "a"), submit("e", "d"),  # sent early to wait for a on 1
                      submit("f", "a", "b"))  # waits on rank 0: its inputs run on two workers
         assert [state.tasks[k].worker for k in "de"] == [1, 1] and state.tasks["f"].worker is None
-        state.handle(TaskFinished("b", 2, 8), TaskFinished("c", 2, 8))
-        out = state.handle(WorkerStalled(1, True))
-        assert [(type(c), c.worker, c.key) for c in out] == [
-            (RecallTask, 1, "long"), (RecallTask, 1, "a"), (RecallTask, 1, "d"),
-            (RecallTask, 1, "e")]
+        out = state.handle(TaskFinished("b", 2, 8), TaskFinished("c", 2, 8),
+                           WorkerStalled(1, True))
+        assert kinds(out)[2:] == [("RecallTask", 1, "a")]  # not d, e: they wait for a
         return state
 
-    state = chained()  # the whole chain comes back (answers in any order): it follows a
+    state = chained()  # a comes back, then what waits for it; it follows a
+    out = state.handle(TaskDropped("a", 1, 0))
+    assert sorted(kinds(out)) == [("Dispatch", 2, "a"), ("Dispatch", 2, "f"),
+                                  ("RecallTask", 1, "d"), ("RecallTask", 1, "e")]
     assert state.handle(TaskDropped("e", 1, 0)) == []  # back to waiting for d
-    assert state.handle(TaskDropped("a", 1, 0)) == [
-        Dispatch(2, "a", "spec-a", ()), Dispatch(2, "f", "spec-f", (("a", 2), ("b", 2)))]
     assert state.handle(TaskDropped("d", 1, 0)) == [
         Dispatch(2, "d", "spec-d", (("a", 2),)), Dispatch(2, "e", "spec-e", (("d", 2),))]
     assert state.handle(TaskFinished("long", 1, 8)) == [ResolveFuture("long", "memory")]
 
-    state = chained()  # a had started: it runs on 1, and what waited for it goes elsewhere
-    assert state.handle(TaskDropped("d", 1, 0)) == []  # not sent early to where a may not run
+    state = chained()  # a had started: it runs on 1, and its chain stays where it waits
     out = state.handle(TaskFinished("a", 1, 8))
-    assert sorted((c.worker, c.key) for c in out if isinstance(c, Dispatch)) == [(2, "d"), (2, "f")]
-    assert state.handle(TaskDropped("e", 1, 0)) == [Dispatch(2, "e", "spec-e", (("d", 2),))]
+    assert kinds(out) == [("ResolveFuture", None, "a"), ("Dispatch", 2, "f")]
+    assert state.load == {1: 3, 2: 1}  # long, d, e
+
+    state = chained()  # the chain grew while a's recall was out: its new pinned task
+    assert kinds(state.handle(submit("p", "e", workers=(1,)))) == [("Dispatch", 1, "p")]
+    out = state.handle(TaskDropped("a", 1, 0))  # comes back too, or it would wait for ever
+    assert sorted(k for k in kinds(out) if k[0] == "RecallTask") == [
+        ("RecallTask", 1, "d"), ("RecallTask", 1, "e"), ("RecallTask", 1, "p")]
+    out = state.handle(*(TaskDropped(k, 1, 0) for k in "pde"))
+    assert kinds(out) == [("Dispatch", 2, "d"), ("Dispatch", 2, "e")]  # p waits for e
+    state.handle(TaskFinished("a", 2, 8), TaskFinished("d", 2, 8))
+    assert state.handle(TaskFinished("e", 2, 8))[-1] == Dispatch(1, "p", "spec-p", (("e", 2),))
 
 
-def test_a_worker_speaking_again_takes_work_back_from_those_still_stalled():
+def test_a_task_whose_dependent_is_pinned_to_its_worker_stays():
+    state = Checked(workers=[1, 2], slots=8)
+    state.handle(*(submit(k) for k in ("long", "a", "b", "c")))  # long, a on 1; b, c on 2
+    state.handle(submit("p", "a", workers=(1,)))  # sent early to wait for a; may not move
+    state.handle(TaskFinished("b", 2, 8), TaskFinished("c", 2, 8))
+    assert kinds(state.handle(WorkerStalled(1, True))) == [("RecallTask", 1, "long")]
+
+
+def test_a_worker_that_runs_dry_takes_half_of_what_the_stalled_ones_hold_each_time():
     state = Checked(workers=[1, 2], slots=8)
     state.handle(submit("long1", workers=(1,)), submit("long2", workers=(2,)))
     state.handle(*(submit(k) for k in "abcd"))  # a, b behind long1; c, d behind long2
-    assert [(c.worker, c.key) for c in state.handle(WorkerStalled(1, True))] == [
-        (1, "a"), (1, "b")]
-    assert state.handle(WorkerStalled(2, True)) == []  # nobody free: everything waits
-    assert state.handle(TaskDropped("a", 1, 0), TaskDropped("b", 1, 0)) == []  # queued
-    out = state.handle(WorkerStalled(1, False), TaskFinished("long1", 1, 8))
-    assert [(type(c), getattr(c, "worker", None), c.key) for c in out] == [
-        (RecallTask, 2, "c"), (RecallTask, 2, "d"), (ResolveFuture, None, "long1"),
-        (Dispatch, 1, "a")]  # a, its share of the queue (b waits for the next turn)
-    out = state.handle(TaskDropped("c", 2, 0), TaskDropped("d", 2, 0))
-    assert [(c.worker, c.key) for c in out] == [(1, "b"), (1, "c")]
-    out = state.handle(TaskFinished("a", 1, 8))
-    assert [(c.worker, c.key) for c in out if isinstance(c, Dispatch)] == [(1, "d")]
-    assert state.handle(WorkerStalled(1, True)) == []  # (it owes b, c, d: nobody else free)
+    assert state.handle(WorkerStalled(1, True), WorkerStalled(2, True)) == []  # nobody idle
+    out = state.handle(WorkerStalled(1, False), TaskFinished("long1", 1, 8),
+                       TaskFinished("a", 1, 8))
+    assert "RecallTask" not in [k[0] for k in kinds(out)]  # b is still to run on 1
+    assert kinds(state.handle(TaskFinished("b", 1, 8))) == [
+        ("ResolveFuture", None, "b"), ("RecallTask", 2, "d")]
+    assert state.handle(TaskDropped("d", 2, 0)) == [Dispatch(1, "d", "spec-d", ())]
+    assert kinds(state.handle(TaskFinished("d", 1, 8))) == [
+        ("ResolveFuture", None, "d"), ("RecallTask", 2, "c")]
+    assert state.handle(TaskDropped("c", 2, 0)) == [Dispatch(1, "c", "spec-c", ())]
+    assert kinds(state.handle(TaskFinished("c", 1, 8))) == [("ResolveFuture", None, "c")]
 
 
 def test_a_task_only_preferring_a_stalled_worker_goes_elsewhere():
