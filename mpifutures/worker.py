@@ -47,6 +47,7 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
+_TASK_ENDS = frozenset((P.DONE, P.FAILED, P.DROPPED))  # reports rank 0 may answer at once
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
 
@@ -105,7 +106,7 @@ class Worker:
         self.backoff = Backoff(config.backoff, config.idle_backoff, config.idle_after)
         transport.wake = self.backoff.wake
         self.running = True
-        self.answer_due = False  # this worker spoke to rank 0 last: an answer may come soon
+        self.answer_due = False  # a task's end went to rank 0, which has not spoken since
         self.stats = {"bytes_fetched": 0, "tasks": 0}
         self.threads = [
             threading.Thread(target=self._compute, name=f"mpifutures-compute-{i}", daemon=True)
@@ -134,10 +135,11 @@ class Worker:
             now = time.monotonic()
             if now >= self.watch.next:
                 self._check_peers(now)
-        arrived = self.t.poll()  # MPI: this thread only, and outside the lock
-        for source, msgs in arrived:
-            if source == self.scheduler and self.answer_due:  # (a free answers nothing)
-                self.answer_due = all(msg[0] == P.FREE for msg in msgs)
+        news = False  # a message other than a free: frees ask for nothing, answer nothing
+        for source, msgs in self.t.poll():  # MPI: this thread only, and outside the lock
+            if source != self.scheduler or any(msg[0] != P.FREE for msg in msgs):
+                news = True
+                self.answer_due = self.answer_due and source != self.scheduler
             for msg in msgs:
                 if msg[0] == P.CALL:  # the user's function runs without the lock
                     self._handle(source, msg)
@@ -148,15 +150,15 @@ class Worker:
             out = self._take_outbox()
         for dest, msgs in out.items():
             self.t.send(dest, msgs)
-        if self.scheduler in out:
+        if any(msg[0] in _TASK_ENDS for msg in out.get(self.scheduler, ())):
             self.answer_due = True
-        if arrived or out or self.t.busy():
+        if news or out or self.t.busy():
             self.backoff.reset()
         else:
-            # Quick polls after traffic pay while a reply may be due at once: rank 0 has not
-            # spoken since this worker last did (a task's end may bring the next task), or
-            # inputs are on their way. While every compute thread is in a long task, or
-            # after a message that asks for nothing (a free), they would only take CPU.
+            # Quick polls after traffic pay while an answer may be due at once: a task's end
+            # went to rank 0, which may send the next task, and has not spoken since; or
+            # inputs are on their way. While every compute thread is in a long task they
+            # would only take CPU.
             self.backoff.idle(self._unsent, hot=self.long_tasks < len(self.threads) and (
                 self.answer_due or bool(self.fetching)))
 
