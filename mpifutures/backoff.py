@@ -3,8 +3,9 @@
 MPICH spins a core inside blocking calls, so every rank polls with ``Iprobe``/``Test`` and
 sleeps between empty polls. For ``hot`` seconds after traffic the sleep stays at its shortest
 (tens of microseconds: a request/response pipeline keeps its pace); then it doubles up to
-``cap``; a loop that skips that hot phase starts at ``SLOW_START * cap``. The hot phase only pays when messages from other ranks usually come within it: a
-loop whose recent waits for such messages lasted longer (tasks of milliseconds) skips it,
+``cap``; a loop that skips that hot phase starts at ``SLOW_START * cap``. The hot phase only
+pays when messages from other ranks usually come within it: a loop whose recent waits for
+such messages lasted longer (tasks of milliseconds) skips it,
 since polling every few microseconds would only take CPU from the tasks sharing its cores;
 so does a caller that knows no reply is due soon (``idle(hot=False)``: a worker whose compute
 threads are all in long tasks).

@@ -9,7 +9,7 @@ MPIFUTURES_IDLE_AFTER          0.25       seconds without traffic before sleeps 
                                           ``MPIFUTURES_BACKOFF`` (to 1/20 of the idle time)
 MPIFUTURES_INLINE_BYTES        4096       results up to this size travel with the reply
 MPIFUTURES_BUFFER_POOL         268435456  bytes of freed receive memory kept for reuse (0: off)
-MPIFUTURES_MALLOC_KEEP         268435456  bytes of freed heap memory malloc keeps for reuse (0: leave)
+MPIFUTURES_MALLOC_KEEP         268435456  bytes of freed heap memory kept by malloc (0: leave)
 MPIFUTURES_GC_THRESHOLD        10000      raise gc's first threshold to this on every rank (0: leave)
 MPIFUTURES_TASKS_PER_WORKER    64         tasks without inputs queued on each worker
 MPIFUTURES_SHUTDOWN_TIMEOUT    10.0       seconds to wait for workers at exit, then Abort

@@ -275,6 +275,7 @@ class SchedulerState(Placement):
         worker = self.leaving.pop((ev.key, ev.attempt), None)
         if worker is not None:
             self.load[worker] -= 1
+            self._hungry = bool(self.stalled)
             return
         task = self.tasks.get(ev.key)
         if (task is not None and task.recalled and task.status == "processing"
@@ -284,9 +285,9 @@ class SchedulerState(Placement):
     def _stall(self, ev: WorkerStalled) -> None:
         if ev.stalled:
             self.stalled.add(ev.worker)
-            self._hungry = True  # a worker with an idle thread may take from it
         else:
             self.stalled.discard(ev.worker)
+        self._hungry = bool(self.stalled)  # a worker with an idle thread may take from one
 
     def _released(self, ev: FutureReleased) -> None:
         task = self.tasks.get(ev.key)

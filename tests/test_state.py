@@ -518,6 +518,17 @@ def test_a_worker_that_runs_dry_takes_half_of_what_the_stalled_ones_hold_each_ti
     assert kinds(state.handle(TaskFinished("c", 1, 8))) == [("ResolveFuture", None, "c")]
 
 
+def test_a_worker_freed_by_cancels_takes_from_a_stalled_one():
+    state = Checked(workers=[1, 2], slots=8)
+    state.handle(submit("long", workers=(1,)), submit("slow", workers=(2,)))
+    state.handle(*(submit(k) for k in "abcd"))  # a, b behind long; c, d behind slow
+    assert state.handle(WorkerStalled(1, True), WorkerStalled(2, True)) == []  # nobody idle
+    state.handle(CancelRequested(("slow", "c", "d")))
+    assert state.handle(*confirmed(state)) == []  # they left worker 2: still marked stalled
+    out = state.handle(WorkerStalled(2, False))  # (it owes fewer tasks than it has threads)
+    assert kinds(out) == [("RecallTask", 1, "b")]
+
+
 def test_a_task_only_preferring_a_stalled_worker_goes_elsewhere():
     # allow_other_workers: a preference. Placed on the stalled worker, it waited there.
     state = Checked(workers=[1, 2], slots=2)
