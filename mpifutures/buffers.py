@@ -33,7 +33,8 @@ MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling: larger blocks are always mappe
 
 
 def keep_freed_memory(nbytes: int) -> bool:
-    """Let glibc keep up to ``nbytes`` of freed heap memory for reuse (0: leave malloc alone).
+    """Let glibc keep up to ``nbytes`` (0, or at least 32 MB: see config) of freed heap
+    memory for reuse (0: leave malloc alone).
 
     Sets ``M_TRIM_THRESHOLD`` to ``nbytes`` and ``M_MMAP_THRESHOLD`` to its ceiling (32 MB),
     so blocks up to that size come from the heap and go back to it. Returns whether malloc
@@ -46,9 +47,8 @@ def keep_freed_memory(nbytes: int) -> bool:
     except (OSError, AttributeError):
         log.debug("no mallopt here: freed memory goes back to the system as malloc decides")
         return False
-    mmap_threshold = min(nbytes, MMAP_THRESHOLD_MAX)
     return (mallopt(_M_TRIM_THRESHOLD, min(nbytes, 2**31 - 1)) == 1
-            and mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1)
+            and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1)
 
 
 class BufferPool:

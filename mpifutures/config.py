@@ -81,6 +81,16 @@ class Config(NamedTuple):
     task_stream_max: int = 1_000_000
 
 
+def _malloc_keep() -> int:
+    """0, or at least 32 MB: below glibc's largest mmap threshold, fixing the threshold would
+    map every larger block afresh, worse than leaving malloc alone."""
+    value = _int("MPIFUTURES_MALLOC_KEEP", 256 << 20, minimum=0)
+    if 0 < value < 32 << 20:
+        raise ValueError(f"MPIFUTURES_MALLOC_KEEP={value} must be 0 (leave malloc alone) or at "
+                         f"least {32 << 20} (32 MB)")
+    return value
+
+
 def load() -> Config:
     """Read the ``MPIFUTURES_*`` variables; raise ValueError naming a bad one."""
     return Config(
@@ -89,7 +99,7 @@ def load() -> Config:
         idle_after=_float("MPIFUTURES_IDLE_AFTER", 0.25),
         inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
         buffer_pool=_int("MPIFUTURES_BUFFER_POOL", 256 << 20, minimum=0),
-        malloc_keep=_int("MPIFUTURES_MALLOC_KEEP", 256 << 20, minimum=0),
+        malloc_keep=_malloc_keep(),
         gc_threshold=_int("MPIFUTURES_GC_THRESHOLD", 10_000, minimum=0),
         tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
         shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),

@@ -130,18 +130,18 @@ class Placement:
             self._take_back(worker)
 
     def _take_back(self, worker: int) -> None:
-        """Recall from stalled ``worker`` the newer half of the tasks it was sent that another
-        worker can take. Halves, as the idle workers ask again when they run dry: with tasks
+        """Recall from stalled ``worker`` the newer half of the tasks it was sent that a worker
+        with an idle compute thread can take. Halves, as the idle workers ask again when they run dry: with tasks
         of similar length, moving all would only make the others wait in turn.
 
         Not a task pinned there, nor one fetching inputs from other ranks (moved, it would
         fetch them again), nor one with a dependent sent early that may not follow it (pinned
         there). The dependents sent early to wait for a task are recalled once it is back:
         before, they would come back even when it had started and could not move."""
-        tasks = self.tasks
+        tasks, load, threads = self.tasks, self.load, self.threads
         movable = [task for task in map(tasks.__getitem__, reversed(self.sent[worker]))
                    if not task.recalled and all(worker in tasks[d].holders for d in task.deps)
-                   and any(w != worker and w not in self.stalled
+                   and any(w != worker and w not in self.stalled and load[w] < threads
                            for w in self._candidates(task))
                    and self._sent_after(task, worker) is not None]
         for task in movable[:(len(movable) + 1) // 2]:

@@ -218,6 +218,7 @@ class SchedulerState(Placement):
             self._out.append(FreeData(ev.worker, ev.key, ev.copy))
             return
         task.holders = _with(task.holders, ev.worker)
+        self._hungry = bool(self.stalled)  # a task that fetched it may move now
         if ev.worker in task.expected:
             task.expected.discard(ev.worker)
             self._resolve_scattered(task)

@@ -47,7 +47,8 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-_TASK_ENDS = frozenset((P.DONE, P.FAILED, P.DROPPED))  # reports rank 0 may answer at once
+# reports after which rank 0 may send the next task at once
+_REPLY_DUE_AFTER = frozenset((P.DONE, P.FAILED, P.DROPPED, P.DATA, P.MISSING, P.CALLED))
 _CACHE_HEADER = 1 << 16  # keep the payload of results whose pickle is this small
 _RECORDS_BATCH = 65536  # records wait on the worker until read, or go to rank 0 in batches this big
 
@@ -150,7 +151,7 @@ class Worker:
             out = self._take_outbox()
         for dest, msgs in out.items():
             self.t.send(dest, msgs)
-        if any(msg[0] in _TASK_ENDS for msg in out.get(self.scheduler, ())):
+        if any(msg[0] in _REPLY_DUE_AFTER for msg in out.get(self.scheduler, ())):
             self.answer_due = True
         if news or out or self.t.busy():
             self.backoff.reset()

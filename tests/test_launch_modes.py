@@ -208,6 +208,12 @@ def test_bad_configuration_is_named(monkeypatch):
     with pytest.raises(ValueError, match="MPIFUTURES_THREADS_PER_WORKER"):
         configmod.load()
     monkeypatch.setenv("MPIFUTURES_THREADS_PER_WORKER", "1")
+    monkeypatch.setenv("MPIFUTURES_MALLOC_KEEP", str(1 << 20))  # below glibc's 32 MB ceiling
+    with pytest.raises(ValueError, match="MPIFUTURES_MALLOC_KEEP=1048576 must be 0 .* or at "
+                                         "least 33554432"):
+        configmod.load()
+    monkeypatch.setenv("MPIFUTURES_MALLOC_KEEP", "0")
+    assert configmod.load().malloc_keep == 0
     monkeypatch.setenv("MPIFUTURES_LOG_LEVEL", "LOUD")
     with pytest.raises(ValueError, match="MPIFUTURES_LOG_LEVEL='LOUD' must be one of DEBUG"):
         configmod.load()

@@ -529,6 +529,26 @@ def test_a_worker_freed_by_cancels_takes_from_a_stalled_one():
     assert kinds(out) == [("RecallTask", 1, "b")]
 
 
+def test_a_task_that_has_fetched_its_input_may_move_to_an_idle_worker():
+    # Fetching when its worker stalled, it stayed; once the copy was there nothing asked again
+    state = Checked(workers=[1, 2], slots=8)
+    state.handle(submit("x", workers=(2,)), submit("y", workers=(1,)))
+    state.handle(TaskFinished("x", 2, 10), TaskFinished("y", 1, 10**6))
+    state.handle(submit("long", workers=(1,)), submit("f", "x", "y"))  # f fetches x on 1
+    assert state.tasks["f"].worker == 1
+    assert state.handle(WorkerStalled(1, True)) == []
+    assert kinds(state.handle(ReplicaStored("x", 1))) == [("RecallTask", 1, "f")]
+
+
+def test_the_half_is_of_what_a_worker_with_an_idle_thread_may_take():
+    # p and q may go only to 1 or 3, busy: recalling them left a and b behind the long task
+    state = Checked(workers=[1, 2, 3], slots=8)
+    state.handle(submit("long", workers=(1,)), *(submit(f"c{i}", workers=(3,)) for i in range(4)))
+    state.handle(submit("a", workers=(1,), loose=True), submit("b", workers=(1,), loose=True),
+                 submit("p", workers=(1, 3)), submit("q", workers=(1, 3)))
+    assert kinds(state.handle(WorkerStalled(1, True))) == [("RecallTask", 1, "b")]
+
+
 def test_a_task_only_preferring_a_stalled_worker_goes_elsewhere():
     # allow_other_workers: a preference. Placed on the stalled worker, it waited there.
     state = Checked(workers=[1, 2], slots=2)

@@ -182,13 +182,16 @@ def test_the_loop_polls_quickly_only_while_an_answer_may_be_due():
     assert hot(run_msg("d", deps=(("k", 2, 1),)))  # "k" is being fetched from rank 2
     fabric.endpoints[2].send(1, [(P.DATA, "k", dumps(-3), 1)])
     assert not hot()  # "k" is here ("d" waits for a compute thread)
+    worker.store["r"], worker.versions["r"] = "result", 1
+    assert hot((P.GET, "r", 1))  # rank 0 fetched a result: its next task may follow at once
+    worker.answer_due = False
     worker.backoff._delay = 0.001
     rank0.send(1, [(P.FREE, ["x"])])
     worker.backoff.wake.wait(0.001)  # (set by the in-process fabric's send; MPI sets none)
     worker._turn()
     assert worker.backoff._delay == 0.001  # a free is no traffic: sleeps stay as long
     assert [m[0] for _, msgs in rank0.poll() for m in msgs] == [
-        P.HELLO, P.DROPPED, P.STORED]
+        P.HELLO, P.DROPPED, P.STORED, P.DATA]
 
 
 def test_a_cancelled_task_reports_once_that_it_has_left_the_worker():
