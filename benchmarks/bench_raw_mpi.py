@@ -21,7 +21,7 @@ from mpi4py import MPI
 from workloads_common import noop
 
 from mpifutures import config as configmod
-from mpifutures.buffers import keep_freed_memory
+from mpifutures.launch import keep_freed_memory
 
 comm = MPI.COMM_WORLD
 TAG_GO, TAG_RESULT, TAG_W3 = 11, 12, 13

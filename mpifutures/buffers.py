@@ -9,15 +9,12 @@ room for a new one); ``limit=0`` turns the pool off.
 
 Arrays that tasks make meet the same cost inside ``malloc``: glibc gives a freed block of
 more than ~16 MB at the top of its heap back to the system, so a task making 8 MB arrays
-page-faults each one in anew (40,000 faults/s per worker in W3). :func:`keep_freed_memory`
-raises those limits on every rank.
+page-faults each one in anew (40,000 faults/s per worker in W3).
+:func:`mpifutures.launch.keep_freed_memory` raises those limits on every rank.
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import sys
 import threading
 import weakref
 from collections import deque
@@ -25,30 +22,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
 SMALLEST = 1 << 20  # below this malloc is cheap and pooling would only hold memory
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling: larger blocks are always mapped afresh
-
-
-def keep_freed_memory(nbytes: int) -> bool:
-    """Let glibc keep up to ``nbytes`` (0, or at least 32 MB: see config) of freed heap
-    memory for reuse (0: leave malloc alone).
-
-    Sets ``M_TRIM_THRESHOLD`` to ``nbytes`` and ``M_MMAP_THRESHOLD`` to its ceiling (32 MB),
-    so blocks up to that size come from the heap and go back to it. Returns whether malloc
-    took the settings (False off glibc, e.g. with musl or on macOS).
-    """
-    if not nbytes or not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        log.debug("no mallopt here: freed memory goes back to the system as malloc decides")
-        return False
-    return (mallopt(_M_TRIM_THRESHOLD, min(nbytes, 2**31 - 1)) == 1
-            and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1)
 
 
 class BufferPool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -112,10 +113,32 @@ def tune_gc(config: configmod.Config) -> None:
         gc.set_threshold(max(first, config.gc_threshold), *rest)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling: larger blocks are always mapped afresh
+
+
+def keep_freed_memory(nbytes: int) -> bool:
+    """Let glibc keep up to ``nbytes`` (0, or at least 32 MB: see config) of freed heap
+    memory for reuse (0: leave malloc alone).
+
+    Sets ``M_TRIM_THRESHOLD`` to ``nbytes`` and ``M_MMAP_THRESHOLD`` to its ceiling (32 MB),
+    so blocks up to that size come from the heap and go back to it. Returns whether malloc
+    took the settings (False off glibc, e.g. with musl or on macOS).
+    """
+    if not nbytes or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        log.debug("no mallopt here: freed memory goes back to the system as malloc decides")
+        return False
+    return (mallopt(_M_TRIM_THRESHOLD, min(nbytes, 2**31 - 1)) == 1
+            and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1)
+
+
 def start_scheduler(comm: Any, config: configmod.Config, owner: str,
                     register: bool = True) -> Any:
     """Start rank 0's scheduler on ``comm``; ``register``: make it this process's cluster."""
-    from .buffers import keep_freed_memory
     from .logs import setup_logging
     from .mpi_transport import MPITransport
     from .scheduler import Scheduler
@@ -135,7 +158,6 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
 
 def serve(comm: Any, config: configmod.Config) -> None:
     """Run the worker loop on this rank until rank 0 stops it."""
-    from .buffers import keep_freed_memory
     from .logs import setup_logging
     from .mpi_transport import MPITransport
     from .taskrun import report_crashes

@@ -6,7 +6,7 @@ import pytest
 
 from mpifutures.events import (CancelRequested, CancelTask, DataScattered, Dispatch, FreeData,
                                FutureReleased, KeepRequested, ReplicaStored, ResetFutures,
-                               RecallTask, ResolveFuture, RetryRequested, TaskDropped,
+                               ResolveFuture, RetryRequested, TaskDropped,
                                TaskFailed, TaskFinished, TaskSubmitted, WorkerStalled)
 from mpifutures.state import SchedulerState
 from tests.invariants import check_invariants
