@@ -30,6 +30,11 @@ echo "mpifutures: job ${SLURM_JOB_ID} on ${SLURM_JOB_NUM_NODES} node(s) ${SLURM_
 # --mpi=pmi2 is how MPICH (and the mpich wheel) learns its rank and size from srun. Without the
 # right plugin every rank starts as rank 0 of 1 and the job "succeeds" with the wrong answer.
 # Open MPI 5 wants --mpi=pmix instead; `srun --mpi=list` shows what your Slurm offers.
+# With the mpich wheel, MPI_Init can fail at random under srun with "mpi/pmi2: value not
+# properly terminated": Slurm's pmi2 plugin (22.05 at least) reads each request in one
+# 1024-byte read, and the wheel's UCX addresses can make longer ones. Its OFI module's
+# addresses are short; uncomment for the wheel (a site MPI needs none of this):
+# export MPIR_CVAR_CH4_NETMOD=ofi
 # --kill-on-bad-exit: if a rank dies before MPI is up (a bad environment on one node, an import
 # error), the others would wait for it in MPI_Init until the time limit; this ends the job now.
 srun --mpi=pmi2 --kill-on-bad-exit=1 "$PYTHON" -m mpifutures "$@"

@@ -74,6 +74,11 @@ def slurm_env() -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
     env.update(_slurm_conf_env(), PYTHON=sys.executable)
+    # The mpich wheel's default UCX network module hands srun's pmi2 plugin address lines that
+    # can pass 1024 bytes, which Slurm 22.05 reads in one 1024-byte read: MPI_Init then fails
+    # now and then ("mpi/pmi2: value not properly terminated"). The OFI module's addresses are
+    # short. The job scripts and README give users the same advice.
+    env["MPIR_CVAR_CH4_NETMOD"] = "ofi"
     already_up = _run_slurm_sh("status", check=False).returncode == 0
     if not already_up:
         _run_slurm_sh("start", "2", timeout=90)
