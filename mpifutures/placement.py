@@ -7,9 +7,10 @@ finish, so that chains run without a round trip through rank 0 per link. A worke
 owed tasks for a while without reporting one's end (``stalled``: see
 :mod:`~mpifutures.stalls`) gets no queued task, and no placed one that another worker can
 take, until it reports: they would wait there behind something long. Whenever another worker
-has an idle compute thread, the newer half of the tasks already sent to a stalled one that it
-could take are recalled: those no compute thread has taken come back and go elsewhere, and
-then the dependents sent early to wait for them there come back too and follow them.
+has an idle compute thread, the newest of the tasks already sent to a stalled one that it
+could take are recalled, a share in proportion to the idle threads (half, for one idle worker
+and one stalled): those no compute thread has taken come back and go elsewhere, and then the
+dependents sent early to wait for them there come back too and follow them.
 """
 
 from __future__ import annotations
@@ -123,28 +124,34 @@ class Placement:
         """Workers with an idle compute thread take work from the stalled ones (see
         _take_back); called when a worker stalls or one's load falls below its threads."""
         self._hungry = False
-        if len(self.stalled) == len(self.workers) or not any(
-                self.load[w] < self.threads for w in self.workers if w not in self.stalled):
-            return
-        for worker in sorted(self.stalled):
-            self._take_back(worker)
+        idle = sum(self.threads - self.load[w] for w in self.workers
+                   if w not in self.stalled and self.load[w] < self.threads)
+        if idle and len(self.stalled) < len(self.workers):
+            for worker in sorted(self.stalled):
+                self._take_back(worker, idle, idle + len(self.stalled) * self.threads)
 
-    def _take_back(self, worker: int) -> None:
-        """Recall from stalled ``worker`` the newer half of the tasks it was sent that a worker
-        with an idle compute thread can take. Halves, as the idle workers ask again when they run dry: with tasks
-        of similar length, moving all would only make the others wait in turn.
+    def _take_back(self, worker: int, idle: int, threads: int) -> None:
+        """Recall from stalled ``worker`` the newest of the tasks it was sent that a worker
+        with an idle compute thread can take: their share ``idle / threads`` (the idle threads
+        among those of the idle and the stalled workers), counting tasks already asked back.
+        One idle worker facing one stalled takes half; with tasks of similar length, moving
+        all would only make the others wait in turn. The idle workers ask again when they
+        run dry.
 
         Not a task pinned there, nor one fetching inputs from other ranks (moved, it would
         fetch them again), nor one with a dependent sent early that may not follow it (pinned
         there). The dependents sent early to wait for a task are recalled once it is back:
         before, they would come back even when it had started and could not move."""
-        tasks, load, threads = self.tasks, self.load, self.threads
-        movable = [task for task in map(tasks.__getitem__, reversed(self.sent[worker]))
+        tasks, load, own = self.tasks, self.load, self.threads
+        sent = [tasks[key] for key in reversed(self.sent[worker])]
+        asked = sum(task.recalled for task in sent)
+        movable = [task for task in sent
                    if not task.recalled and all(worker in tasks[d].holders for d in task.deps)
-                   and any(w != worker and w not in self.stalled and load[w] < threads
+                   and any(w != worker and w not in self.stalled and load[w] < own
                            for w in self._candidates(task))
                    and self._sent_after(task, worker) is not None]
-        for task in movable[:(len(movable) + 1) // 2]:
+        share = -(-(len(movable) + asked) * idle // threads) - asked
+        for task in movable[:max(share, 0)]:
             self._ask_back(task, worker)
 
     def _ask_back(self, task: TaskState, worker: int) -> None:

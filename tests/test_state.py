@@ -549,6 +549,30 @@ def test_the_half_is_of_what_a_worker_with_an_idle_thread_may_take():
     assert kinds(state.handle(WorkerStalled(1, True))) == [("RecallTask", 1, "b")]
 
 
+def test_one_idle_thread_takes_its_share_of_many_stalled_workers_not_half_of_each():
+    # Eight workers stalled with 16 movable tasks each, one worker idle: half of each queue
+    # (64 tasks) would pile up on the idle one. It takes its share, 1/9 of each (2, newest).
+    def stalled_eight():
+        state = Checked(workers=list(range(1, 10)), slots=32)
+        for w in range(1, 9):
+            state.handle(submit(f"long{w}", workers=(w,)),
+                         *(submit(f"t{w}-{i}", workers=(w,), loose=True) for i in range(16)))
+        return state
+
+    state = stalled_eight()
+    out = state.handle(*(WorkerStalled(w, True) for w in range(1, 9)))
+    assert sorted(kinds(out)) == sorted(("RecallTask", w, f"t{w}-{i}")
+                                        for w in range(1, 9) for i in (14, 15))
+    # Stalling one by one, each recall counts the tasks already asked back from that worker:
+    # 8, then 16/3 of the second's, ... (113 recalls when each took half of the rest)
+    state = stalled_eight()
+    counts = [len(state.handle(WorkerStalled(w, True))) for w in range(1, 9)]
+    assert counts == [8, 6, 4, 4, 3, 3, 2, 2]
+    out = state.handle(*(TaskDropped(k, t.worker, 0) for k, t in list(state.tasks.items())
+                         if t.recalled))
+    assert {c.worker for c in out} == {9} and len(out) == 32
+
+
 def test_a_task_only_preferring_a_stalled_worker_goes_elsewhere():
     # allow_other_workers: a preference. Placed on the stalled worker, it waited there.
     state = Checked(workers=[1, 2], slots=2)
