@@ -130,10 +130,10 @@ class Placement:
             for worker in sorted(self.stalled):
                 self._take_back(worker, idle, idle + len(self.stalled) * self.threads)
 
-    def _take_back(self, worker: int, idle: int, threads: int) -> None:
+    def _take_back(self, worker: int, idle: int, pool: int) -> None:
         """Recall from stalled ``worker`` the newest of the tasks it was sent that a worker
-        with an idle compute thread can take: their share ``idle / threads`` (the idle threads
-        among those of the idle and the stalled workers), counting tasks already asked back.
+        with an idle compute thread can take: their share ``idle / pool`` (the idle threads
+        among the ``pool`` of the idle and the stalled workers' threads), counting tasks already asked back.
         One idle worker facing one stalled takes half; with tasks of similar length, moving
         all would only make the others wait in turn. The idle workers ask again when they
         run dry.
@@ -142,15 +142,15 @@ class Placement:
         fetch them again), nor one with a dependent sent early that may not follow it (pinned
         there). The dependents sent early to wait for a task are recalled once it is back:
         before, they would come back even when it had started and could not move."""
-        tasks, load, own = self.tasks, self.load, self.threads
+        tasks, load, threads = self.tasks, self.load, self.threads
         sent = [tasks[key] for key in reversed(self.sent[worker])]
         asked = sum(task.recalled for task in sent)
         movable = [task for task in sent
                    if not task.recalled and all(worker in tasks[d].holders for d in task.deps)
-                   and any(w != worker and w not in self.stalled and load[w] < own
+                   and any(w != worker and w not in self.stalled and load[w] < threads
                            for w in self._candidates(task))
                    and self._sent_after(task, worker) is not None]
-        share = -(-(len(movable) + asked) * idle // threads) - asked
+        share = -(-(len(movable) + asked) * idle // pool) - asked
         for task in movable[:max(share, 0)]:
             self._ask_back(task, worker)
 
