@@ -1,11 +1,14 @@
 """Receive memory for large buffers, reused once nothing refers to it any more.
 
 A fresh 100 MB ``np.empty`` is page-faulted in during the transfer, which costs about as much
-as the copy itself. The pool hands out *views* of blocks it keeps; a weak reference to each
-view puts its block back on the free list when the last array made from it dies, so the next
-receive of a similar size lands in memory that is already mapped. Blocks that are free count
-against ``limit`` bytes (a block returned beyond it is let go, and the oldest free block makes
-room for a new one); ``limit=0`` turns the pool off.
+as the copy itself. The pool lends *blocks* it keeps, and a block is free again only when
+nothing but the pool refers to it. The test is the block's reference count, not the life of
+the view handed out: numpy collapses chains of views, so the arrays that unpickling makes
+refer to the block itself, and the view dies as soon as the message is unpacked. Whatever
+uses the memory (an array, a view of it, a memoryview) holds a reference to the block, so
+the count is exact. Free blocks count against ``limit`` bytes (a block freed beyond it is
+let go, and the oldest free block makes room for a new one); ``limit=0`` turns the pool off.
+The pool belongs to the one thread that polls the transport; it takes no locks.
 
 Arrays that tasks make meet the same cost inside ``malloc``: glibc gives a freed block of
 more than ~16 MB at the top of its heap back to the system, so a task making 8 MB arrays
@@ -15,50 +18,61 @@ page-faults each one in anew (40,000 faults/s per worker in W3).
 
 from __future__ import annotations
 
-import threading
-import weakref
+import sys
 from collections import deque
 from typing import Any
 
 import numpy as np
 
 SMALLEST = 1 << 20  # below this malloc is cheap and pooling would only hold memory
+_POOL_REFS = 3  # references to a lent block that only the pool holds: see ``reclaim``
 
 
 class BufferPool:
-    """Hands out uninitialised byte arrays; reuses blocks whose views have all died."""
+    """Hands out uninitialised byte arrays; reuses blocks that nothing refers to any more."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._free: deque[Any] = deque()  # appended from whichever thread drops a view
-        self._lock = threading.Lock()  # taken only by take(), never by the finaliser
+        self._lent: list[Any] = []  # blocks whose memory may be in use
+        self._free: deque[Any] = deque()
         self.reused = 0
 
     def take(self, size: int) -> Any:
         """An uninitialised ``uint8`` array of ``size`` bytes."""
         if size < SMALLEST or size > self.limit:
             return np.empty(size, dtype=np.uint8)
-        with self._lock:
-            block = self._reuse(size)
-            if block is None:
-                self._trim(self.limit - size)
-                block = np.empty(size, dtype=np.uint8)
-            else:
-                self.reused += 1
-        view = block[:size]
-        weakref.finalize(view, self._give_back, block).atexit = False
-        return view
+        self.reclaim()
+        block = self._reuse(size)
+        if block is None:
+            self._trim(self.limit - size)
+            block = np.empty(size, dtype=np.uint8)
+        else:
+            self.reused += 1
+        self._lent.append(block)
+        return block[:size]
 
-    def _give_back(self, block: Any) -> None:
-        """Finaliser of a view: keep its block if the free ones stay within the limit."""
-        if self.free_bytes() + block.nbytes <= self.limit:
-            self._free.append(block)
+    def reclaim(self) -> None:
+        """Take back every lent block that nothing outside the pool refers to, keeping it
+        free while the free blocks stay within the limit and letting it go otherwise."""
+        in_use = []
+        for block in self._lent:
+            # Three references when unused: the list's, the loop variable's, the argument's.
+            if sys.getrefcount(block) > _POOL_REFS:
+                in_use.append(block)
+            elif self.free_bytes() + block.nbytes <= self.limit:
+                self._free.append(block)
+        self._lent = in_use
+
+    @property
+    def lent(self) -> int:
+        """How many blocks may still be in use."""
+        return len(self._lent)
 
     def free_bytes(self) -> int:
-        return sum(block.nbytes for block in list(self._free))
+        return sum(block.nbytes for block in self._free)
 
     def _reuse(self, size: int) -> Any:
-        for i, block in enumerate(list(self._free)):
+        for i, block in enumerate(self._free):
             if size <= block.nbytes <= 2 * size:
                 del self._free[i]  # by position: ``remove`` would compare arrays with ==
                 return block

@@ -868,3 +868,20 @@ def test_an_array_argument_is_the_one_of_the_moment_of_submit(executor):
     zeros[:] = 1.0
     assert a.result(30) == 0.0
     assert executor.submit(tasks.array_sum, np.zeros(1000)).result(30) == 0.0
+
+
+def test_big_results_kept_side_by_side_keep_their_own_values(executor):
+    # Received arrays live in pooled memory; a block went back to the pool when the view
+    # handed out died, though the unpickled array (whose numpy base is the block) lived on,
+    # so the next array of that size overwrote it: gathering 8 results gave the last 8 times.
+    values = [float(v) for v in range(8)]
+    gathered = [f.result(30) for f in [executor.submit(np.full, 1 << 18, v) for v in values]]
+    assert [float(g.mean()) for g in gathered] == values
+    # The same on a worker, for the copies it keeps of what it fetched (one array was summed
+    # twice in a tree reduction): the second fetch landed in the first copy's memory.
+    first, second = sorted(executor.workers)[:2] if len(executor.workers) > 1 else (
+        executor.workers[0], executor.workers[0])
+    made = [executor.submit(np.full, 1 << 18, v, workers=[first]) for v in values[:2]]
+    assert executor.submit(tasks.means, made[0], workers=[second]).result(30) == [0.0]
+    assert executor.submit(tasks.means, made[1], workers=[second]).result(30) == [1.0]
+    assert executor.submit(tasks.means, *made, workers=[second]).result(30) == [0.0, 1.0]
