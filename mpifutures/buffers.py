@@ -8,6 +8,9 @@ refer to the block itself, and the view dies as soon as the message is unpacked.
 uses the memory (an array, a view of it, a memoryview) holds a reference to the block, so
 the count is exact. Free blocks count against ``limit`` bytes (a block freed beyond it is
 let go, and the oldest free block makes room for a new one); ``limit=0`` turns the pool off.
+A look for freed blocks costs one reference count per lent block: every ``take`` looks while
+at most ``SCAN_ALWAYS`` blocks are lent, and beyond that at most every ``SCAN_EVERY`` seconds,
+so a rank holding thousands of received arrays does not pay for all of them on each receive.
 The pool belongs to the one thread that polls the transport; it takes no locks.
 
 Arrays that tasks make meet the same cost inside ``malloc``: glibc gives a freed block of
@@ -19,6 +22,7 @@ page-faults each one in anew (40,000 faults/s per worker in W3).
 from __future__ import annotations
 
 import sys
+import time
 from collections import deque
 from typing import Any
 
@@ -26,6 +30,8 @@ import numpy as np
 
 SMALLEST = 1 << 20  # below this malloc is cheap and pooling would only hold memory
 _POOL_REFS = 3  # references to a lent block that only the pool holds: see ``reclaim``
+SCAN_ALWAYS = 64  # up to this many lent blocks, every take looks for freed ones
+SCAN_EVERY = 0.05  # seconds between looks beyond that, and between the transport's looks
 
 
 class BufferPool:
@@ -36,12 +42,13 @@ class BufferPool:
         self._lent: list[Any] = []  # blocks whose memory may be in use
         self._free: deque[Any] = deque()
         self.reused = 0
+        self._next_scan = 0.0
 
     def take(self, size: int) -> Any:
         """An uninitialised ``uint8`` array of ``size`` bytes."""
         if size < SMALLEST or size > self.limit:
             return np.empty(size, dtype=np.uint8)
-        self.reclaim()
+        self.reclaim(when_due=len(self._lent) > SCAN_ALWAYS)
         block = self._reuse(size)
         if block is None:
             self._trim(self.limit - size)
@@ -51,9 +58,14 @@ class BufferPool:
         self._lent.append(block)
         return block[:size]
 
-    def reclaim(self) -> None:
+    def reclaim(self, when_due: bool = False) -> None:
         """Take back every lent block that nothing outside the pool refers to, keeping it
-        free while the free blocks stay within the limit and letting it go otherwise."""
+        free while the free blocks stay within the limit and letting it go otherwise; with
+        ``when_due``, only if ``SCAN_EVERY`` seconds have passed since the last look."""
+        now = time.monotonic()
+        if when_due and now < self._next_scan:
+            return
+        self._next_scan = now + SCAN_EVERY
         in_use = []
         for block in self._lent:
             # Three references when unused: the list's, the loop variable's, the argument's.

@@ -9,16 +9,15 @@ for a header are posted before the next header is taken, so buffers always meet 
 Nothing here blocks on the network: sends are ``Isend``, buffers are ``Irecv`` into memory
 taken from a :class:`~mpifutures.buffers.BufferPool` by the header's sizes (uninitialised, and
 already mapped when a block is reused), and the caller polls. A poll hands the pool back the
-blocks whose arrays have all died, at most every ``_RECLAIM_EVERY`` seconds. While a transfer
-is in flight :meth:`busy` is true and the caller polls without sleeping, because MPICH moves a
-large message forward only inside MPI calls.
+blocks whose arrays have all died, at most every ``buffers.SCAN_EVERY`` seconds. While a
+transfer is in flight :meth:`busy` is true and the caller polls without sleeping, because MPICH
+moves a large message forward only inside MPI calls.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-import time
 from typing import Any
 
 from mpi4py import MPI
@@ -31,7 +30,6 @@ _TAG_HEAD = 11
 _TAG_DATA = 12
 _CHUNK = 1 << 30
 _SIZE = struct.Struct("<Q")
-_RECLAIM_EVERY = 0.05
 
 
 def _chunks(view: memoryview) -> list[memoryview]:
@@ -50,7 +48,6 @@ class MPITransport(Transport):
         self._sends: list[tuple[Any, Any]] = []  # (request, memory kept alive until done)
         self._recvs: list[tuple[int, bytes, list, list]] = []  # (source, header, bufs, reqs)
         self._status = MPI.Status()
-        self._reclaim_at = 0.0
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -73,9 +70,8 @@ class MPITransport(Transport):
     def poll(self) -> list[tuple[int, list]]:
         if self._sends:
             self._sends = [(r, m) for r, m in self._sends if not r.Test()]
-        if self._pool is not None and self._pool.lent and time.monotonic() >= self._reclaim_at:
-            self._reclaim_at = time.monotonic() + _RECLAIM_EVERY
-            self._pool.reclaim()
+        if self._pool is not None and self._pool.lent:
+            self._pool.reclaim(when_due=True)
         # Lists from one source are handed over in the order they were sent: a list whose
         # buffers are still arriving holds back every later list from the same source.
         arrived: list[tuple[int, list]] = []

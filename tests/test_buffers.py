@@ -100,6 +100,22 @@ def test_small_sizes_and_a_zero_limit_bypass_the_pool():
     assert off.free_bytes() == 0 and off.reused == 0
 
 
+def test_with_many_blocks_lent_a_take_looks_for_freed_ones_only_now_and_then(monkeypatch):
+    from mpifutures import buffers
+
+    monkeypatch.setattr(buffers, "SCAN_EVERY", 1000.0)
+    pool = BufferPool(1 << 40)
+    held = [pool.take(SMALLEST) for _ in range(buffers.SCAN_ALWAYS + 1)]  # the last one looked
+    where = address(held.pop(0))
+    again = pool.take(SMALLEST)  # beyond SCAN_ALWAYS lent and not due: no look, a fresh block
+    assert address(again) != where and pool.reused == 0
+    pool.reclaim(when_due=True)  # what the transport's poll does: still not due
+    assert pool.free_bytes() == 0
+    pool.reclaim()  # due (the transport's look once SCAN_EVERY has passed)
+    assert pool.free_bytes() == SMALLEST
+    assert address(pool.take(SMALLEST)) == where and pool.reused == 1
+
+
 def test_a_received_array_keeps_its_memory_while_later_arrays_arrive():
     """Unpickling makes arrays whose base is the pool's block, not the view handed out, so
     the block is free only when nothing at all refers to it (CI once summed one array twice)."""
