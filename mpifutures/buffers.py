@@ -29,7 +29,20 @@ from typing import Any
 import numpy as np
 
 SMALLEST = 1 << 20  # below this malloc is cheap and pooling would only hold memory
-_POOL_REFS = 3  # references to a lent block that only the pool holds: see ``reclaim``
+
+
+def _unused_count() -> int:
+    """The reference count ``reclaim`` reads for a block that only the pool holds, measured
+    the way it reads it (an element of a list, in a ``for`` loop): CPython versions differ in
+    which references they count (3.11 counts three: the list's, the loop variable's and the
+    argument's; newer versions may leave some out)."""
+    count = 0
+    for block in [np.empty(1)]:
+        count = sys.getrefcount(block)
+    return count
+
+
+_POOL_REFS = _unused_count()
 SCAN_ALWAYS = 64  # up to this many lent blocks, every take looks for freed ones
 SCAN_EVERY = 0.05  # seconds between looks beyond that, and between the transport's looks
 
@@ -68,8 +81,7 @@ class BufferPool:
         self._next_scan = now + SCAN_EVERY
         in_use = []
         for block in self._lent:
-            # Three references when unused: the list's, the loop variable's, the argument's.
-            if sys.getrefcount(block) > _POOL_REFS:
+            if sys.getrefcount(block) > _POOL_REFS:  # held outside the pool
                 in_use.append(block)
             elif self.free_bytes() + block.nbytes <= self.limit:
                 self._free.append(block)
