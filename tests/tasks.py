@@ -270,3 +270,15 @@ def sum_of_first(a, *after):
 def means(*arrays):
     """The mean of each array, as floats."""
     return [float(a.mean()) for a in arrays]
+
+
+def array_node(i, n, *inputs):
+    """``n`` float64s, each ``i`` plus the value of every input (mod 1,000,003); an input that
+    is not one value throughout (memory written over while in use) fails the task."""
+    total = i
+    for x in inputs:
+        low, high = float(x.min()), float(x.max())
+        if low != high:
+            raise ValueError(f"an input of node {i} holds {low} and {high}")
+        total += int(low)
+    return np.full(n, float(total % 1_000_003))
