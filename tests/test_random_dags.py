@@ -15,24 +15,25 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, strategies a
 from tests import tasks
 
 
-@st.composite
-def graphs(draw):
-    n = draw(st.integers(1, 500))
+def draw_dag(draw, size, node):
+    """``(inputs, *node)`` for each of ``size`` nodes; inputs: up to 3 earlier nodes."""
     nodes = []
-    for i in range(n):
+    for i in range(draw(size)):
         deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
-        nodes.append((deps, draw(st.integers(0, 19)) == 0, draw(st.integers(0, 29)) == 0))
-    return nodes  # (inputs, fails, cancelled)
+        nodes.append((deps, *draw(node)))
+    return nodes
 
 
 @st.composite
-def array_graphs(draw):
-    n = draw(st.integers(1, 40))
-    nodes = []
-    for i in range(n):
-        deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
-        nodes.append((deps, draw(st.integers(0, 20)), draw(st.sampled_from([None, 0, 1]))))
-    return nodes  # (inputs, size step, worker index or anywhere)
+def graphs(draw):  # (inputs, fails, cancelled)
+    return draw_dag(draw, st.integers(1, 500), st.tuples(
+        st.integers(0, 19).map(lambda x: x == 0), st.integers(0, 29).map(lambda x: x == 0)))
+
+
+@st.composite
+def array_graphs(draw):  # (inputs, size step, worker index or anywhere)
+    return draw_dag(draw, st.integers(1, 40),
+                    st.tuples(st.integers(0, 20), st.sampled_from([None, 0, 1])))
 
 
 def serial(nodes):
