@@ -129,11 +129,6 @@ class MPITransport(Transport):
     def busy(self) -> bool:
         return bool(self._sends) or bool(self._recvs)
 
-    def close(self) -> None:
-        for req, _ in self._sends:
-            req.Cancel()
-        self._sends = []
-
     def abort(self, code: int) -> None:
         MPI.COMM_WORLD.Abort(code)
 

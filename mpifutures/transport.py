@@ -52,9 +52,6 @@ class Transport(ABC):
     def busy(self) -> bool:
         """True while a transfer is in flight (the caller must poll again without sleeping)."""
 
-    def close(self) -> None:
-        """Release the transport's resources."""
-
     def abort(self, code: int) -> None:
         """End the whole job at once (the last resort of a stuck shutdown)."""
         raise SystemExit(code)

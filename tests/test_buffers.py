@@ -143,4 +143,3 @@ def test_a_received_array_keeps_its_memory_while_later_arrays_arrive():
     third = through(np.full(MB // 8, 3.0))
     assert (derived == 1.0).all() and (third == 3.0).all()
     assert transport._pool.reused == 1  # the second's block, free once it died
-    transport.close()
