@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import sys
 import threading
 from typing import Any, Callable, Mapping, Optional
 
@@ -108,11 +109,17 @@ def report_crashes(rank: int) -> None:
         if os.getpid() != worker_pid:  # a child a task forked: the worker lives on
             real_exit(code)
         key = getattr(_context, "key", None)
-        os.write(2, (f"mpifutures: task {key!r} called os._exit({code}) on rank {rank}; "
-                     "this worker process ends, and the MPI job with it.\n").encode())
-        real_exit(code)
+        what = f"task {key!r}" if key is not None else "a function given to run()"
+        os.write(2, (f"mpifutures: {what} called os._exit({code}) on rank {rank}; this "
+                     "worker process ends, and the MPI job with it.\n").encode())
+        # Never status 0: a worker gone before MPI_Finalize may end the job with its status,
+        # and a batch system would then count a lost job as a success.
+        real_exit(code if isinstance(code, int) and code != 0 else 1)
 
     os._exit = _exit
+    native = sys.modules.get(os.name)  # posix: ``os._exit`` itself is pickled by that name
+    if native is not None:
+        native._exit = _exit
 
 
 def task_stream_control(on: Optional[bool]) -> list[tuple]:

@@ -23,21 +23,31 @@ def launch(n, code, timeout=60, env=None):
                    env={**ENV, **(env or {})})
 
 
-@pytest.mark.parametrize("fault, expect", [
-    ("crash_exit", r"task 'crash_exit-\w+' called os._exit\(3\) on rank \d"),
-    ("crash_segfault", r"Segmentation fault[\s\S]*mpifutures worker rank \d, running a task "
-                       r"'crash_segfault'"),
+@pytest.mark.parametrize("call, expect", [
+    ("submit(faults.crash_exit)", r"task 'crash_exit-\w+' called os._exit\(3\) on rank \d"),
+    # status 0 too must not end the job as a success; nor must os._exit given as the task
+    ("submit(faults.crash_exit, 0)", r"task 'crash_exit-\w+' called os._exit\(0\) on rank"),
+    ("submit(os._exit, 0)", r"task '_exit-\w+' called os._exit\(0\) on rank \d"),
+    ("run(os._exit, 0)", r"a function given to run\(\) called os._exit\(0\) on rank \d"),
+    ("submit(faults.crash_segfault)", r"Segmentation fault[\s\S]*mpifutures worker rank \d, "
+                                      r"running a task 'crash_segfault'"),
 ])
-def test_a_dying_worker_ends_the_job_and_names_rank_and_task(fault, expect):
+def test_a_dying_worker_ends_the_job_and_names_rank_and_task(call, expect):
     start = time.monotonic()
     r = launch(3, f"""
+        import os
+        from concurrent.futures import Future
         from mpifutures import Executor
         from tests import faults
-        Executor().submit(faults.{fault}).result(timeout=60)
+        out = Executor().{call}
+        if isinstance(out, Future):
+            out.result(timeout=60)
+        print("the script went on")
     """)
     assert not r.timed_out and r.returncode != 0, str(r)  # str: the whole output, stacks too
     assert time.monotonic() - start < 30
     assert re.search(expect, r.stderr), str(r)
+    assert "the script went on" not in r.stdout, str(r)
 
 
 def _running(p):
