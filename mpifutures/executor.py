@@ -22,7 +22,7 @@ from .errors import ExecutorClosedError, NoWorkersError
 from .events import DataScattered, KeepRequested, TaskSubmitted
 from .future import Future, check_timeout
 from .hooks import wait_ended
-from .serialize import dumps, dumps_args, functions, loads, value_nbytes
+from .serialize import dumps, dumps_args, functions, unpickled, value_nbytes
 from .options import integer, ranks
 from .structure import SKIP, rebuild, same_sequence, walk
 
@@ -185,10 +185,14 @@ class Executor:
         payload, deps = dumps_args(args, kwargs)
         dep_keys = tuple(dict.fromkeys(self._own(f) for f in deps)) if deps else ()
         if key is None or type(key) is keymod.Prefix:
-            name = keymod.prefix(fn) if key is None else str(key)
+            name = keymod.prefix(fn) if key is None else str.__str__(key)
             key = keymod.pure_key(name, token, payload) if pure else keymod.unique_key(name)
-        elif not isinstance(key, str):
-            raise TypeError(f"key must be a str, not {type(key).__qualname__}")
+        else:
+            key = keymod.given(key)
+            if key in dep_keys:
+                raise ValueError(f"task {key!r} would wait for its own result: one of its "
+                                 "inputs is a future of the same key. Give the new task "
+                                 "a key of its own.")
         future = self._cluster.registry.new_future(key, self)
         event = TaskSubmitted(key, (token, fn_bytes, payload), dep_keys, self._session,
                               options["priority"], options["workers"], options["loose"],
@@ -339,7 +343,7 @@ class Executor:
             ok, value = replies[rank]
             if not ok:
                 raise failure.rebuild(value)
-            out[rank] = loads(value)
+            out[rank] = unpickled(value, f"the result of run() on rank {rank}")
         return out
 
     def who_has(self, futures: Optional[Iterable[Future]] = None) -> dict[str, list[int]]:

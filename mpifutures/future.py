@@ -16,8 +16,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .callbacks import call_all
-from .errors import DataLostError, SerializationError
-from .serialize import Payload, loads, register_future_type
+from .errors import DataLostError
+from .serialize import Payload, register_future_type, unpickled
 
 if TYPE_CHECKING:
     from .executor import Executor
@@ -138,13 +138,7 @@ class KeyRecord:
             if self.payload is None:
                 self.requested = False  # a later call may try again
                 raise self.error or RuntimeError(f"no value arrived for {self.key!r}")
-            try:
-                self.value = loads(self.payload)
-            except Exception as exc:
-                raise SerializationError(
-                    f"the result of task {self.key!r} arrived on rank 0 but failed to unpickle: "
-                    f"{exc!r}. Make sure rank 0 can import what the result needs."
-                ) from exc
+            self.value = unpickled(self.payload, f"the result of task {self.key!r}")
             self.loaded, self.payload = True, None
             return self.value
 

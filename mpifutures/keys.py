@@ -49,6 +49,16 @@ def unique_key(fn: Any) -> str:
     return f"{name}-{_PROCESS}{next(_unique):x}"
 
 
+def given(key: Any) -> str:
+    """A key the user gave, as a plain ``str``: a subclass (an enum member, say) would
+    travel to workers that cannot import its class."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, not {type(key).__qualname__}: {key!r}")
+    if not key:
+        raise ValueError("key must not be empty")
+    return key if type(key) is str else str.__str__(key)
+
+
 class Prefix(str):
     """A key prefix given to ``map``: the tasks' keys are made from it."""
 
@@ -59,7 +69,7 @@ def map_keys(key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
     if key is None:
         return itertools.repeat(None)
     if isinstance(key, str):  # a prefix: each task's key is the prefix and a token
-        return itertools.repeat(Prefix(key))
+        return itertools.repeat(Prefix(given(key)))
     try:
         keys = list(key)
         repeated = len(set(keys)) != len(keys)

@@ -186,6 +186,19 @@ def loads(payload: Payload, deps: Mapping[str, Any] | None = None) -> Any:
     return unpickler.load()
 
 
+def unpickled(payload: Payload, what: str) -> Any:
+    """``loads(payload)`` on rank 0, where a failure must reach the caller as an error:
+    even ``SystemExit`` from a reconstructor, which would otherwise end the script (only a
+    ``KeyboardInterrupt``, most likely the user's Ctrl-C, passes through)."""
+    try:
+        return loads(payload)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see above
+        raise SerializationError(f"{what} arrived on rank 0 but failed to unpickle: {exc!r}. "
+                                 "Make sure rank 0 can import what it needs.") from exc
+
+
 def dumps_args(args: tuple, kwargs: dict) -> tuple[Payload, list]:
     """Serialize task arguments; return the payload and the futures found inside them.
 

@@ -156,6 +156,9 @@ class SchedulerState(Placement):
         ended = None
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
+            if dep is task:  # (Executor refuses this: here for the state's own sake)
+                self._end(task, "erred", ValueError(f"task {task.key!r} needs its own result"))
+                return
             if dep is None:
                 if ended is not None:
                     continue  # an earlier input decided already
@@ -315,7 +318,12 @@ class SchedulerState(Placement):
             elif task.status in _ENDED:
                 self._out.append(ResolveFuture(task.key, task.status, task.error))
             return
-        chain = rerun_chain(self.tasks, task)
+        try:
+            chain = rerun_chain(self.tasks, task)
+        except ValueError as exc:  # a cycle: it would wait for ever
+            task.status, task.error = "erred", exc
+            self._out.append(ResolveFuture(task.key, "erred", exc))
+            return
         for t in chain:  # all waiting first: none of them looks ended to another's start
             if t is not task:  # (the client that asked reset the task's own futures)
                 self._out.append(ResetFutures(t.key))

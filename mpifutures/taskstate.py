@@ -105,15 +105,22 @@ def rerun_chain(tasks: Mapping[str, TaskState], task: TaskState) -> list[TaskSta
         if first.key in seen:
             continue
         seen.add(first.key)
-        stack = [(first, iter(first.deps))]
+        stack, path = [(first, iter(first.deps))], {first.key}
         while stack:
             t, keys = stack[-1]
             for k in keys:
+                if k in path:  # only a key given again to a new computation can do this
+                    raise ValueError(
+                        f"retrying {task.key!r} would make {k!r} wait for its own result: "
+                        f"{k!r} is among its own inputs, through a key= given again to a "
+                        "new computation. Submit the work again with keys of its own.")
                 if k in chain and k not in seen:
                     seen.add(k)
+                    path.add(k)
                     stack.append((chain[k], iter(chain[k].deps)))
                     break
             else:
                 stack.pop()
+                path.discard(t.key)
                 order.append(t)
     return order

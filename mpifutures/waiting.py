@@ -92,9 +92,9 @@ class as_completed:  # noqa: N801 - a function-like name, as in concurrent.futur
 
     def __next__(self) -> Any:
         with self._cond:
-            if not self._waiting and not self._ready:
-                raise StopIteration
             while not self._ready:
+                if not self._waiting:  # (another thread may have taken the last one)
+                    raise StopIteration
                 left = None if self._deadline is None else self._deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break

@@ -282,3 +282,22 @@ def array_node(i, n, *inputs):
             raise ValueError(f"an input of node {i} holds {low} and {high}")
         total += int(low)
     return np.full(n, float(total % 1_000_003))
+
+
+def _exit_where_unpickled_on_rank0():
+    from mpifutures import taskrun
+
+    if taskrun.current_worker() is None:
+        raise SystemExit(2)  # e.g. a module calling argparse when the result's class loads
+    return ExitsOnRank0()
+
+
+class ExitsOnRank0:
+    """Pickles and unpickles fine on workers; unpickling it on rank 0 raises SystemExit."""
+
+    def __reduce__(self):
+        return _exit_where_unpickled_on_rank0, ()
+
+
+def exits_on_rank0():
+    return ExitsOnRank0()

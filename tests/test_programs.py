@@ -247,7 +247,7 @@ def test_behaviour_suite_under_mpiexec():
     r = mpiexec(3, ["-m", "mpifutures", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "tests/test_executor.py", "tests/test_api.py", "tests/test_faults.py",
                     "tests/test_random_dags.py", "tests/test_diagnostics.py",
-                    "tests/test_regressions.py"], timeout=500)
+                    "tests/test_regressions.py", "tests/test_misuse.py"], timeout=500)
     assert r.returncode == 0, r
     assert re.search(r"\d+ passed", r.stdout) and "failed" not in r.stdout, r
 

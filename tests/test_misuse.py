@@ -1,0 +1,82 @@
+"""Misuse of the API gets a clear error at the call, never a hang or a dead job.
+
+Part of the behaviour suite (in-process and under mpiexec).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import mpifutures
+from mpifutures.errors import SerializationError
+from tests import tasks
+
+
+def test_a_key_given_as_a_str_subclass_travels_as_a_plain_str(executor):
+    class Name(str):  # defined here: no worker could import it
+        pass
+
+    f = executor.submit(tasks.inc, 1, key=Name("counted"))
+    assert type(f.key) is str and f.key == "counted"
+    assert f.result(10) == 2
+    mapped = executor.map(tasks.inc, [1, 2], key=Name("prefix"))
+    assert executor.gather(mapped) == [2, 3]
+    assert all(type(g.key) is str and g.key.startswith("prefix-") for g in mapped)
+    listed = executor.map(tasks.inc, [1, 2], key=[Name("one"), Name("two")])
+    assert [g.key for g in listed] == ["one", "two"] and executor.gather(listed) == [2, 3]
+
+
+def test_a_key_must_be_a_non_empty_str(executor):
+    with pytest.raises(ValueError, match="empty"):
+        executor.submit(tasks.inc, 1, key="")
+    with pytest.raises(TypeError, match="key must be a str"):
+        executor.submit(tasks.inc, 1, key=7)
+
+
+def test_a_task_given_a_future_of_its_own_key_is_refused(executor):
+    a = executor.submit(tasks.sleep, 5, key="state")
+    a.cancel()
+    with pytest.raises(ValueError, match="would wait for its own result"):
+        executor.submit(tasks.inc, a, key="state")
+    assert a.cancelled()
+
+
+def test_a_retry_that_would_make_a_task_wait_for_itself_fails_at_once(executor):
+    c = executor.submit(tasks.sleep, 5, key="cycle-c")
+    c.cancel()
+    d = executor.submit(tasks.inc, c, key="cycle-d")  # cancelled with c
+    e = executor.submit(tasks.inc, d, key="cycle-c")  # a new computation under c's key
+    mpifutures.wait([d, e], timeout=10)
+    assert d.cancelled() and e.cancelled()
+    c.retry()  # c's key now needs d, which needs c's key
+    with pytest.raises(ValueError, match="wait for its own result"):
+        c.result(10)
+
+
+def test_threads_sharing_one_as_completed_all_end(executor):
+    futures = executor.map(tasks.inc, range(20), pure=False)
+    each = mpifutures.as_completed(futures, timeout=30)
+    got: list = []
+
+    def drain():
+        got.extend(each)  # StopIteration in every thread once all are yielded
+
+    threads = [threading.Thread(target=drain) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert sorted(f.result(0) for f in got) == list(range(1, 21))
+
+
+def test_a_result_whose_unpickling_exits_raises_an_error_instead(executor):
+    f = executor.submit(tasks.exits_on_rank0)
+    with pytest.raises(SerializationError, match="failed to unpickle: SystemExit"):
+        f.result(10)
+    with pytest.raises(SerializationError, match="failed to unpickle"):
+        executor.gather([f])
+    with pytest.raises(SerializationError, match=r"run\(\) on rank \d+ arrived on rank 0"):
+        executor.run(tasks.exits_on_rank0, timeout=10)
