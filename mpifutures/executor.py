@@ -188,11 +188,7 @@ class Executor:
             name = keymod.prefix(fn) if key is None else str.__str__(key)
             key = keymod.pure_key(name, token, payload) if pure else keymod.unique_key(name)
         else:
-            key = keymod.given(key)
-            if key in dep_keys:
-                raise ValueError(f"task {key!r} would wait for its own result: one of its "
-                                 "inputs is a future of the same key. Give the new task "
-                                 "a key of its own.")
+            key = keymod.given(key, dep_keys)
         future = self._cluster.registry.new_future(key, self)
         event = TaskSubmitted(key, (token, fn_bytes, payload), dep_keys, self._session,
                               options["priority"], options["workers"], options["loose"],
@@ -389,16 +385,15 @@ class Executor:
         self._cluster.post(("fetch", ((record.key, record),)))
 
     def _cancel(self, futures: Iterable[Future]) -> None:
-        futures = list(futures)
-        if futures:
-            self._cluster.post(("cancel", self._session, tuple(f.key for f in futures)))
+        keys = tuple(f.key for f in futures)
+        if keys:
+            self._cluster.post(("cancel", self._session, keys))
 
     def _retry(self, future: Future) -> None:
         self._check_open("retry")
         reset = self._cluster.registry.reset(future.key)
         self._post_or_fail(("retry", future.key, reset), reset)
-        # The scheduler thread resets the futures of the rest of the chain: once it has
-        # answered, none of them still shows the old outcome.
+        # once the scheduler thread has answered, no future of the chain shows the old outcome
         self._cluster.query(lambda scheduler: None)
 
     def _release(self, future: Future) -> None:

@@ -49,14 +49,19 @@ def unique_key(fn: Any) -> str:
     return f"{name}-{_PROCESS}{next(_unique):x}"
 
 
-def given(key: Any) -> str:
+def given(key: Any, inputs: Sequence[str] = ()) -> str:
     """A key the user gave, as a plain ``str``: a subclass (an enum member, say) would
-    travel to workers that cannot import its class."""
+    travel to workers that cannot import its class. ``inputs``: the keys of the task's
+    inputs, which must not include its own."""
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, not {type(key).__qualname__}: {key!r}")
     if not key:
         raise ValueError("key must not be empty")
-    return key if type(key) is str else str.__str__(key)
+    key = key if type(key) is str else str.__str__(key)
+    if key in inputs:
+        raise ValueError(f"task {key!r} would wait for its own result: an input is a future "
+                         "of the same key; give the new task a key of its own")
+    return key
 
 
 class Prefix(str):

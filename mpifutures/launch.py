@@ -199,9 +199,11 @@ def stop_scheduler(code: int) -> int:
         return code
     config = scheduler.config
     try:
-        settle = sys.modules.get("mpifutures.settle")  # imported by a pool's shutdown
-        if settle is not None and code == 0:  # after an error, exit within seconds instead:
-            settle.finish_pending_calls()  # the calls still pending fail as the workers stop
+        if code == 0:  # after an error, exit within seconds instead: the calls still
+            from . import settle  # pending fail as the workers stop
+
+            settle.finish_pending_calls()
+            settle.finish_kept_tasks(scheduler)
         if scheduler.stop(config.shutdown_timeout):
             return code
     except BaseException as exc:  # a signal during the wait: end now, not later in MPI_Finalize

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import ExecutorClosedError
+from .events import KeepRequested
 from .executor import Executor
 from .future import Future, check_timeout
 from .hooks import when_done
@@ -50,6 +51,12 @@ class PoolExecutor(cf.Executor):
         with self._lock:
             self._running[id(future)] = future
         when_done(future, self._ended)
+        # kept by the scheduler too: at a normal end of the script the workers stop only once
+        # it has ended, as the standard library's pools finish their calls at exit
+        try:
+            self._executor._cluster.post(("event", KeepRequested(future.key)))
+        except ExecutorClosedError:
+            pass  # the cluster is gone: the future fails with its reason
         return future
 
     def _ended(self, future: Future, outcome: str) -> None:  # quick: on the scheduler thread

@@ -49,10 +49,11 @@ def _stop_all() -> None:
     """At the interpreter's exit: stop every spawned cluster. A pool's thread may be stopping
     one right now (it left ``_live`` already): wait for it, since the interpreter's end
     would freeze that daemon thread half way and MPI_Finalize then waits for its workers."""
-    settle = sys.modules.get("mpifutures.settle")
-    if settle is not None:
-        settle.finish_pending_calls()
+    from . import settle
+
+    settle.finish_pending_calls()
     for scheduler in list(_live):
+        settle.finish_kept_tasks(scheduler)
         stop(scheduler)
 
 

@@ -92,6 +92,10 @@ class SchedulerState(Placement):
         """A new data version, for a scatter (the driver numbers scatters as it sends them)."""
         return next(self._numbers)
 
+    def kept(self) -> int:
+        """Tasks kept to run to their end (fire and forget) that have not ended."""
+        return sum(1 for task in self.tasks.values() if task.keep)
+
     def awaiting_workers(self) -> bool:
         """True while some worker owes an answer: a task it runs, a copy it confirms."""
         return bool(self.unconfirmed) or any(self.load.values())

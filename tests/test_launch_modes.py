@@ -133,6 +133,47 @@ def test_a_pool_runs_every_call_and_keeps_every_result_after_shutdown(tmp_path, 
     assert sorted(p.name for p in tmp_path.glob("done*")) == [f"done{i}" for i in range(4)], r
 
 
+@pytest.mark.parametrize("how", ["launcher", "spawn"])
+def test_at_a_normal_end_kept_tasks_and_calls_of_pools_never_shut_down_run_to_their_end(
+        tmp_path, how):
+    path = script(tmp_path, f"""
+        import os, time
+        import mpifutures
+        from mpifutures import settle
+        settle.KEPT_NOTICE_AFTER = 0.3
+        def touch(name):
+            time.sleep(1.5)
+            open(os.path.join({str(tmp_path)!r}, name), "w").close()
+        kw = {{'max_workers': 1}} if {how == 'spawn'} else {{}}
+        ex = mpifutures.Executor(**kw)
+        ex.fire_and_forget(ex.submit(touch, "kept", pure=False))
+        pool = mpifutures.PoolExecutor(**kw)
+        pool.submit(touch, "pooled")
+        del pool  # never shut down, and gone: as with the standard library, its call runs
+        print("script ends", flush=True)
+    """)
+    if how == "spawn":
+        r = run([sys.executable, path], timeout=90, env=ENV)
+    else:
+        r = mpiexec(3, ["-m", "mpifutures", path], timeout=90, env=ENV)
+    assert r.returncode == 0 and "script ends" in r.stdout, r
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".py") == ["kept", "pooled"]
+    assert "waiting for" in r.stderr and "kept by fire_and_forget or a PoolExecutor" in r.stderr
+
+
+def test_after_an_error_the_job_ends_without_waiting_for_kept_tasks(tmp_path):
+    path = script(tmp_path, """
+        import sys, time
+        import mpifutures
+        ex = mpifutures.Executor()
+        ex.fire_and_forget(ex.submit(time.sleep, 600, pure=False))
+        mpifutures.PoolExecutor().submit(time.sleep, 600)
+        sys.exit(3)
+    """)
+    r = mpiexec(3, ["-m", "mpifutures", path], timeout=60, env=ENV)
+    assert not r.timed_out and r.returncode == 3, r
+
+
 def test_two_spawned_pools_shut_down_without_waiting_let_the_script_end(tmp_path):
     path = script(tmp_path, """
         import time
