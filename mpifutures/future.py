@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .callbacks import call_all
-from .errors import DataLostError
+from .errors import DataLostError, ExecutorClosedError
 from .serialize import Payload, register_future_type, unpickled
 
 if TYPE_CHECKING:
@@ -302,9 +302,14 @@ class Future(cf.Future):
 
     @property
     def owner(self) -> Optional[int]:
-        """The rank holding the result (None if not computed, or released)."""
-        holders = self._executor.who_has([self]).get(self._key, [])
-        return holders[0] if holders else None
+        """The rank holding the result (None if not computed, or released). Also after
+        ``shutdown()``: a pool's results stay on their workers, an executor's are released."""
+        key = self._key
+        try:
+            holders = self._executor._cluster.query(lambda s: s.state.who_has(key))
+        except ExecutorClosedError:  # the cluster is gone, and the data with it
+            return None
+        return holders[0] if holders and not self._released else None
 
     def traceback(self, timeout: Optional[float] = None) -> Optional[str]:
         """The text of the task's traceback on its worker, or None if it did not fail."""

@@ -80,3 +80,15 @@ def test_a_result_whose_unpickling_exits_raises_an_error_instead(executor):
         executor.gather([f])
     with pytest.raises(SerializationError, match=r"run\(\) on rank \d+ arrived on rank 0"):
         executor.run(tasks.exits_on_rank0, timeout=10)
+
+
+def test_owner_after_shutdown_is_none_for_an_executor_and_the_worker_for_a_pool(cluster):
+    ex = mpifutures.Executor(cluster=cluster)
+    f = ex.submit(tasks.inc, 1, pure=False)
+    assert f.result(10) == 2 and f.owner in ex.workers
+    ex.shutdown()
+    assert f.owner is None  # its data was released with the session
+    pool = mpifutures.PoolExecutor(cluster=cluster)
+    g = pool.submit(tasks.inc, 2)
+    pool.shutdown()
+    assert g.owner in ex.workers and g.result(10) == 3  # a pool's results stay readable
