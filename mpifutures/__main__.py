@@ -159,7 +159,8 @@ def _stop_at_exit() -> None:
     sys.stderr.write(f"mpifutures: the job was interrupted ({signal.Signals(_signalled).name}) "
                      "while Python ran the script's exit handlers or waited for its threads; "
                      "stopping every rank.\n")
-    launch.abort(launch.stop_scheduler(128 + _signalled))  # (an exception would be disregarded)
+    # (abort, not an exception: Python would disregard one raised here)
+    launch.abort(launch.stop_scheduler(128 + _signalled, signalled=True))
 
 
 def _threads_left() -> bool:
@@ -282,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     del scheduler
     interrupted, _signalled = _signalled, 0  # (from now on, one means: at exit)
     if code != 0:  # stopped now; after a script that ended normally, at exit (as init() does)
-        code = launch.stop_scheduler(code)
+        code = launch.stop_scheduler(code, signalled=bool(interrupted))
         if interrupted and _threads_left():  # a signal: Python must not wait for them
             launch.abort(code)
     signal.signal(signal.SIGINT, _interrupt)  # a Ctrl-C at exit is noted too (_stop_at_exit)

@@ -191,20 +191,29 @@ def abort(code: int) -> None:
 ABORT_GRACE = 0.2
 
 
-def stop_scheduler(code: int) -> int:
-    """Stop the workers; Abort the job if they do not stop in time. Returns the exit code."""
+#: Seconds the workers get to stop after a signal: a worker in a task that holds its GIL
+#: cannot answer, and the user asked for the job to end now.
+SIGNALLED_STOP_TIMEOUT = 2.0
+
+
+def stop_scheduler(code: int, signalled: bool = False) -> int:
+    """Stop the workers; Abort the job if they do not stop in time (at most
+    ``SIGNALLED_STOP_TIMEOUT`` after a signal). Returns the exit code."""
     with _state.lock:
         scheduler, _state.scheduler = _state.scheduler, None
     if scheduler is None:
         return code
     config = scheduler.config
+    timeout = config.shutdown_timeout
+    if signalled:
+        timeout = min(timeout, SIGNALLED_STOP_TIMEOUT)
     try:
         if code == 0:  # after an error, exit within seconds instead: the calls still
             from . import settle  # pending fail as the workers stop
 
             settle.finish_pending_calls()
             settle.finish_kept_tasks(scheduler)
-        if scheduler.stop(config.shutdown_timeout):
+        if scheduler.stop(timeout):
             return code
     except BaseException as exc:  # a signal during the wait: end now, not later in MPI_Finalize
         if isinstance(exc, KeyboardInterrupt):
@@ -221,8 +230,8 @@ def stop_scheduler(code: int) -> int:
         sys.stderr.write(f"mpifutures: the cluster failed ({type(scheduler.failure).__name__}, "
                          "see above); aborting the MPI job.\n")
     else:
-        sys.stderr.write(f"mpifutures: workers did not stop within {config.shutdown_timeout} "
-                         "s (a task may be stuck); aborting the MPI job.\n")
+        sys.stderr.write(f"mpifutures: workers did not stop within {timeout} s (a task may "
+                         "be stuck); aborting the MPI job.\n")
     abort(code or 1)
     return code or 1
 

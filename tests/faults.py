@@ -72,6 +72,12 @@ def hang_forever():
         time.sleep(0.1)
 
 
+def hold_gil_forever():
+    """Backtracks for ages inside the regex engine, which never releases the GIL."""
+    import re
+    return re.match(r"(a+)+$", "a" * 60 + "b")
+
+
 def use(x):
     return type(x).__name__
 
