@@ -45,6 +45,9 @@ class CallbackThread:
             self._queue.put(None)
             if self._thread is not threading.current_thread():  # a callback may stop us
                 self._thread.join(timeout)
+                if self._thread.is_alive():  # the thread is a daemon: Python drops it at exit
+                    log.warning("a done-callback was still running after %s s at shutdown; "
+                                "it, and the callbacks queued after it, may never end", timeout)
 
     def _run(self) -> None:
         while True:

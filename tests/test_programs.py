@@ -398,3 +398,19 @@ def test_threads_making_their_first_submits_at_once_all_succeed():
             print("errors", errors)
         """)
         assert r.returncode == 0 and "errors []" in r.stdout, r
+
+
+def test_a_callback_still_running_at_exit_is_reported_not_silently_dropped():
+    r = launch(3, """
+        import time
+        from mpifutures import Executor
+        ex = Executor()
+        f = ex.submit(sum, [1, 2])
+        f.add_done_callback(lambda _: time.sleep(600))
+        f.add_done_callback(lambda _: print("never", flush=True))
+        f.result()
+        time.sleep(0.2)
+        print("script ends", flush=True)
+    """, timeout=60)
+    assert r.returncode == 0 and "script ends" in r.stdout and "never" not in r.stdout, r
+    assert "a done-callback was still running after 2.0 s at shutdown" in r.stderr, r
