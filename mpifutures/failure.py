@@ -65,7 +65,9 @@ def rebuild(failure: Failure) -> BaseException:
         except BaseException:  # noqa: BLE001 - even SystemExit: fall back to the text below
             exc = None
     if not isinstance(exc, BaseException):
-        exc = MpiFuturesError(f"{type_name}: {message}")
+        exc = MpiFuturesError(f"{type_name}: {message} (the exception itself could not be "
+                              "pickled on the worker or rebuilt on rank 0, so it comes as "
+                              "MpiFuturesError; its remote traceback is its __cause__)")
     exc.__cause__ = RemoteTraceback(f"task {key!r} on rank {rank} ({host}):\n{text}")
     return exc
 

@@ -301,3 +301,15 @@ class ExitsOnRank0:
 
 def exits_on_rank0():
     return ExitsOnRank0()
+
+
+class HoldsLock(Exception):
+    """An exception that cannot be pickled: it keeps a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_holding_a_lock():
+    raise HoldsLock("has a lock")

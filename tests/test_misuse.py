@@ -92,3 +92,11 @@ def test_owner_after_shutdown_is_none_for_an_executor_and_the_worker_for_a_pool(
     g = pool.submit(tasks.inc, 2)
     pool.shutdown()
     assert g.owner in ex.workers and g.result(10) == 3  # a pool's results stay readable
+
+
+def test_a_task_exception_that_cannot_be_pickled_arrives_saying_so(executor):
+    f = executor.submit(tasks.raise_holding_a_lock, pure=False)
+    with pytest.raises(mpifutures.MpiFuturesError, match=r"HoldsLock: has a lock \(the "
+                       "exception itself could not be pickled") as info:
+        f.result(10)
+    assert "raise HoldsLock" in str(info.value.__cause__)
