@@ -214,7 +214,7 @@ class Executor:
 
     def _these(self, futures: Union[Future, Iterable[Future]], what: str) -> list[Future]:
         """``futures`` as a list, each checked to be a future of this executor."""
-        fs = [futures] if isinstance(futures, Future) else list(futures)
+        fs = list(futures) if hasattr(futures, "__iter__") else [futures]  # a Future has none
         for f in fs:
             if not isinstance(f, Future):
                 raise TypeError(f"{what} takes futures, not {type(f).__qualname__}: {f!r}")

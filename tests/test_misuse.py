@@ -100,3 +100,9 @@ def test_a_task_exception_that_cannot_be_pickled_arrives_saying_so(executor):
                        "exception itself could not be pickled") as info:
         f.result(10)
     assert "raise HoldsLock" in str(info.value.__cause__)
+
+
+def test_methods_taking_futures_name_what_they_got_instead(executor):
+    for call in (executor.fire_and_forget, executor.cancel, executor.who_has):
+        with pytest.raises(TypeError, match=r"takes futures, not int: 3"):
+            call(3)
