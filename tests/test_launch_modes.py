@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from mpifutures import config as configmod
@@ -201,8 +202,12 @@ def test_spawn_failure_says_what_to_do_instead():
     from mpifutures.spawn import spawn_cluster
     with pytest.raises(MpiFuturesError, match="python -m mpifutures script.py"):
         spawn_cluster(FakeMPI, configmod.Config(max_workers=2), None)
-    with pytest.raises(ValueError, match="max_workers"):
+    with pytest.raises(ValueError, match="max_workers must be at least 1, not 0"):
         spawn_cluster(FakeMPI, configmod.Config(), 0)
+    with pytest.raises(TypeError, match="max_workers must be an int, not '2'"):
+        spawn_cluster(FakeMPI, configmod.Config(), "2")
+    with pytest.raises(MpiFuturesError, match="could not spawn 2 worker"):  # numpy's ints too
+        spawn_cluster(FakeMPI, configmod.Config(), np.int64(2))
 
 
 def test_a_launcher_of_another_mpi_is_detected(tmp_path):
