@@ -87,23 +87,33 @@ def test_the_ranks_of_each_machine_watch_each_other_in_a_ring_that_grows_with_ea
     try:
         scheduler = cluster.scheduler
         here = liveness.machine()
-        scheduler.outbox.clear()
+        # Everything below runs on the scheduler thread (query), between its steps: the
+        # workers' real HELLOs and the thread's own sends must not interleave with it.
+        deadline = time.monotonic() + 30
+        while scheduler.query(lambda s: len(s._pids) < len(s.workers)):  # all HELLOs in
+            assert time.monotonic() < deadline, "the workers' HELLOs did not all arrive"
+            time.sleep(0.01)
 
         def hello(rank, pid, machine):  # what _on_message does with a HELLO, and its sends
-            scheduler._pids[rank] = (pid, machine)
-            scheduler._join_ring(rank)
-            sent = {r: msgs[-1][1] for r, msgs in scheduler.outbox.items() if msgs}
-            scheduler.outbox.clear()
-            return sent, dict(scheduler.watch.peers) if scheduler.watch else None
+            def on_the_thread(s):
+                s._pids[rank] = (pid, machine)
+                s._join_ring(rank)
+                sent = {r: msgs[-1][1] for r, msgs in s.outbox.items() if msgs}
+                s.outbox.clear()
+                if s.watch:
+                    s.watch.next = float("inf")  # made-up pids: never checked, however slow
+                return sent, dict(s.watch.peers) if s.watch else None
 
-        scheduler._pids.clear()
+            return scheduler.query(on_the_thread)
+
+        scheduler.query(lambda s: (s._pids.clear(), s.outbox.clear()))
         assert hello(3, 103, here) == ({3: {0: os.getpid()}}, {3: 103})  # 0 -> 3 -> 0
         assert hello(2, 102, "elsewhere") == ({}, {3: 103})  # alone on its machine
         assert hello(1, 101, here) == ({1: {3: 103}}, {1: 101})  # 0 -> 1 -> 3 -> 0
         assert hello(5, 105, "there") == ({}, {1: 101})
         assert hello(4, 104, "there") == ({5: {4: 104}, 4: {5: 105}}, {1: 101})
         assert hello(6, os.getpid(), here) == ({}, {1: 101})  # a thread of rank 0: no
-        scheduler.watch = None
+        scheduler.query(lambda s: setattr(s, "watch", None))  # (its pids are made up)
     finally:
         assert cluster.close()
 
