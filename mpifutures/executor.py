@@ -118,10 +118,10 @@ class Executor:
             raise TypeError(f"{name} needs a callable, not {type(fn).__qualname__}: {fn!r}")
         if batch_size is not None and integer("batch_size", batch_size) < 1:
             raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        task_keys = keymod.map_keys(key)
         if batch_size is None:
-            return self._submit_batch(fn, list(calls), task_keys, pure, options)
-        return self._map_lazily(fn, calls, task_keys, pure, options, batch_size)
+            calls = list(calls)  # type: ignore[assignment]
+            return self._submit_batch(fn, calls, keymod.map_keys(key, len(calls)), pure, options)
+        return self._map_lazily(fn, calls, keymod.map_keys(key), pure, options, batch_size)
 
     def _submit_batch(self, fn: Callable, calls: list, task_keys: Iterator[Optional[str]],
                       pure: bool, options: dict) -> list[Future]:
@@ -362,7 +362,7 @@ class Executor:
         """Let these tasks run to the end even if every future of them is dropped."""
         self._check_open("fire_and_forget")
         for f in self._these(futures, "fire_and_forget"):
-            self._cluster.post(("event", KeepRequested(f.key)))
+            self._cluster.post(("event", KeepRequested(self._own(f))))
 
     def get_task_stream(self, *, record: Optional[bool] = None,
                         timeout: Optional[float] = None) -> list[dict]:

@@ -336,6 +336,8 @@ class Future(cf.Future):
         if self.status not in ("error", "cancelled"):
             raise ValueError(f"only a failed or cancelled task can be retried, not a "
                              f"{self.status} one ({self._key!r})")
+        if self._released:
+            raise ValueError(f"{self!r} was released; it can no longer be retried")
         self._executor._retry(self)
 
     def _reset(self) -> Optional[int]:

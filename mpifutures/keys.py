@@ -68,9 +68,11 @@ class Prefix(str):
     """A key prefix given to ``map``: the tasks' keys are made from it."""
 
 
-def map_keys(key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
+def map_keys(key: Union[str, Sequence[str], None],
+             tasks: Optional[int] = None) -> Iterator[Optional[str]]:
     """The keys of a ``map``'s tasks, one per task: None (made from each call), a
-    :class:`Prefix`, or the given keys, checked to be all different."""
+    :class:`Prefix`, or the given keys, checked to be all different (and, if the number of
+    ``tasks`` is known, to be one per task)."""
     if key is None:
         return itertools.repeat(None)
     if isinstance(key, str):  # a prefix: each task's key is the prefix and a token
@@ -83,4 +85,6 @@ def map_keys(key: Union[str, Sequence[str], None]) -> Iterator[Optional[str]]:
                         f"{key!r}") from None
     if repeated:
         raise ValueError("map got the same key twice; give each task its own key")
+    if tasks is not None and len(keys) != tasks:
+        raise ValueError(f"map got {len(keys)} keys for {tasks} tasks; give one key per task")
     return iter(keys)

@@ -20,6 +20,7 @@ from .events import KeepRequested
 from .executor import Executor
 from .future import Future, check_timeout
 from .hooks import when_done
+from .options import integer
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
@@ -82,7 +83,7 @@ class PoolExecutor(cf.Executor):
     def _map(self, fn: Callable, calls: Iterator[tuple], timeout: Optional[float],
              chunksize: int) -> Iterator[Any]:
         timeout = check_timeout(timeout)
-        if not isinstance(chunksize, int) or chunksize < 1:
+        if integer("chunksize", chunksize) < 1:
             raise ValueError("chunksize must be >= 1.")
         if not callable(fn):
             raise TypeError(f"map needs a callable, not {fn!r}")

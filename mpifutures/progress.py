@@ -10,6 +10,7 @@ when the last future completes.
 from __future__ import annotations
 
 import logging
+import numbers
 import sys
 import threading
 import time
@@ -167,6 +168,11 @@ def progress(futures: Iterable[Any], *, interval: Optional[float] = None,
     terminal when installed unless *use_tqdm* is False (True forces it).  Returns
     ``{"total", "finished", "error", "cancelled", "pending", "elapsed"}``.
     """
+    if interval is not None:
+        if isinstance(interval, bool) or not isinstance(interval, numbers.Real):
+            raise TypeError(f"interval must be a number of seconds, not {interval!r}")
+        if not interval > 0:  # (NaN too)
+            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
     futs = _as_list(futures)
     out = file if file is not None else sys.stderr
     tty = _isatty(out)

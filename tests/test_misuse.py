@@ -106,3 +106,34 @@ def test_methods_taking_futures_name_what_they_got_instead(executor):
     for call in (executor.fire_and_forget, executor.cancel, executor.who_has):
         with pytest.raises(TypeError, match=r"takes futures, not int: 3"):
             call(3)
+
+
+def test_map_needs_exactly_one_key_per_task(executor):
+    with pytest.raises(ValueError, match="map got 3 keys for 2 tasks"):
+        executor.map(tasks.inc, [1, 2], key=["a", "b", "c"])
+    with pytest.raises(ValueError, match="map got 1 keys for 2 tasks"):
+        executor.map(tasks.inc, [1, 2], key=["a"])
+    lazy = executor.map(tasks.inc, range(4), key=[f"k{i}" for i in range(4)], batch_size=2)
+    assert [f.result(10) for f in lazy] == [1, 2, 3, 4]
+
+
+def test_a_released_future_can_be_neither_retried_nor_kept(executor):
+    f = executor.submit(tasks.fail, pure=False)
+    assert f.exception(10) is not None
+    f.release()
+    with pytest.raises(ValueError, match="was released; it can no longer be retried"):
+        f.retry()
+    with pytest.raises(ValueError, match="was released"):
+        executor.fire_and_forget(f)
+
+
+def test_pool_chunksize_and_progress_interval_are_checked(cluster):
+    with mpifutures.PoolExecutor(cluster=cluster) as pool:
+        with pytest.raises(TypeError, match="chunksize must be an int, not '2'"):
+            pool.map(tasks.inc, [1], chunksize="2")
+        with pytest.raises(ValueError, match="chunksize must be >= 1"):
+            pool.map(tasks.inc, [1], chunksize=0)
+    with pytest.raises(TypeError, match="not 'x'"):
+        mpifutures.progress([], interval="x")
+    with pytest.raises(ValueError, match="interval must be a positive number of seconds"):
+        mpifutures.progress([], interval=-1)
