@@ -85,4 +85,4 @@ def finish_kept_tasks(scheduler: Any) -> None:
                              "or a PoolExecutor to end before the workers stop (Ctrl-C ends "
                              "the job now).\n")
             sys.stderr.flush()
-        time.sleep(0.02)
+        time.sleep(0.05)

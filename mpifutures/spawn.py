@@ -54,7 +54,10 @@ def _stop_all() -> None:
 
     settle.finish_pending_calls()
     for scheduler in list(_live):
-        settle.finish_kept_tasks(scheduler)
+        try:
+            settle.finish_kept_tasks(scheduler)
+        except KeyboardInterrupt:  # Ctrl-C: stop waiting, but still stop the workers
+            pass
         stop(scheduler)
 
 

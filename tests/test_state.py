@@ -713,3 +713,16 @@ def test_only_an_accepted_finish_hands_its_small_value_to_the_futures(state):
         ResolveFuture("k", "memory", value="second")]
     # (worker 1 finished attempt 1 before the cancel came, and keeps its value: freed)
     assert state.handle(TaskFinished("k", 1, 8, first, value="first")) == [FreeData(1, "k")]
+
+
+def test_a_retry_that_would_close_a_cycle_of_reused_keys_fails_instead(state):
+    state.handle(submit("c"), CancelRequested(("c",)))
+    state.handle(submit("d", "c"))  # ends cancelled with c
+    state.handle(submit("c", "d"))  # a new computation under c's key, needing d
+    assert state.status("c") == "cancelled" and state.status("d") == "cancelled"
+    (resolved,) = state.handle(RetryRequested("c"))
+    assert (resolved.key, resolved.status) == ("c", "erred")
+    assert "would make 'c' wait for its own result" in str(resolved.error)
+    assert state.status("c") == "erred" and state.status("d") == "cancelled"
+    state.handle(FutureReleased("c"), FutureReleased("d"), *confirmed(state))
+    assert state.tasks == {}  # nothing is left behind
