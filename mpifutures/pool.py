@@ -15,16 +15,27 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .errors import ExecutorClosedError
+from .errors import ExecutorClosedError, SerializationError
 from .events import KeepRequested
 from .executor import Executor
 from .future import Future, check_timeout
 from .hooks import when_done
 from .options import integer
+from .serialize import dumps_args
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
     return [fn(*args) for args in chunk]
+
+
+def _name_the_call(chunk: list[tuple], first: int) -> None:
+    """Raise the error of the first call of ``chunk`` (numbered from ``first``) whose
+    arguments cannot be pickled, naming it by its place among the map's calls."""
+    for i, call in enumerate(chunk, first):
+        try:
+            dumps_args(call, {})
+        except SerializationError as exc:
+            raise SerializationError(f"call {i} of map: {exc}") from exc.__cause__
 
 
 class PoolExecutor(cf.Executor):
@@ -89,7 +100,15 @@ class PoolExecutor(cf.Executor):
             raise TypeError(f"map needs a callable, not {fn!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         chunks = iter(lambda: list(itertools.islice(calls, chunksize)), [])
-        futures = [self.submit(_run_chunk, fn, chunk) for chunk in chunks]
+        futures: list[Future] = []
+        for chunk in chunks:
+            try:
+                futures.append(self.submit(_run_chunk, fn, chunk))
+            except SerializationError:
+                for f in futures:  # the map raises: nobody could read these
+                    f.cancel()
+                _name_the_call(chunk, len(futures) * chunksize)
+                raise
         return self._results(futures, deadline)
 
     @staticmethod

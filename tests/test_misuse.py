@@ -137,3 +137,12 @@ def test_pool_chunksize_and_progress_interval_are_checked(cluster):
         mpifutures.progress([], interval="x")
     with pytest.raises(ValueError, match="interval must be a positive number of seconds"):
         mpifutures.progress([], interval=-1)
+
+
+def test_a_pool_map_names_the_call_that_cannot_be_pickled(cluster):
+    with mpifutures.PoolExecutor(cluster=cluster) as pool:
+        for chunksize in (1, 2):
+            with pytest.raises(SerializationError, match=r"call 2 of map: argument 0 \(of "
+                                                         r"type lock\) cannot be pickled"):
+                pool.map(tasks.inc, [1, 2, threading.Lock()], chunksize=chunksize)
+        assert list(pool.map(tasks.inc, [1, 2], chunksize=2)) == [2, 3]
