@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import ExecutorClosedError, SerializationError
-from .events import KeepRequested
 from .executor import Executor
 from .future import Future, check_timeout
 from .hooks import when_done
@@ -66,9 +65,9 @@ class PoolExecutor(cf.Executor):
         # kept by the scheduler too: at a normal end of the script the workers stop only once
         # it has ended, as the standard library's pools finish their calls at exit
         try:
-            self._executor._cluster.post(("event", KeepRequested(future.key)))
+            self._executor.fire_and_forget(future)
         except ExecutorClosedError:
-            pass  # the cluster is gone: the future fails with its reason
+            pass  # shut down meanwhile (its wait covers the call), or the cluster is gone
         return future
 
     def _ended(self, future: Future, outcome: str) -> None:  # quick: on the scheduler thread

@@ -15,6 +15,13 @@ from tests.mpirun import ROOT, mpiexec, run
 ENV = {"PYTHONPATH": ROOT}
 
 
+def run_as(how, path, timeout):
+    """Run the script at ``path`` in spawn mode (plain python) or under the launcher."""
+    if how == "spawn":
+        return run([sys.executable, path], timeout=timeout, env=ENV)
+    return mpiexec(3, ["-m", "mpifutures", path], timeout=timeout, env=ENV)
+
+
 def script(tmp_path, body, name="job.py"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
@@ -124,10 +131,7 @@ def test_a_pool_runs_every_call_and_keeps_every_result_after_shutdown(tmp_path, 
         print("read after wait=False", [len(f.result()) for f in fs])
         print("script ends", flush=True)
     """)
-    if how == "spawn":
-        r = run([sys.executable, path], timeout=60, env=ENV)
-    else:
-        r = mpiexec(3, ["-m", "mpifutures", path], timeout=60, env=ENV)
+    r = run_as(how, path, timeout=60)
     assert r.returncode == 0 and "script ends" in r.stdout, r
     assert "read after 100000 [100000, 100000, 100000] [50000, 50000, 50000]" in r.stdout, r
     assert "read after wait=False [100000, 100000]" in r.stdout, r
@@ -153,10 +157,7 @@ def test_at_a_normal_end_kept_tasks_and_calls_of_pools_never_shut_down_run_to_th
         del pool  # never shut down, and gone: as with the standard library, its call runs
         print("script ends", flush=True)
     """)
-    if how == "spawn":
-        r = run([sys.executable, path], timeout=90, env=ENV)
-    else:
-        r = mpiexec(3, ["-m", "mpifutures", path], timeout=90, env=ENV)
+    r = run_as(how, path, timeout=90)
     assert r.returncode == 0 and "script ends" in r.stdout, r
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".py") == ["kept", "pooled"]
     assert "waiting for" in r.stderr and "kept by fire_and_forget or a PoolExecutor" in r.stderr
