@@ -22,7 +22,15 @@ Failure = tuple[Optional[bytes], str, str, str, str, int, str]
 
 
 def capture(exc: BaseException, key: str, rank: int) -> Failure:
-    """Describe ``exc``, raised by task ``key`` on ``rank``, for the trip to rank 0."""
+    """Describe ``exc``, raised by task ``key`` on ``rank``, for the trip to rank 0; then
+    let go of the frames its traceback holds (see :func:`_let_go`)."""
+    try:
+        return _capture(exc, key, rank)
+    finally:
+        _let_go(exc)
+
+
+def _capture(exc: BaseException, key: str, rank: int) -> Failure:
     if not isinstance(exc, Exception):
         exc = TaskExit(f"task {key!r} raised {type(exc).__name__}({_args(exc)}) on rank {rank}; "
                        "the worker kept running")
@@ -40,6 +48,24 @@ def capture(exc: BaseException, key: str, rank: int) -> Failure:
         pickled = None
     return (pickled, type(exc).__qualname__, safe_str(exc), text, key, rank,
             socket.gethostname())
+
+
+def _let_go(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames in the tracebacks of ``exc`` and of
+    its causes and contexts. A task that keeps its exception in a variable (``except E as e:
+    last = e``) makes a cycle, exception to traceback to frame to exception, that holds every
+    local of the task (its inputs too) until the garbage collector runs, which an idle worker
+    never does."""
+    stack: list = [exc]
+    seen: set[int] = set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        e.__traceback__ = None
+        stack += (e.__cause__, e.__context__)
 
 
 def safe_str(obj: object) -> str:

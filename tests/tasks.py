@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -313,3 +314,25 @@ class HoldsLock(Exception):
 
 def raise_holding_a_lock():
     raise HoldsLock("has a lock")
+
+
+class _Local:
+    """Something a task holds in a local variable, watched by a weak reference."""
+
+
+_held_by_failed: list = []
+
+
+def fail_keeping_the_error():
+    """Fail from a frame that keeps its own exception: a cycle that holds every local."""
+    local = _Local()
+    _held_by_failed.append(weakref.ref(local))
+    try:
+        raise ValueError("kept")
+    except ValueError as exc:
+        kept = exc  # noqa: F841 - the cycle under test
+        raise
+
+
+def locals_of_failed_tasks_alive():
+    return sum(ref() is not None for ref in _held_by_failed)

@@ -885,3 +885,12 @@ def test_big_results_kept_side_by_side_keep_their_own_values(executor):
     assert executor.submit(tasks.means, made[0], workers=[second]).result(30) == [0.0]
     assert executor.submit(tasks.means, made[1], workers=[second]).result(30) == [1.0]
     assert executor.submit(tasks.means, *made, workers=[second]).result(30) == [0.0, 1.0]
+
+
+def test_a_failed_task_that_keeps_its_exception_lets_go_of_its_locals(executor):
+    with cycle_collector_off():  # no collector run may free them instead (in-process workers)
+        futures = [executor.submit(tasks.fail_keeping_the_error, pure=False) for _ in range(4)]
+        for future in futures:
+            with pytest.raises(ValueError, match="kept"):
+                future.result(10)
+        assert sum(executor.run(tasks.locals_of_failed_tasks_alive).values()) == 0
