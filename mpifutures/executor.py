@@ -311,8 +311,7 @@ class Executor:
                 raise
         if errors == "raise":
             return rebuild(futures, Future, Future.result)
-        gathered = rebuild(futures, Future, lambda f: SKIP if f.status in ("error", "cancelled")
-                           else f.result())
+        gathered = rebuild(futures, Future, lambda f: f._value_or(SKIP))
         return None if gathered is SKIP else gathered  # a single future that failed
 
     def run(self, fn: Callable, /, *args: Any, timeout: Optional[float] = None,

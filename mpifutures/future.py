@@ -262,9 +262,8 @@ class Future(cf.Future):
         try:
             # _REMOTE is only ever set by a successful finish, never undone: no Condition needed
             try:
-                value = _REMOTE if self._result is _REMOTE else super().result(timeout)
-            except cf.TimeoutError:
-                raise self._not_yet(timeout) from None
+                value = _REMOTE if self._result is _REMOTE else \
+                    self._ended(super().result, timeout, deadline)
             except Unbuilt as unbuilt:
                 value = unbuilt  # raised below, outside this handler, so no chained context
             if isinstance(value, Unbuilt):
@@ -281,10 +280,34 @@ class Future(cf.Future):
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         """Wait for the task and return its exception, or None if it succeeded."""
         timeout = check_timeout(timeout)
-        try:
-            return self._built(super().exception(timeout))
-        except cf.TimeoutError:
-            raise self._not_yet(timeout) from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._built(self._ended(super().exception, timeout, deadline))
+
+    def _ended(self, wait: Callable[[Optional[float]], Any], timeout: Optional[float],
+               deadline: Optional[float]) -> Any:
+        """``wait(...)`` (the base class's result or exception) until the future ends for
+        good: a retry that another thread starts may make it pending again between the end
+        that woke this thread and its look at the state; then it waits on, for the retry."""
+        left = timeout
+        while True:
+            try:
+                return wait(left)
+            except cf.TimeoutError:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._not_yet(timeout) from None
+
+    def _value_or(self, skip: Any) -> Any:
+        """The value, or ``skip`` if the task failed or was cancelled (``gather``'s
+        ``errors="skip"``; a future a retry made pending again may fail again)."""
+        if self._result is not _REMOTE:  # (a finished future stays finished)
+            try:
+                if self.exception() is not None:
+                    return skip
+            except cf.CancelledError:
+                return skip
+        return self.result()
 
     def _built(self, exc: Optional[BaseException]) -> Optional[BaseException]:
         return exc.build() if isinstance(exc, Unbuilt) else exc

@@ -894,3 +894,53 @@ def test_a_failed_task_that_keeps_its_exception_lets_go_of_its_locals(executor):
             with pytest.raises(ValueError, match="kept"):
                 future.result(10)
         assert sum(executor.run(tasks.locals_of_failed_tasks_alive).values()) == 0
+
+
+@pytest.mark.parametrize("how", ["result", "exception", "result_with_timeout"])
+def test_a_waiter_woken_by_a_failure_that_a_retry_undid_waits_for_the_retry(executor, how):
+    f = executor._cluster.registry.new_future("failed-then-retried", executor)  # never posted
+    outcome = []
+
+    def waiter():
+        try:
+            if how == "exception":
+                outcome.append(f.exception())
+            else:
+                outcome.append(f.result(None if how == "result" else 30))
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the point
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert wait_until(lambda: f._cond is not None and f._cond._waiters)  # it waits
+    with f._condition:  # the waiter looks again only after both steps, as when it races
+        f._fail(ValueError("first attempt"))
+        assert f._reset() is not None  # a retry made it pending again
+    time.sleep(0.1)
+    assert thread.is_alive() and not outcome  # still waiting, for the retry
+    f._fail(ValueError("second attempt"))
+    thread.join(10)
+    assert not thread.is_alive()
+    (got,) = outcome
+    if how != "exception":
+        assert isinstance(got, ValueError)
+    assert str(got) == "second attempt"
+
+
+def test_gather_skip_leaves_out_a_failure_that_a_retry_made_pending_again(executor):
+    import mpifutures.executor as executor_module
+
+    f = executor._cluster.registry.new_future("retried-during-gather", executor)  # never posted
+    f._fail(ValueError("first attempt"))
+    real_wait_ended = executor_module.wait_ended
+
+    def then_retried(*args, **kwargs):  # a retry starts after gather saw the failure
+        failed = real_wait_ended(*args, **kwargs)
+        assert f._reset() is not None
+        threading.Timer(0.1, f._fail, [ValueError("second attempt")]).start()
+        return failed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(executor_module, "wait_ended", then_retried)
+        assert executor.gather([f], errors="skip") == []
+    assert str(f.exception(0)) == "second attempt"
