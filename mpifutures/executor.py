@@ -19,18 +19,16 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
-from .events import DataScattered, KeepRequested, TaskSubmitted
+from .events import CancelRequested, DataScattered, KeepRequested, TaskSubmitted
 from .future import Future, check_timeout
 from .hooks import wait_ended
 from .serialize import dumps, dumps_args, functions, unpickled, value_nbytes
-from .options import integer, ranks
+from .options import DEFAULT_OPTIONS, integer, task_options
 from .structure import SKIP, rebuild, same_sequence, walk
 
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
-
-_DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
 
 class Executor:
@@ -81,7 +79,7 @@ class Executor:
         return self._submit_call(fn, args, kwargs, key, pure, options)
 
     def _submit_call(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str] = None,
-                     pure: bool = True, options: dict = _DEFAULT_OPTIONS) -> Future:
+                     pure: bool = True, options: dict = DEFAULT_OPTIONS) -> Future:
         future, event = self._prepare(fn, args, kwargs, key, pure, options)
         self._post_submits([(future, event)])
         return future
@@ -156,20 +154,7 @@ class Executor:
 
     def _options(self, workers: Optional[Sequence[int]], loose: bool, priority: int,
                  retries: int) -> dict:
-        if workers is None and loose is False and priority == 0 and retries == 0 \
-                and type(priority) is int and type(retries) is int:
-            return _DEFAULT_OPTIONS  # most submits: skip the checks and the new dict
-        if workers is not None:
-            workers = ranks(workers)
-            bad = [w for w in workers if w not in self._cluster.workers]
-            if bad or not workers:
-                raise ValueError(f"workers={list(workers)} names no worker rank; the workers "
-                                 f"are ranks {list(self._cluster.workers)}")
-        priority, retries = integer("priority", priority), integer("retries", retries)
-        if retries < 0:
-            raise ValueError(f"retries must be 0 or more, not {retries}")
-        return {"workers": workers, "loose": bool(loose), "priority": priority,
-                "retries": retries}
+        return task_options(workers, loose, priority, retries, self._cluster.workers)
 
     def _prepare(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str],
                  pure: bool, options: dict, pickled: Optional[tuple[str, bytes]] = None
@@ -352,10 +337,7 @@ class Executor:
     def cancel(self, futures: Union[Future, Iterable[Future]]) -> None:
         """Cancel pending tasks and, transitively, their dependents."""
         self._check_open("cancel")
-        fs = self._these(futures, "cancel")
-        self._cancel([f for f in fs if not f.done()])
-        for f in fs:
-            f._cancel_locally()
+        self._cancel_now(self._these(futures, "cancel"))
 
     def fire_and_forget(self, futures: Union[Future, Iterable[Future]]) -> None:
         """Let these tasks run to the end even if every future of them is dropped."""
@@ -383,10 +365,21 @@ class Executor:
     def _fetch(self, record: Any) -> None:
         self._cluster.post(("fetch", ((record.key, record),)))
 
-    def _cancel(self, futures: Iterable[Future]) -> None:
-        keys = tuple(f.key for f in futures)
+    def _cancel(self, futures: list[Future]) -> None:
+        """Cancel without waiting for the scheduler (safe anywhere, in a garbage collection
+        too): a task that finishes meanwhile may start its dependents."""
+        keys = tuple(f.key for f in futures if f._cancel_locally())
         if keys:
             self._cluster.post(("cancel", self._session, keys))
+
+    def _cancel_now(self, futures: list[Future]) -> None:
+        """Cancel on the scheduler thread and wait: a task that finished first stays
+        finished, so no dependent runs on the value of a task said to be cancelled."""
+        session, keys = self._session, tuple(f.key for f in futures if not f.done())
+        if threading.current_thread() is self._cluster.thread:  # (it cannot wait for itself)
+            self._cancel(futures)
+        elif keys:
+            self._cluster.query(lambda s: s._handle([CancelRequested(keys, session)]))
 
     def _retry(self, future: Future) -> None:
         self._check_open("retry")
@@ -432,20 +425,22 @@ class Executor:
         """``keep``: a :class:`~mpifutures.PoolExecutor`'s shutdown (see
         :mod:`mpifutures.settle`): results stay readable afterwards."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+            closed, self._closed = self._closed, True
         # Only futures whose submit was posted: another thread's map or submit still being
         # prepared now fails (the executor is closed), and nothing would ever end its futures.
         live = [f for f in self._cluster.registry.futures_of(self)
                 if f._ref.session is not None]
+        if closed:  # by another thread, which may still wait for them: so does this one
+            if wait:
+                cf.wait(live)
+            return
         pending = [f for f in live if not f.done()]
         if cancel_futures and pending:
-            if keep:  # a pool's calls have keys of their own: cancel them outright
+            # A pool's calls have keys of their own: cancel them outright. Otherwise closing
+            # the session lets go of them: a task that no other executor holds a future of is
+            # cancelled by that; one shared with another executor (the same pure call) runs on.
+            if keep:
                 self._cancel(pending)
-            # Otherwise closing the session lets go of them: a task that no other executor
-            # holds a future of is cancelled by that; one shared with another executor (the
-            # same pure call) runs on for it.
             for f in pending:
                 f._cancel_locally()
             pending = []

@@ -297,6 +297,9 @@ class Future(cf.Future):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise self._not_yet(timeout) from None
+            except BaseException:  # the task's error, kept by the future: its traceback
+                self = wait = None  # noqa: F841 - holds this frame, which must not hold them
+                raise
 
     def _value_or(self, skip: Any) -> Any:
         """The value, or ``skip`` if the task failed or was cancelled (``gather``'s
@@ -317,11 +320,10 @@ class Future(cf.Future):
                                f"({self.status}); it keeps running: wait longer, or cancel() it")
 
     def cancel(self) -> bool:
-        """Cancel the task and every task that depends on it; False if already done."""
-        if self.done():
-            return False
-        self._executor._cancel([self])
-        return self._cancel_locally()
+        """Cancel the task and every task that depends on it; False if it finished or
+        failed (True if it was cancelled already, as in ``concurrent.futures``)."""
+        self._executor._cancel_now([self])  # the scheduler decides, and resolves it
+        return self.cancelled()
 
     @property
     def owner(self) -> Optional[int]:

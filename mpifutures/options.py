@@ -3,7 +3,32 @@
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Collection
+
+DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
+
+
+def task_options(workers: Any, loose: bool, priority: Any, retries: Any,
+                 valid: Collection[int]) -> dict:
+    """The options of a submit, checked; ``valid``: the worker ranks.
+
+    Raises:
+        TypeError, ValueError: an option of the wrong type, or out of range.
+    """
+    if workers is None and loose is False and priority == 0 and retries == 0 \
+            and type(priority) is int and type(retries) is int:
+        return DEFAULT_OPTIONS  # most submits: skip the checks and the new dict
+    if workers is not None:
+        workers = ranks(workers)
+        bad = [w for w in workers if w not in valid]
+        if bad or not workers:
+            raise ValueError(f"workers={list(workers)} names no worker rank; the workers "
+                             f"are ranks {list(valid)}")
+    priority, retries = integer("priority", priority), integer("retries", retries)
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, not {retries}")
+    return {"workers": workers, "loose": bool(loose), "priority": priority,
+            "retries": retries}
 
 
 def integer(name: str, value: Any) -> int:

@@ -104,22 +104,27 @@ class PoolExecutor(cf.Executor):
             try:
                 futures.append(self.submit(_run_chunk, fn, chunk))
             except SerializationError:
-                for f in futures:  # the map raises: nobody could read these
-                    f.cancel()
+                self._executor._cancel(futures)  # the map raises: nobody could read these
                 _name_the_call(chunk, len(futures) * chunksize)
                 raise
-        return self._results(futures, deadline)
+        return self._results(futures, timeout, deadline)
 
-    @staticmethod
-    def _results(futures: list[Future], deadline: Optional[float]) -> Iterator[Any]:
+    def _results(self, futures: list[Future], timeout: Optional[float],
+                 deadline: Optional[float]) -> Iterator[Any]:
         try:
             futures.reverse()
             while futures:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                yield from futures.pop().result(left)
-        finally:
-            for f in futures:
-                f.cancel()
+                try:
+                    results = futures[-1].result(left)
+                except cf.TimeoutError:
+                    raise cf.TimeoutError(f"map: the results were not all ready {timeout} s "
+                                          "after the call; the calls not done are "
+                                          "cancelled") from None
+                futures.pop()
+                yield from results
+        finally:  # the one that timed out too, as the standard library's pools do
+            self._executor._cancel(futures)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         # As the standard library's pools: wait for every call. But interrupted (Ctrl-C, or

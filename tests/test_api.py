@@ -350,6 +350,14 @@ class TestPoolExecutor:
         with pytest.raises(ValueError):
             pool.map(tasks.inc, [1], chunksize=0)
 
+    def test_a_map_timing_out_cancels_the_call_it_waited_for_too(self, pool, tmp_path):
+        busy = [pool.submit(tasks.sleep, 0.5) for _ in range(2 * len(pool._executor.workers))]
+        it = pool.map(tasks.touch, [str(tmp_path / "ran")], timeout=0.1)
+        with pytest.raises(cf.TimeoutError, match=r"0\.1 s after the call; the calls not"):
+            next(it)
+        pool.shutdown(wait=True)
+        assert all(f.done() for f in busy) and not (tmp_path / "ran").exists()
+
     def test_submit_and_shutdown_follow_the_standard_library(self, pool):
         f = pool.submit(tasks.inc, 1)
         assert f.result(10) == 2

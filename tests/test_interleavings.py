@@ -565,7 +565,8 @@ def test_a_retry_taken_in_after_a_retried_dependent_reset_the_same_future_still_
     # thread: one waiting for rank 0 to take its retry in does not hold up the others
     dependent.retry()  # rank 0 will reset source's future when it takes this in
     source.retry()  # the client resets it now ...
-    source.cancel()  # ... and it ends here before rank 0 takes either retry in
+    ex._cancel([source])  # ... and it ends here before rank 0 takes either retry in (a
+    # cancel that waits for no answer, as a pool's or a shutdown's)
     small.settle()
     assert source.done() and dependent.done()
     assert source.status == "cancelled" and dependent.status == "cancelled"
@@ -585,7 +586,7 @@ def test_a_retried_dependent_leaves_alone_a_future_whose_submit_is_on_its_way():
     first.retry()
     second.retry()  # rank 0 carries out first's retry (and resets "s") when it takes this in
     again = ex.submit(tasks.node, 1, True, None, key="s")  # ... before this submit
-    again.cancel()
+    ex._cancel([again])  # (without waiting for rank 0, as above)
     small.settle()
     assert all(f.done() for f in (source, first, second, again))
     assert again.status == "cancelled"
@@ -695,3 +696,20 @@ def test_a_callback_added_once_the_callback_thread_stopped_runs_on_the_callers_t
     f.add_done_callback(lambda _: 1 / 0)  # logged
     f.add_done_callback(seen.append)
     assert seen == [f]
+
+
+def test_rank_0_decides_a_cancel_that_races_with_the_task_finishing():
+    """The client's future has not heard yet that its task finished when the client cancels
+    it: the task is not cancelled after all (its dependents ran on its value), so cancel()
+    must say False, not True."""
+    small = Small(1)
+    ex = Executor(cluster=small.scheduler)
+    a = ex.submit(tasks.node, 1, False, None)
+    b = ex.submit(tasks.node, 2, False, None, a)
+    resolve = small.scheduler.registry.resolve
+    small.scheduler.registry.resolve = lambda key, *rest: 0 if key == a.key else \
+        resolve(key, *rest)  # a's end is on its way to its future
+    small.settle()
+    assert small.scheduler.state.tasks[a.key].status == "memory" and not a.done()
+    assert a.cancel() is False
+    assert b.status == "finished" and not a.cancelled()

@@ -601,7 +601,7 @@ def test_a_submit_slipping_in_ahead_of_a_cancel_is_cancelled_with_its_task(execu
     cluster, post, later = executor._cluster, executor._cluster.post, []
 
     def post_with_a_submit_ahead(item):  # another thread submitting the same call, just
-        if item[0] == "cancel" and not later:  # as this one posts its cancel
+        if item[0] == "query" and not later:  # as this one posts its cancel
             later.append(executor.submit(tasks.slow_inc, x, 1.0))
         post(item)
 
@@ -944,3 +944,26 @@ def test_gather_skip_leaves_out_a_failure_that_a_retry_made_pending_again(execut
         patch.setattr(executor_module, "wait_ended", then_retried)
         assert executor.gather([f], errors="skip") == []
     assert str(f.exception(0)) == "second attempt"
+
+
+def test_cancel_of_a_cancelled_future_says_true_as_concurrent_futures_does(executor):
+    a = executor.submit(tasks.sleep, 30, pure=False)
+    b = executor.submit(tasks.inc, a, pure=False)
+    assert b.cancel() and b.cancel() and b.cancelled()
+    assert a.cancel() and a.cancel()
+    done = executor.submit(tasks.inc, 1, pure=False)
+    assert done.result(10) == 2 and not done.cancel()
+
+
+@pytest.mark.parametrize("kind", ["executor", "pool"])
+def test_a_second_shutdown_that_waits_waits_also_while_the_first_is_still_waiting(cluster, kind):
+    from mpifutures import PoolExecutor
+
+    made = Executor(cluster=cluster) if kind == "executor" else PoolExecutor(cluster=cluster)
+    futures = [made.submit(tasks.slow_inc, i, 0.5) for i in range(2)]
+    first = threading.Thread(target=made.shutdown)
+    first.start()
+    assert wait_until(lambda: (made if kind == "executor" else made._executor)._closed)
+    made.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    first.join(10)
