@@ -3,7 +3,8 @@
 One coalesced list of messages travels as a *header* message (tag ``_TAG_HEAD``: the sizes of
 the out-of-band buffers, then the pickle) followed by each buffer as raw memory (tag
 ``_TAG_DATA``), cut into chunks of at most ``_CHUNK`` bytes so that arrays above 2 GiB fit MPI's
-int counts. MPI keeps messages of one (source, tag, communicator) in order, and buffer receives
+int counts; buffers under ``_SMALL`` bytes travel copied into one pack, sent before the
+others, when a list holds more than one. MPI keeps messages of one (source, tag, communicator) in order, and buffer receives
 for a header are posted before the next header is taken, so buffers always meet their header.
 
 Nothing here blocks on the network: sends are ``Isend``, buffers are ``Irecv`` into memory
@@ -30,10 +31,26 @@ _TAG_HEAD = 11
 _TAG_DATA = 12
 _CHUNK = 1 << 30
 _SIZE = struct.Struct("<Q")
+#: buffers below this size travel packed together, copied into one message, when a list
+#: holds two or more of them: a value made of 100,000 small arrays took 5 s to send as one
+#: message each, and 0.06 s packed
+_SMALL = 1 << 16
+_ALIGN = 64  # each packed buffer starts at a multiple of this (numpy wants aligned data)
 
 
 def _chunks(view: memoryview) -> list[memoryview]:
     return [view[i:i + _CHUNK] for i in range(0, len(view), _CHUNK)]
+
+
+def _packing(sizes: list[int]) -> tuple[int, dict[int, int]]:
+    """Where each small buffer goes in the pack: ``(pack size, {index: offset})``, the same
+    on both sides; no pack (size 0) unless two or more buffers are small."""
+    offsets, end = {}, 0
+    for i, size in enumerate(sizes):
+        if size < _SMALL:
+            offsets[i] = end
+            end += -(-size // _ALIGN) * _ALIGN
+    return (end, offsets) if len(offsets) > 1 else (0, {})
 
 
 class MPITransport(Transport):
@@ -54,8 +71,15 @@ class MPITransport(Transport):
     def send(self, dest: int, msgs: list) -> None:
         pickled, buffers = pack(msgs)
         views = [b.raw() for b in buffers]
-        head = b"".join([_SIZE.pack(len(views)), *(_SIZE.pack(len(v)) for v in views), pickled])
+        sizes = [len(v) for v in views]
+        head = b"".join([_SIZE.pack(len(views)), *map(_SIZE.pack, sizes), pickled])
         self._track(self.comm.Isend([head, MPI.BYTE], dest, _TAG_HEAD), head)
+        packed, offsets = _packing(sizes)
+        if packed:
+            memory = bytearray(packed)
+            for i, offset in offsets.items():
+                memory[offset:offset + sizes[i]] = views[i]
+            views = [memoryview(memory)] + [v for i, v in enumerate(views) if i not in offsets]
         for view in views:
             for chunk in _chunks(view):
                 self._track(self.comm.Isend([chunk, MPI.BYTE], dest, _TAG_DATA), chunk)
@@ -110,14 +134,25 @@ class MPITransport(Transport):
         (count,) = _SIZE.unpack_from(head, 0)
         sizes = [_SIZE.unpack_from(head, 8 * (i + 1))[0] for i in range(count)]
         header = bytes(memoryview(head)[8 * (count + 1):])
-        bufs, reqs = [], []
-        for size in sizes:
-            buf = self._memory(size)
-            bufs.append(buf)
-            for chunk in _chunks(memoryview(buf)):
-                reqs.append(self.comm.Irecv([chunk, MPI.BYTE], source, _TAG_DATA))
-        self.bytes_received += len(head) + sum(sizes)
+        bufs: list = [None] * count
+        reqs = []
+        packed, offsets = _packing(sizes)
+        if packed:  # it comes first; each small buffer is a view of it
+            memory = self._memory(packed)
+            reqs += self._receive(source, memory)
+            for i, offset in offsets.items():
+                bufs[i] = memory[offset:offset + sizes[i]]
+        for i, size in enumerate(sizes):
+            if i not in offsets:
+                bufs[i] = self._memory(size)
+                reqs += self._receive(source, bufs[i])
+        self.bytes_received += len(head) + packed + sum(
+            size for i, size in enumerate(sizes) if i not in offsets)
         return header, bufs, reqs
+
+    def _receive(self, source: int, memory: Any) -> list:
+        return [self.comm.Irecv([chunk, MPI.BYTE], source, _TAG_DATA)
+                for chunk in _chunks(memoryview(memory))]
 
     def _memory(self, size: int) -> Any:
         if self._pool is None:  # numpy only once a message carries buffers

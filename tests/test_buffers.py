@@ -143,3 +143,31 @@ def test_a_received_array_keeps_its_memory_while_later_arrays_arrive():
     third = through(np.full(MB // 8, 3.0))
     assert (derived == 1.0).all() and (third == 3.0).all()
     assert transport._pool.reused == 1  # the second's block, free once it died
+
+
+def test_small_buffers_travel_packed_in_one_message_and_arrive_equal_and_aligned(monkeypatch):
+    from mpi4py import MPI
+
+    from mpifutures import mpi_transport
+    from mpifutures.mpi_transport import MPITransport
+
+    transport = MPITransport(MPI.COMM_SELF)
+    sent = []
+    real_chunks = mpi_transport._chunks
+    monkeypatch.setattr(mpi_transport, "_chunks", lambda view: sent.append(len(view)) or
+                        real_chunks(view))
+    value = [np.arange(i, dtype=dtype) for i in (3, 0, 1, 17)
+             for dtype in (np.float64, np.int8, np.complex128)]
+    value.append(np.full(1 << 17, 7.0))  # a large one travels on its own
+    transport.send(0, [value])
+    arrived = []
+    for _ in range(10_000):
+        arrived += transport.poll()
+        if arrived and not transport.busy():
+            break
+    (_, [got]), = arrived
+    assert len(got) == len(value)
+    for a, b in zip(got, value):
+        assert a.dtype == b.dtype and np.array_equal(a, b) and a.flags.aligned
+    # sends: the pack of the twelve small ones, then the large one (receives follow)
+    assert sent[:2] == [sum(-(-b.nbytes // 64) * 64 for b in value[:-1]), 1 << 20]
