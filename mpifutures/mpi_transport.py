@@ -4,8 +4,9 @@ One coalesced list of messages travels as a *header* message (tag ``_TAG_HEAD``:
 the out-of-band buffers, then the pickle) followed by each buffer as raw memory (tag
 ``_TAG_DATA``), cut into chunks of at most ``_CHUNK`` bytes so that arrays above 2 GiB fit MPI's
 int counts; buffers under ``_SMALL`` bytes travel copied into one pack, sent before the
-others, when a list holds more than one. MPI keeps messages of one (source, tag, communicator) in order, and buffer receives
-for a header are posted before the next header is taken, so buffers always meet their header.
+others, when a list holds more than one. MPI keeps messages of one (source, tag,
+communicator) in order, and buffer receives for a header are posted before the next header
+is taken, so buffers always meet their header.
 
 Nothing here blocks on the network: sends are ``Isend``, buffers are ``Irecv`` into memory
 taken from a :class:`~mpifutures.buffers.BufferPool` by the header's sizes (uninitialised, and
