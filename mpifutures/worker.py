@@ -321,11 +321,13 @@ class Worker:
         _, key, wanted = msg
         value = self.store.get(key, self)
         version = self.versions.get(key, 0)
-        if value is self or type(value) is Broken or version < wanted:
+        # (scattered data that failed to unpickle here goes as it came, in its payload: the
+        # asker unpickles it, or tells why it cannot)
+        payload = self.payloads.get(key)
+        if value is self or version < wanted or (type(value) is Broken and payload is None):
             self.outbox[source].append((P.MISSING, key, f"rank {self.rank} does not hold it",
                                         wanted))
             return
-        payload = self.payloads.get(key)
         if payload is None:
             try:
                 payload = dumps(value)

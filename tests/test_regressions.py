@@ -174,6 +174,8 @@ def test_scattered_data_that_exits_while_unpickled_fails_its_tasks_not_the_worke
     with pytest.raises(Exception, match="unpickled on a worker"):
         executor.submit(tasks.identity, bad, workers=[rank], pure=False).result(30)
     assert executor.submit(tasks.inc, 1, workers=[rank], pure=False).result(30) == 2
+    # rank 0 gets the data as it was scattered (it can unpickle it), not "not held"
+    assert isinstance(bad.result(30), tasks.ExitsOnWorker)
 
 
 def test_a_key_reused_after_its_futures_died_names_the_new_computation(executor):
