@@ -40,11 +40,15 @@ def _numpy() -> Any:
     return np
 
 
+_copying = threading.local()  # .made: the pickle being made holds a copy of some array
+
+
 def _reduce_ndarray(a: Any) -> Any:
     # numpy pickles non-contiguous arrays in-band (bytes copied into the pickle); a contiguous
     # copy goes out-of-band instead. Object arrays hold Python objects: leave them to numpy.
     if not a.dtype.hasobject and not (a.flags.c_contiguous or a.flags.f_contiguous):
         a = _numpy().ascontiguousarray(a)
+        _copying.made = True
     return a.__reduce_ex__(_PROTOCOL)
 
 
@@ -59,13 +63,16 @@ def _dispatch_table() -> dict:
 
 
 class Payload:
-    """A pickled value: ``header`` bytes plus out-of-band ``buffers``."""
+    """A pickled value: ``header`` bytes plus out-of-band ``buffers``. ``copied``: some
+    buffer is a copy made for the pickle, not the value's own memory (so keeping the payload
+    beside the value would hold that memory twice)."""
 
-    __slots__ = ("header", "buffers")
+    __slots__ = ("header", "buffers", "copied")
 
-    def __init__(self, header: bytes, buffers: list) -> None:
+    def __init__(self, header: bytes, buffers: list, copied: bool = False) -> None:
         self.header = header
         self.buffers = buffers
+        self.copied = copied
 
     @property
     def nbytes(self) -> int:
@@ -148,9 +155,10 @@ def _run_pickler(cls: type, obj: Any) -> tuple[Payload, list]:
     out = io.BytesIO()
     pickler = cls(out, protocol=_PROTOCOL, buffer_callback=buffers.append)
     pickler.deps, pickler.keys = [], {}
+    _copying.made = False
     pickler.dump(obj)
-    return Payload(out.getvalue(), [b.raw() for b in buffers] if buffers else buffers), \
-        pickler.deps
+    return Payload(out.getvalue(), [b.raw() for b in buffers] if buffers else buffers,
+                   _copying.made), pickler.deps
 
 
 def _dumps(obj: Any, fast: type, with_deps: bool) -> tuple[Payload, list]:

@@ -477,7 +477,7 @@ class Worker:
             return
         fetched_bytes = sum(f[2] for f in task.fetched)
         inline = payload if payload.nbytes <= self.config.inline_bytes else None
-        if len(payload.header) <= _CACHE_HEADER:
+        if len(payload.header) <= _CACHE_HEADER and not payload.copied:
             self.payloads[task.key] = payload
         self.outbox[self.scheduler].append(
             (P.DONE, task.key, task.attempt, value_nbytes(value, payload), inline,

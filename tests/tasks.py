@@ -336,3 +336,15 @@ def fail_keeping_the_error():
 
 def locals_of_failed_tasks_alive():
     return sum(ref() is not None for ref in _held_by_failed)
+
+
+def column(n):
+    """A non-contiguous array: every other element of a block."""
+    return np.arange(2 * n, dtype=float).reshape(n, 2)[:, 0]
+
+
+def cached_payloads():
+    """The keys whose pickled value this worker keeps beside the value."""
+    from mpifutures.taskrun import current_worker
+
+    return set(current_worker().payloads)

@@ -969,3 +969,14 @@ def test_a_second_shutdown_that_waits_waits_also_while_the_first_is_still_waitin
     made.shutdown(wait=True)
     assert all(f.done() for f in futures)
     first.join(10)
+
+
+def test_a_non_contiguous_result_is_not_kept_twice_on_its_worker(executor):
+    strided = executor.submit(tasks.column, 1000, pure=False)
+    whole = executor.submit(tasks.make_array, 1000, pure=False)
+    cf.wait([strided, whole])
+    cached = set().union(*executor.run(tasks.cached_payloads).values())
+    assert whole.key in cached  # its pickle shares the array's memory: kept, to serve fetches
+    assert strided.key not in cached  # its pickle holds a contiguous copy: not kept
+    assert np.array_equal(strided.result(10), np.arange(0, 2000, 2, dtype=float))
+    assert executor.submit(tasks.array_sum, strided, pure=False).result(10) == 999000.0
