@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .errors import SerializationError
 
 _PROTOCOL = 5
+#: a payload's header of this many bytes or more travels as a buffer of its own
+_HEADER_APART = 1 << 16
 
 
 def _numpy() -> Any:
@@ -82,10 +84,15 @@ class Payload:
         return len(self.header) + sum(memoryview(b).nbytes for b in self.buffers)
 
     def __reduce__(self) -> Any:
-        # PickleBuffer wrappers make the outer (transport) pickle send these out-of-band too.
+        # PickleBuffer wrappers make the outer (transport) pickle send these out-of-band too;
+        # a large header as well (a big list, or bytes): copied into the outer pickle, it
+        # took four times its size on the sender
+        header = self.header
+        if len(header) >= _HEADER_APART or type(header) is not bytes:  # (a view of one)
+            header = pickle.PickleBuffer(header)
         if not self.buffers:  # most task arguments and results: a fifth cheaper
-            return Payload, (self.header, [])
-        return Payload, (self.header, [pickle.PickleBuffer(b) for b in self.buffers])
+            return Payload, (header, [])
+        return Payload, (header, [pickle.PickleBuffer(b) for b in self.buffers])
 
 
 class _Pickler(pickle.Pickler):

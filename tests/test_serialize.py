@@ -207,3 +207,16 @@ def test_numpy_half_imported_by_another_thread_is_waited_for(tmp_path):
                        env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "sized 64" in r.stdout
+
+
+def test_a_large_pickled_value_travels_as_a_buffer_not_copied_into_the_message():
+    value = list(range(50_000))  # pickled in-band: a header of ~250 KB
+    payload = dumps(value)
+    assert not payload.buffers and len(payload.header) > 1 << 16
+    head, buffers = pack([("DONE", payload)])
+    assert len(head) < 1000 and [b.raw().nbytes for b in buffers] == [len(payload.header)]
+    (_, arrived), = unpack(head, [bytearray(b.raw()) for b in buffers])
+    assert loads(arrived) == value
+    head, buffers = pack([("DATA", arrived)])  # sent on again from where it arrived
+    (_, again), = unpack(head, [bytearray(b.raw()) for b in buffers])
+    assert loads(again) == value
