@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import failure, keys as keymod, protocol as P
 from .errors import ExecutorClosedError, NoWorkersError
-from .events import CancelRequested, DataScattered, KeepRequested, TaskSubmitted
+from .events import DataScattered, KeepRequested, TaskSubmitted
 from .future import Future, check_timeout
 from .hooks import wait_ended
 from .serialize import dumps, dumps_args, functions, unpickled, value_nbytes
@@ -29,6 +29,7 @@ from .structure import SKIP, rebuild, same_sequence, walk
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
+_CANCEL_WAIT = 60.0  # seconds cancel() waits for rank 0's answer before TimeoutError
 
 
 class Executor:
@@ -370,7 +371,7 @@ class Executor:
         too): a task that finishes meanwhile may start its dependents."""
         keys = tuple(f.key for f in futures if f._cancel_locally())
         if keys:
-            self._cluster.post(("cancel", self._session, keys))
+            self._cluster.post(("cancel", self._session, keys, None))
 
     def _cancel_now(self, futures: list[Future]) -> None:
         """Cancel on the scheduler thread and wait: a task that finished first stays
@@ -379,7 +380,11 @@ class Executor:
         if threading.current_thread() is self._cluster.thread:  # (it cannot wait for itself)
             self._cancel(futures)
         elif keys:
-            self._cluster.query(lambda s: s._handle([CancelRequested(keys, session)]))
+            try:  # (the scheduler thread answers between two of its steps)
+                self._cluster.ask(("cancel", session, keys, cf.Future()), _CANCEL_WAIT)
+            except cf.TimeoutError:
+                raise cf.TimeoutError(f"rank 0 did not answer cancel() in {_CANCEL_WAIT} s; "
+                                      "is its scheduler thread stuck?") from None
 
     def _retry(self, future: Future) -> None:
         self._check_open("retry")
@@ -441,8 +446,9 @@ class Executor:
             # cancelled by that; one shared with another executor (the same pure call) runs on.
             if keep:
                 self._cancel(pending)
-            for f in pending:
-                f._cancel_locally()
+            else:
+                for f in pending:
+                    f._cancel_locally()
             pending = []
         if keep:
             from .settle import wind_down

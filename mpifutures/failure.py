@@ -66,6 +66,8 @@ def _let_go(exc: BaseException) -> None:
         traceback.clear_frames(e.__traceback__)
         e.__traceback__ = None
         stack += (e.__cause__, e.__context__)
+        if isinstance(e, BaseExceptionGroup):
+            stack += e.exceptions
 
 
 def safe_str(obj: object) -> str:

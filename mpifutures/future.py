@@ -290,15 +290,22 @@ class Future(cf.Future):
         that woke this thread and its look at the state; then it waits on, for the retry."""
         left = timeout
         while True:
-            try:
-                return wait(left)
-            except cf.TimeoutError:
+            with self._condition:
+                if self._state not in _ENDED:
+                    self._condition.wait(left)
+            if self._state not in _ENDED:  # not yet, or pending again (a retry)
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise self._not_yet(timeout) from None
-            except BaseException:  # the task's error, kept by the future: its traceback
-                self = wait = None  # noqa: F841 - holds this frame, which must not hold them
+                continue
+            try:
+                return wait(0)
+            except BaseException as exc:
+                if isinstance(exc, cf.TimeoutError) and self._state not in _ENDED:
+                    continue  # a retry made it pending again just now
+                # the task's error, kept by the future: its traceback holds this frame,
+                self = wait = exc = None  # noqa: F841 - which must not hold them
                 raise
 
     def _value_or(self, skip: Any) -> Any:

@@ -4,7 +4,7 @@ One coalesced list of messages travels as a *header* message (tag ``_TAG_HEAD``:
 the out-of-band buffers, then the pickle) followed by each buffer as raw memory (tag
 ``_TAG_DATA``), cut into chunks of at most ``_CHUNK`` bytes so that arrays above 2 GiB fit MPI's
 int counts; buffers under ``_SMALL`` bytes travel copied into one pack, sent before the
-others, when a list holds more than one. MPI keeps messages of one (source, tag,
+others, when a list holds more than one (and are copied out of it on arrival). MPI keeps messages of one (source, tag,
 communicator) in order, and buffer receives for a header are posted before the next header
 is taken, so buffers always meet their header.
 
@@ -32,11 +32,11 @@ _TAG_HEAD = 11
 _TAG_DATA = 12
 _CHUNK = 1 << 30
 _SIZE = struct.Struct("<Q")
-#: buffers below this size travel packed together, copied into one message, when a list
-#: holds two or more of them: a value made of 100,000 small arrays took 5 s to send as one
-#: message each, and 0.06 s packed
+#: non-empty buffers below this size travel packed together, copied into one message, when
+#: a list holds two or more of them (a value made of 100,000 small arrays took 5 s to reach
+#: rank 0 as one message each); the receiver copies each out of the pack, so that one value
+#: kept does not keep the whole pack
 _SMALL = 1 << 16
-_ALIGN = 64  # each packed buffer starts at a multiple of this (numpy wants aligned data)
 
 
 def _chunks(view: memoryview) -> list[memoryview]:
@@ -48,10 +48,17 @@ def _packing(sizes: list[int]) -> tuple[int, dict[int, int]]:
     on both sides; no pack (size 0) unless two or more buffers are small."""
     offsets, end = {}, 0
     for i, size in enumerate(sizes):
-        if size < _SMALL:
+        if 0 < size < _SMALL:  # (an empty buffer is no message at all)
             offsets[i] = end
-            end += -(-size // _ALIGN) * _ALIGN
+            end += size
     return (end, offsets) if len(offsets) > 1 else (0, {})
+
+
+def _unpacked(header: bytes, bufs: list, reqs: list, packed: Any) -> list:
+    """The message list, once its buffers have arrived (each packed one copied out)."""
+    for i in packed:
+        bufs[i] = bufs[i].copy()
+    return unpack(header, bufs)
 
 
 class MPITransport(Transport):
@@ -64,7 +71,7 @@ class MPITransport(Transport):
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self._sends: list[tuple[Any, Any]] = []  # (request, memory kept alive until done)
-        self._recvs: list[tuple[int, bytes, list, list]] = []  # (source, header, bufs, reqs)
+        self._recvs: list[tuple] = []  # (source, header, bufs, reqs, indices of packed bufs)
         self._status = MPI.Status()
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -105,7 +112,7 @@ class MPITransport(Transport):
             pending = []
             for entry in self._recvs:
                 if entry[0] not in waiting and MPI.Request.Testall(entry[3]):
-                    arrived.append((entry[0], unpack(entry[1], entry[2])))
+                    arrived.append((entry[0], _unpacked(*entry[1:])))
                 else:
                     waiting.add(entry[0])
                     pending.append(entry)
@@ -124,14 +131,14 @@ class MPITransport(Transport):
             source = self._status.Get_source()
             head = bytearray(self._status.Get_count(MPI.BYTE))
             msg.Recv([head, MPI.BYTE])
-            header, bufs, reqs = self._post_buffers(source, head)
+            header, bufs, reqs, packed = self._post_buffers(source, head)
             if source not in waiting and MPI.Request.Testall(reqs):
-                arrived.append((source, unpack(header, bufs)))
+                arrived.append((source, _unpacked(header, bufs, reqs, packed)))
             else:
                 waiting.add(source)
-                self._recvs.append((source, header, bufs, reqs))
+                self._recvs.append((source, header, bufs, reqs, packed))
 
-    def _post_buffers(self, source: int, head: bytearray) -> tuple[bytes, list, list]:
+    def _post_buffers(self, source: int, head: bytearray) -> tuple[bytes, list, list, Any]:
         (count,) = _SIZE.unpack_from(head, 0)
         sizes = [_SIZE.unpack_from(head, 8 * (i + 1))[0] for i in range(count)]
         header = bytes(memoryview(head)[8 * (count + 1):])
@@ -147,9 +154,8 @@ class MPITransport(Transport):
             if i not in offsets:
                 bufs[i] = self._memory(size)
                 reqs += self._receive(source, bufs[i])
-        self.bytes_received += len(head) + packed + sum(
-            size for i, size in enumerate(sizes) if i not in offsets)
-        return header, bufs, reqs
+        self.bytes_received += len(head) + sum(sizes)
+        return header, bufs, reqs, offsets.keys()
 
     def _receive(self, source: int, memory: Any) -> list:
         return [self.comm.Irecv([chunk, MPI.BYTE], source, _TAG_DATA)

@@ -118,6 +118,8 @@ class PoolExecutor(cf.Executor):
                 try:
                     results = futures[-1].result(left)
                 except cf.TimeoutError:
+                    if futures[-1].done():  # the call's own error
+                        raise
                     raise cf.TimeoutError(f"map: the results were not all ready {timeout} s "
                                           "after the call; the calls not done are "
                                           "cancelled") from None

@@ -88,11 +88,8 @@ class Scheduler:
         self.thread.start()
 
     def post(self, item: tuple) -> None:
-        """Queue a request for the scheduler thread and wake it.
-
-        Raises:
-            ExecutorClosedError: the cluster was stopped, or its scheduler failed.
-        """
+        """Queue a request for the scheduler thread and wake it (ExecutorClosedError if the
+        cluster was stopped, or its scheduler failed)."""
         self._check_alive()
         self.inbox.append(item)
         if self.backoff.asleep:
@@ -100,13 +97,9 @@ class Scheduler:
         self._check_alive()  # it may have ended while we appended: nobody would answer
 
     def _post_from_gc(self, item: tuple) -> None:
-        """Queue a decref from a garbage-collection callback, and wake the scheduler.
-
-        Safe wherever the collector runs, even in a thread holding other locks: a deque
-        append and :meth:`Wakeup.set <mpifutures.backoff.Wakeup.set>` (a raw lock's release)
-        never block. Without the wake, a quiet rank 0 would free the data up to
-        ``QUIET_CAP`` seconds late.
-        """
+        """Queue a decref from a garbage-collection callback, and wake the scheduler: safe
+        wherever the collector runs (a deque append and a raw lock's release never block);
+        without the wake, a quiet rank 0 would free the data up to ``QUIET_CAP`` s late."""
         self.inbox.append(item)
         if self.backoff.asleep:
             self.backoff.wake.set()
@@ -150,11 +143,8 @@ class Scheduler:
                 "when that call returns.") from None
 
     def hosts(self, timeout: float = 60.0) -> dict[int, str]:
-        """``{rank: host name}`` of the workers, as each told in its first message.
-
-        Raises:
-            TimeoutError: a worker has not said hello within ``timeout`` seconds.
-        """
+        """``{rank: host name}`` of the workers, as each told in its first message
+        (TimeoutError if a worker has not said hello within ``timeout`` seconds)."""
         if not self._hosts_known.wait(timeout):
             missing = sorted(set(self.workers) - set(self._hosts))
             raise TimeoutError(f"worker ranks {missing} did not report to rank 0 within "
@@ -176,9 +166,12 @@ class Scheduler:
 
     def query(self, fn: Callable[["Scheduler"], Any], timeout: float = 60.0) -> Any:
         """Run ``fn(self)`` on the scheduler thread and return its result."""
-        reply: _Reply = _Reply()
-        self.post(("query", fn, reply))
-        return reply.result(timeout)
+        return self.ask(("query", fn, _Reply()), timeout)
+
+    def ask(self, item: tuple, timeout: float) -> Any:
+        """Post a request whose last item is its reply; wait for the answer."""
+        self.post(item)
+        return item[-1].result(timeout)
 
     def stop(self, timeout: float) -> bool:
         """Stop every worker; True if all confirmed within ``timeout`` seconds."""
@@ -258,7 +251,11 @@ class Scheduler:
         while self.inbox:
             active = True
             item = self.inbox.popleft()
-            self._requests[item[0]](self, item, events)
+            try:
+                self._requests[item[0]](self, item, events)
+            except BaseException:  # the loop fails: a caller waiting for this item's reply
+                self.inbox.appendleft(item)  # learns of it from _fail_everything
+                raise
         if self._released:  # one pass under the registry's lock, not one per decref
             self.registry.drop(self._released)
             self._released.clear()
@@ -313,9 +310,11 @@ class Scheduler:
         self.registry.drop(keys)
 
     def _rq_cancel(self, item: tuple, events: list) -> None:
-        _, session, keys = item
+        _, session, keys, reply = item
         events.append(CancelRequested(keys, session))
         self._handle(events)  # now: it reaches only the futures posted before it
+        if reply is not None:  # the caller waits for rank 0's decision (Future.cancel)
+            reply.set_result(None)
 
     def _rq_retry(self, item: tuple, events: list) -> None:
         _, key, futures = item
@@ -492,9 +491,9 @@ class Scheduler:
                 record.deliver(None, exc)
         while self.inbox:
             item = self.inbox.popleft()
-            if item[0] == "query":
-                item[-1].set_exception(exc)
-            elif item[0] == "call":
-                item[-3].set_exception(exc)
+            if item[0] in ("query", "call", "cancel"):  # a caller waits for the reply
+                reply = item[-3] if item[0] == "call" else item[-1]
+                if reply is not None:
+                    reply.set_exception(exc)
         for reply, _, _ in self.calls.values():
             reply.set_exception(exc)

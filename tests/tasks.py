@@ -348,3 +348,15 @@ def cached_payloads():
     from mpifutures.taskrun import current_worker
 
     return set(current_worker().payloads)
+
+
+def raise_own_timeout(_=None):
+    raise TimeoutError("the call's own timeout")
+
+
+def fail_in_a_group_keeping_the_error():
+    """As fail_keeping_the_error, with the cycle inside an exception group."""
+    try:
+        fail_keeping_the_error()
+    except ValueError as exc:
+        raise ExceptionGroup("grouped", [exc]) from None

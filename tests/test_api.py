@@ -358,6 +358,11 @@ class TestPoolExecutor:
         pool.shutdown(wait=True)
         assert all(f.done() for f in busy) and not (tmp_path / "ran").exists()
 
+    def test_a_calls_own_timeout_error_comes_through_map_as_it_was(self, pool):
+        with pytest.raises(TimeoutError, match="the call's own timeout") as raised:
+            list(pool.map(tasks.raise_own_timeout, [1]))
+        assert raised.value.__cause__ is not None  # the worker's traceback
+
     def test_submit_and_shutdown_follow_the_standard_library(self, pool):
         f = pool.submit(tasks.inc, 1)
         assert f.result(10) == 2

@@ -159,6 +159,7 @@ def test_small_buffers_travel_packed_in_one_message_and_arrive_equal_and_aligned
     value = [np.arange(i, dtype=dtype) for i in (3, 0, 1, 17)
              for dtype in (np.float64, np.int8, np.complex128)]
     value.append(np.full(1 << 17, 7.0))  # a large one travels on its own
+    value.append(np.nonzero(np.zeros((2, 2))))  # two empty arrays: no message, no pack
     transport.send(0, [value])
     arrived = []
     for _ in range(10_000):
@@ -167,7 +168,9 @@ def test_small_buffers_travel_packed_in_one_message_and_arrive_equal_and_aligned
             break
     (_, [got]), = arrived
     assert len(got) == len(value)
-    for a, b in zip(got, value):
+    for a, b in zip(got[:-1], value[:-1]):
         assert a.dtype == b.dtype and np.array_equal(a, b) and a.flags.aligned
-    # sends: the pack of the twelve small ones, then the large one (receives follow)
-    assert sent[:2] == [sum(-(-b.nbytes // 64) * 64 for b in value[:-1]), 1 << 20]
+        assert a.base is None or a.base.nbytes == a.nbytes  # its own memory, not the pack's
+    assert [x.size for x in got[-1]] == [0, 0]
+    # sends: the pack of the nine small non-empty ones, then the large one (receives follow)
+    assert [n for n in sent if n][:2] == [sum(b.nbytes for b in value[:-2]), 1 << 20]

@@ -103,7 +103,7 @@ class Rig:
         self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
         for part in (self.scheduler, *self.workers):
             part.backoff.idle = lambda *args, **kwargs: None  # never sleep
-        self.scheduler.query = self._query
+        self.scheduler.ask = self._ask
         self.executors: list[Executor] = []
         self.closed: set[int] = set()  # sessions shut down
         self.futures: list[tuple[Any, Spec]] = []  # held, not released
@@ -286,11 +286,11 @@ class Rig:
         if record.claim_fetch():
             future.executor._fetch(record)
 
-    def _query(self, fn: Any, timeout: float = 60.0) -> Any:
-        """``Scheduler.query`` as the client's thread sees it: the ranks go on, a random step
+    def _ask(self, item: tuple, timeout: float = 60.0) -> Any:
+        """``Scheduler.ask`` as the client's thread sees it: the ranks go on, a random step
         at a time, until the scheduler thread has answered."""
-        reply: cf.Future = cf.Future()
-        self.scheduler.post(("query", fn, reply))
+        reply: cf.Future = item[-1]
+        self.scheduler.post(item)
         steps = [self.scheduler_turn, self.worker_turn, self.compute, self.net.deliver]
         for _ in range(10_000):
             if reply.done():
@@ -443,12 +443,12 @@ class Small:
         self.workers = [Worker(ep, config) for ep in self.net.endpoints[1:]]
         for part in (self.scheduler, *self.workers):
             part.backoff.idle = lambda *args, **kwargs: None  # never sleep
-        self.scheduler.query = self._query
+        self.scheduler.ask = self._ask
 
-    def _query(self, fn: Any, timeout: float = 60.0) -> Any:
-        """``Scheduler.query``: the scheduler's loop turns (and only it) until it answers."""
-        reply: cf.Future = cf.Future()
-        self.scheduler.post(("query", fn, reply))
+    def _ask(self, item: tuple, timeout: float = 60.0) -> Any:
+        """``Scheduler.ask``: the scheduler's loop turns (and only it) until it answers."""
+        reply: cf.Future = item[-1]
+        self.scheduler.post(item)
         for _ in range(10):
             self.scheduler._step()
             if reply.done():
@@ -561,7 +561,7 @@ def test_a_retry_taken_in_after_a_retried_dependent_reset_the_same_future_still_
     dependent = ex.submit(tasks.node, 10, False, None, source)
     small.settle()
     assert source.status == dependent.status == "error"
-    small.scheduler.query = lambda fn, timeout=60.0: None  # as if each call came from its own
+    small.scheduler.ask = lambda item, timeout=60.0: None  # as if each call came from its own
     # thread: one waiting for rank 0 to take its retry in does not hold up the others
     dependent.retry()  # rank 0 will reset source's future when it takes this in
     source.retry()  # the client resets it now ...
@@ -582,7 +582,7 @@ def test_a_retried_dependent_leaves_alone_a_future_whose_submit_is_on_its_way():
     first = ex.submit(tasks.node, 10, False, None, source)
     second = ex.submit(tasks.node, 20, False, None, source)
     small.settle()
-    small.scheduler.query = lambda fn, timeout=60.0: None  # (as above: threads of their own)
+    small.scheduler.ask = lambda item, timeout=60.0: None  # (as above: threads of their own)
     first.retry()
     second.retry()  # rank 0 carries out first's retry (and resets "s") when it takes this in
     again = ex.submit(tasks.node, 1, True, None, key="s")  # ... before this submit

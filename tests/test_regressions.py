@@ -603,7 +603,7 @@ def test_a_submit_slipping_in_ahead_of_a_cancel_is_cancelled_with_its_task(execu
     cluster, post, later = executor._cluster, executor._cluster.post, []
 
     def post_with_a_submit_ahead(item):  # another thread submitting the same call, just
-        if item[0] == "query" and not later:  # as this one posts its cancel
+        if item[0] == "cancel" and not later:  # as this one posts its cancel
             later.append(executor.submit(tasks.slow_inc, x, 1.0))
         post(item)
 
@@ -892,8 +892,9 @@ def test_big_results_kept_side_by_side_keep_their_own_values(executor):
 def test_a_failed_task_that_keeps_its_exception_lets_go_of_its_locals(executor):
     with cycle_collector_off():  # no collector run may free them instead (in-process workers)
         futures = [executor.submit(tasks.fail_keeping_the_error, pure=False) for _ in range(4)]
+        futures.append(executor.submit(tasks.fail_in_a_group_keeping_the_error, pure=False))
         for future in futures:
-            with pytest.raises(ValueError, match="kept"):
+            with pytest.raises((ValueError, ExceptionGroup)):
                 future.result(10)
         assert sum(executor.run(tasks.locals_of_failed_tasks_alive).values()) == 0
 
@@ -980,3 +981,34 @@ def test_a_non_contiguous_result_is_not_kept_twice_on_its_worker(executor):
     assert strided.key not in cached  # its pickle holds a contiguous copy: not kept
     assert np.array_equal(strided.result(10), np.arange(0, 2000, 2, dtype=float))
     assert executor.submit(tasks.array_sum, strided, pure=False).result(10) == 999000.0
+
+
+def test_a_future_whose_own_exception_is_a_timeout_error_raises_it_at_once(executor):
+    f = executor._cluster.registry.new_future("ends-with-a-timeout-error", executor)
+    f._fail(TimeoutError("its own"))
+    for wait in (f.result, lambda: f.result(5)):
+        with pytest.raises(TimeoutError, match="its own"):
+            wait()
+    assert str(f.exception()) == "its own"
+
+
+def test_a_state_error_while_cancelling_fails_the_cluster_instead_of_hanging():
+    from mpifutures.events import CancelRequested
+    from mpifutures.local import LocalCluster
+
+    with LocalCluster(1) as local:
+        ex = Executor(cluster=local.scheduler)
+        waiting = ex.submit(tasks.sleep, 30, pure=False)
+        dependent = ex.submit(tasks.inc, waiting, pure=False)
+        real = local.scheduler.state.handle
+
+        def broken(*events):
+            if any(isinstance(e, CancelRequested) for e in events):
+                raise RuntimeError("a bug in the state machine")
+            return real(*events)
+
+        local.scheduler.state.handle = broken
+        with pytest.raises(RuntimeError, match="scheduler thread failed"):
+            dependent.cancel()
+        with pytest.raises(RuntimeError, match="scheduler thread failed"):
+            waiting.result(10)
