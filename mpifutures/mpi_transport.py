@@ -4,9 +4,9 @@ One coalesced list of messages travels as a *header* message (tag ``_TAG_HEAD``:
 the out-of-band buffers, then the pickle) followed by each buffer as raw memory (tag
 ``_TAG_DATA``), cut into chunks of at most ``_CHUNK`` bytes so that arrays above 2 GiB fit MPI's
 int counts; buffers under ``_SMALL`` bytes travel copied into one pack, sent before the
-others, when a list holds more than one (and are copied out of it on arrival). MPI keeps messages of one (source, tag,
-communicator) in order, and buffer receives for a header are posted before the next header
-is taken, so buffers always meet their header.
+others, when a list holds more than one (and are copied out of it on arrival). MPI keeps
+messages of one (source, tag, communicator) in order, and buffer receives for a header are
+posted before the next header is taken, so buffers always meet their header.
 
 Nothing here blocks on the network: sends are ``Isend``, buffers are ``Irecv`` into memory
 taken from a :class:`~mpifutures.buffers.BufferPool` by the header's sizes (uninitialised, and
@@ -54,7 +54,7 @@ def _packing(sizes: list[int]) -> tuple[int, dict[int, int]]:
     return (end, offsets) if len(offsets) > 1 else (0, {})
 
 
-def _unpacked(header: bytes, bufs: list, reqs: list, packed: Any) -> list:
+def _unpacked(header: bytes, bufs: list, packed: Any) -> list:
     """The message list, once its buffers have arrived (each packed one copied out)."""
     for i in packed:
         bufs[i] = bufs[i].copy()
@@ -112,7 +112,7 @@ class MPITransport(Transport):
             pending = []
             for entry in self._recvs:
                 if entry[0] not in waiting and MPI.Request.Testall(entry[3]):
-                    arrived.append((entry[0], _unpacked(*entry[1:])))
+                    arrived.append((entry[0], _unpacked(entry[1], entry[2], entry[4])))
                 else:
                     waiting.add(entry[0])
                     pending.append(entry)
@@ -133,7 +133,7 @@ class MPITransport(Transport):
             msg.Recv([head, MPI.BYTE])
             header, bufs, reqs, packed = self._post_buffers(source, head)
             if source not in waiting and MPI.Request.Testall(reqs):
-                arrived.append((source, _unpacked(header, bufs, reqs, packed)))
+                arrived.append((source, _unpacked(header, bufs, packed)))
             else:
                 waiting.add(source)
                 self._recvs.append((source, header, bufs, reqs, packed))
