@@ -10,6 +10,7 @@ optionally, a Chrome trace-event file that Perfetto opens (see :mod:`mpifutures.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import logging
 import sys
@@ -102,7 +103,7 @@ def performance_report(path: str, *, trace: Optional[str] = None,
         try:
             collected = set_recording(cluster, cluster.config.task_stream,
                                       cluster.config.shutdown_timeout)
-        except TimeoutError as exc:  # write what rank 0 has rather than wait on
+        except cf.TimeoutError as exc:  # write what rank 0 has rather than wait on
             log.warning("performance report %s lacks some tasks: %s", path, exc)
             collected = cluster.query(_records)
         records = [r for r in collected if r["stop"] >= started]

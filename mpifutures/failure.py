@@ -10,12 +10,15 @@ and host). On rank 0, :func:`rebuild` makes the exception again, with a
 
 from __future__ import annotations
 
+import builtins
 import pickle
 import traceback
 from typing import Optional
 
 from .errors import MpiFuturesError, RemoteTraceback, SerializationError, TaskExit
 
+
+_GROUP = getattr(builtins, "BaseExceptionGroup", ())  # (Python 3.11 and later)
 
 #: (pickled exception or None, type name, message, traceback text, key, rank, host)
 Failure = tuple[Optional[bytes], str, str, str, str, int, str]
@@ -66,7 +69,7 @@ def _let_go(exc: BaseException) -> None:
         traceback.clear_frames(e.__traceback__)
         e.__traceback__ = None
         stack += (e.__cause__, e.__context__)
-        if isinstance(e, BaseExceptionGroup):
+        if isinstance(e, _GROUP):
             stack += e.exceptions
 
 

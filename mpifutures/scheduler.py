@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import defaultdict, deque
-from concurrent.futures import Future as _Reply
+from concurrent.futures import Future as _Reply, TimeoutError as _ReplyTimeout
 from typing import Any, Callable, Optional
 
 from . import liveness, protocol as P
@@ -135,7 +135,7 @@ class Scheduler:
         self.post(("call", next(self._call_ids), token, fn_bytes, payload, reply, answers, each))
         try:
             return reply.result(timeout)
-        except TimeoutError:
+        except _ReplyTimeout:  # (not the built-in TimeoutError before Python 3.11)
             missing = sorted(set(self.workers) - set(list(answers)))
             raise TimeoutError(
                 f"worker ranks {missing} did not answer within {timeout} s. A worker answers "

@@ -38,6 +38,11 @@ def enter(worker: Any) -> None:
     _context.worker, _context.rank = worker, worker.rank
 
 
+def leave() -> None:
+    """The calling thread is no longer a worker's."""
+    _context.worker = _context.rank = None
+
+
 class Broken:
     """Stands in the store for data that arrived but failed to unpickle."""
 

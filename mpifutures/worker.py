@@ -129,6 +129,7 @@ class Worker:
             with self.ready_cond:
                 self.ready_cond.notify_all()
             self._drain()
+            taskrun.leave()  # the thread may go on with the script (a second spmd() block)
 
     def _turn(self) -> None:
         """One pass of the loop: handle what arrived, send what is queued, back off if idle."""

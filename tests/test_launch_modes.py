@@ -58,6 +58,21 @@ def test_spmd_context_manager(tmp_path):
     assert "result [1, 2]" in r.stdout and r.stdout.count("after") == 3, r
 
 
+def test_two_spmd_blocks_one_after_the_other(tmp_path):
+    path = script(tmp_path, """
+        import mpifutures
+        from mpi4py import MPI
+        for round in (1, 2):  # a worker's loop thread is the script's main thread again
+            with mpifutures.spmd() as ex:
+                if ex is not None:
+                    print("round", round, ex.gather(ex.map(abs, [-round])), flush=True)
+            assert MPI.COMM_WORLD.allreduce(1) == 3
+    """)
+    r = mpiexec(3, [path], timeout=60, env=ENV)
+    assert r.returncode == 0, r
+    assert "round 1 [1]" in r.stdout and "round 2 [2]" in r.stdout, r
+
+
 def test_log_level_and_rank_tags_apply_to_spmd_scripts_too(tmp_path):
     path = script(tmp_path, """
         import logging
