@@ -37,13 +37,15 @@ def _number(name: str, default: Any, cast: Callable[[str], Any], minimum: float)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}"
                          ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name}={raw!r} is not a finite number")
     if value < minimum:
         raise ValueError(f"{name}={raw!r} must be at least {minimum}")
     return value
 
 
-def _float(name: str, default: float) -> float:
-    return _number(name, default, float, 0.0)
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    return _number(name, default, float, minimum)
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -102,7 +104,7 @@ def load() -> Config:
         malloc_keep=_malloc_keep(),
         gc_threshold=_int("MPIFUTURES_GC_THRESHOLD", 10_000, minimum=0),
         tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
-        shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),
+        shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0, minimum=0.1),
         max_workers=_int("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),
         threads_per_worker=_int("MPIFUTURES_THREADS_PER_WORKER", 1),
         log_level=_level("MPIFUTURES_LOG_LEVEL", "WARNING"),

@@ -266,6 +266,16 @@ def test_bad_configuration_is_named(monkeypatch):
     with pytest.raises(ValueError, match="MPIFUTURES_BACKOFF"):
         configmod.load()
     monkeypatch.setenv("MPIFUTURES_BACKOFF", "0.001")
+    for bad in ("nan", "inf"):  # accepted once, then a successful job ended with status 1
+        for name in ("MPIFUTURES_IDLE_AFTER", "MPIFUTURES_SHUTDOWN_TIMEOUT"):
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(ValueError, match=f"{name}='{bad}' is not a finite number"):
+                configmod.load()
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MPIFUTURES_SHUTDOWN_TIMEOUT", "0")
+    with pytest.raises(ValueError, match="MPIFUTURES_SHUTDOWN_TIMEOUT='0' must be at least"):
+        configmod.load()
+    monkeypatch.delenv("MPIFUTURES_SHUTDOWN_TIMEOUT")
     monkeypatch.setenv("MPIFUTURES_THREADS_PER_WORKER", "0")
     with pytest.raises(ValueError, match="MPIFUTURES_THREADS_PER_WORKER"):
         configmod.load()
