@@ -70,7 +70,11 @@ def finish_kept_tasks(scheduler: Any) -> None:
     """At a normal exit, before the workers of ``scheduler`` stop: wait until no task is kept
     to run to its end (``fire_and_forget``, a pool's calls). Waits as long as they run, as
     the standard library's pools do; past ``KEPT_NOTICE_AFTER`` seconds it says so (Ctrl-C
-    ends the job). Returns at once if the cluster is gone."""
+    ends the job). Returns at once if the cluster is gone, or if the script ended with an
+    uncaught exception (Python then sets ``sys.last_value`` before the exit handlers run):
+    after an error the job ends within seconds."""
+    if getattr(sys, "last_value", None) is not None:
+        return
     start, said = time.monotonic(), False
     while True:
         try:

@@ -191,6 +191,22 @@ def test_after_an_error_the_job_ends_without_waiting_for_kept_tasks(tmp_path):
     assert not r.timed_out and r.returncode == 3, r
 
 
+@pytest.mark.parametrize("how", ["spawn", "init"])
+def test_after_an_uncaught_error_spawn_mode_and_init_do_not_wait_for_kept_tasks(tmp_path, how):
+    path = script(tmp_path, f"""
+        import time
+        import mpifutures
+        if {how == 'init'}:
+            mpifutures.init()
+        ex = mpifutures.Executor(**({{}} if {how == 'init'} else {{'max_workers': 1}}))
+        ex.fire_and_forget(ex.submit(time.sleep, 600, pure=False))
+        raise ValueError("the script failed")
+    """)
+    r = run([sys.executable, path], timeout=60, env=ENV) if how == "spawn" else \
+        mpiexec(3, [path], timeout=60, env=ENV)
+    assert not r.timed_out and r.returncode == 1 and "the script failed" in r.stderr, r
+
+
 def test_two_spawned_pools_shut_down_without_waiting_let_the_script_end(tmp_path):
     path = script(tmp_path, """
         import time
