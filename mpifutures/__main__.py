@@ -51,14 +51,14 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module")
     parser.add_argument("-c", dest="code", metavar="code", help="run a string of code")
     opts, rest = _split(parser, list(argv))
+    if opts.mpi_info:  # print, then exit: whatever follows is not run
+        return opts, "info", "", []
     if opts.module is not None:
         return opts, "module", opts.module, rest
     if opts.code is not None:
         return opts, "code", opts.code, rest
-    if not rest and not opts.mpi_info:
-        parser.error("give a script, -m module or -c code to run")
     if not rest:
-        return opts, "info", "", []
+        parser.error("give a script, -m module or -c code to run")
     return opts, "script", rest[0], rest[1:]
 
 

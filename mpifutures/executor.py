@@ -417,7 +417,7 @@ class Executor:
         return self._cluster.query(lambda s: s.statistics())
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Release this session's futures; the workers stay for the next executor.
+        """Release this session's futures; the workers stay (spawned ones end with it).
 
         With ``wait=True`` wait for pending futures first; ``cancel_futures=True`` cancels
         the ones that have not finished. With ``wait=False`` the tasks still pending lose

@@ -4,7 +4,8 @@
 ``map`` returns an iterator of results in order, ``timeout`` counts from the call to ``map``,
 an exception is raised when its result is reached, ``chunksize`` sends items in chunks, and
 ``shutdown(wait, cancel_futures=...)`` has the standard meaning. Swap the class and code
-written for those runs unchanged.
+written for those runs unchanged, unless it passes ``initializer``/``initargs``,
+``mp_context`` or mpi4py's ``unordered=`` (not taken: README lists the differences).
 """
 
 from __future__ import annotations

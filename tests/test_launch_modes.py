@@ -253,6 +253,9 @@ def test_a_launcher_of_another_mpi_is_detected(tmp_path):
 def test_launcher_options(tmp_path):
     r = mpiexec(2, ["-m", "mpifutures", "--mpi-info"], timeout=60, env=ENV)
     assert r.returncode == 0 and "thread level multiple" in r.stdout and "2 ranks" in r.stdout
+    ran = script(tmp_path, "print('the script ran')", name="ran.py")
+    r = mpiexec(2, ["-m", "mpifutures", "--mpi-info", ran], timeout=60, env=ENV)
+    assert r.returncode == 0 and "2 ranks" in r.stdout and "the script ran" not in r.stdout, r
     path = script(tmp_path, """
         import threading, time
         from mpifutures import Executor
