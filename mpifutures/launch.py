@@ -276,6 +276,7 @@ def init() -> Any:
     _refuse_inside_a_task("mpifutures.init()")
     config = configmod.load()
     MPI = mpi(config)
+    check_wiring(MPI)
     comm = MPI.COMM_WORLD.Dup()
     if comm.Get_rank() != 0:
         serve(comm, config)
@@ -313,6 +314,7 @@ def spmd(comm: Any = None) -> Iterator[Any]:
             "plain `mpiexec -n N python script.py`, or use Executor() instead of spmd().")
     config = configmod.load()
     MPI = mpi(config)
+    check_wiring(MPI)
     comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
     if comm.Get_rank() != 0:
         serve(comm, config)

@@ -242,8 +242,9 @@ def test_spawn_failure_says_what_to_do_instead():
         spawn_cluster(FakeMPI, configmod.Config(), np.int64(2))
 
 
-def test_a_launcher_of_another_mpi_is_detected(tmp_path):
-    r = run([sys.executable, "-c", "from mpifutures import Executor; Executor()"], timeout=60,
+@pytest.mark.parametrize("start", ["Executor()", "init()", "spmd().__enter__()"])
+def test_a_launcher_of_another_mpi_is_detected(tmp_path, start):
+    r = run([sys.executable, "-c", f"import mpifutures; mpifutures.{start}"], timeout=60,
             env={**ENV, "OMPI_COMM_WORLD_SIZE": "4"})
     assert r.returncode != 0
     assert "different MPI libraries" in r.stderr and "every process thinks it is rank 0" \
