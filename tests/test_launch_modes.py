@@ -430,6 +430,9 @@ def test_spmd_stops_its_workers_even_after_its_scheduler_failed(monkeypatch):
         def Get_rank(self):
             return 0
 
+        def Get_size(self):
+            return 2
+
     monkeypatch.setattr(launch, "mpi", lambda config: types.SimpleNamespace(COMM_WORLD=World()))
     monkeypatch.setattr(launch, "start_scheduler", lambda *args, **kwargs: scheduler)
     # Leaving the block must still stop the workers; they cannot answer, so the job is
