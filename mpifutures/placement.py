@@ -37,7 +37,7 @@ class Placement:
     workers: tuple[int, ...]
     stalled: set[int]
     _out: list
-    _early: list[str]
+    _early: dict[str, None]
     _numbers: Any
 
     def _ready(self, task: TaskState) -> None:
@@ -72,22 +72,44 @@ class Placement:
         return choice
 
     def _maybe_run_early(self, task: TaskState) -> None:
-        """Send ``task`` now if every input is on, or computing on, one worker."""
+        """Send ``task`` now if every input is on, or computing on, one worker.
+
+        The inputs that ruled it out last time are looked at first: a fan-in over thousands
+        of futures is checked as each of them is sent, and a full look each time took time
+        quadratic in their number."""
+        if task.blocker and self._rule_out(task.blocker, set()) is not None:
+            return
         where: set[int] = set()
-        for dep_key in task.deps:
-            dep = self.tasks[dep_key]
-            where.update((dep.worker,) if dep.status == "processing" else dep.holders)
-            if len(where) > 1 or dep.status not in ("processing", "memory"):
-                return
-            if dep.recalled and dep.status == "processing":
-                return  # it may come back and run elsewhere
-        if len(where) == 1 and (task.workers is None or where <= set(task.workers)):
+        blocker = self._rule_out(task.deps, where)
+        task.blocker = blocker or ()
+        if blocker is None and (task.workers is None or where <= set(task.workers)):
             self._out.append(self._dispatch(task, where.pop()))
+
+    def _rule_out(self, deps: tuple[str, ...], where: set[int]) -> Optional[tuple[str, ...]]:
+        """None if ``deps`` are all on, or computing on, one worker (added to ``where``), and
+        none is being recalled; else the inputs that show it is not so: the first that fails,
+        with the first input if together they are on two workers."""
+        for dep_key in deps:
+            found = self._where(dep_key)
+            if found is None:
+                return (dep_key,)
+            where |= found
+            if len(where) > 1:
+                return (deps[0], dep_key) if dep_key != deps[0] else (dep_key,)
+        return None if where else deps[:1]
+
+    def _where(self, key: str) -> Optional[set[int]]:
+        """The workers that hold ``key``, or the one computing it; None if neither (or it
+        may come back from a stalled worker and run elsewhere)."""
+        dep = self.tasks[key]
+        if dep.status == "processing":
+            return None if dep.recalled else {dep.worker}
+        return set(dep.holders) if dep.status == "memory" else None
 
     def _run_early(self) -> None:
         """Dependents of newly dispatched tasks may now be sent early (see _maybe_run_early)."""
         while self._early:
-            dependent = self.tasks.get(self._early.pop())
+            dependent = self.tasks.get(self._early.popitem()[0])
             if dependent is not None and dependent.status == "waiting":
                 self._maybe_run_early(dependent)
 
@@ -205,8 +227,8 @@ class Placement:
         task.recalled = False
         task.status, task.worker = "processing", worker
         task.attempt = next(self._numbers)  # unique, even across re-created tasks
-        if task.dependents:
-            self._early.extend(task.dependents)
+        for key in task.dependents:
+            self._early[key] = None
         deps = tuple([self._source(d, worker) for d in task.deps]) if task.deps else ()
         return Dispatch(worker, task.key, task.spec, deps, task.priority, task.attempt)
 

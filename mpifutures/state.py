@@ -83,7 +83,7 @@ class SchedulerState(Placement):
         self._seq = itertools.count()
         self._numbers = itertools.count(1)  # dispatch and scatter numbers: data versions
         self._out: list = []
-        self._early: list[str] = []
+        self._early: dict[str, None] = {}  # dependents of tasks just sent (a set, in order)
         self.unconfirmed: set[str] = set()  # scattered keys with copies not yet confirmed
 
     # ------------------------------------------------------------ entry point

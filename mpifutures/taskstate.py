@@ -35,7 +35,8 @@ class TaskState:
 
     __slots__ = ("key", "spec", "deps", "seq", "priority", "workers", "loose", "retries",
                  "status", "waiting_on", "dependents", "clients", "keep", "worker", "holders",
-                 "expected", "nbytes", "error", "attempt", "copy", "first_copy", "recalled")
+                 "expected", "nbytes", "error", "attempt", "copy", "first_copy", "recalled",
+                 "blocker")
 
     def __init__(self, key: str, spec: Any, deps: tuple[str, ...], seq: int, priority: int = 0,
                  workers: Optional[tuple[int, ...]] = None, loose: bool = False,
@@ -55,6 +56,7 @@ class TaskState:
         self.error: Any = None
         self.attempt = 0  # the number of its latest dispatch; outcomes of older ones are stale
         self.recalled = False  # its worker, stalled, was asked to give this dispatch back
+        self.blocker: tuple[str, ...] = ()  # the inputs that kept it from being sent early
         # in memory: the versions of its current data run from first_copy to copy (scatters
         # of the same value may add newer copies; a computed value has one version)
         self.copy = self.first_copy = 0

@@ -123,6 +123,39 @@ def test_inputs_on_two_workers_wait_until_both_are_computed(state):
                    Dispatch(2, "c", "spec-c", (("a", 1), ("b", 2)))]
 
 
+def test_a_fan_in_is_sent_early_once_the_input_that_held_it_back_is_sent_beside_the_others():
+    state = Checked(workers=[1, 2], slots=1)
+    state.handle(submit("x"), submit("y"), submit("z"))  # z waits for a free slot
+    assert state.handle(submit("s", "x", "z")) == []  # z is not sent yet
+    out = state.handle(TaskFinished("x", 1, 10))
+    assert out == [ResolveFuture("x", "memory"), Dispatch(1, "z", "spec-z", ()),
+                   Dispatch(1, "s", "spec-s", (("x", 1), ("z", 1)))]
+
+
+class CountingTasks(dict):
+    looks = 0
+
+    def __getitem__(self, key):
+        CountingTasks.looks += 1
+        return super().__getitem__(key)
+
+
+def test_a_wide_fan_in_is_not_looked_over_again_as_each_input_is_sent():
+    # Each input sent makes the fan-in a candidate to be sent early; looking at all of its
+    # inputs each time took time quadratic in their number (2,000 inputs: 27 ms more).
+    n = 2000
+    state = SchedulerState(workers=[1, 2], slots=64)
+    state.tasks, CountingTasks.looks = CountingTasks(), 0
+    sent = state.handle(*(submit(f"k{i}") for i in range(n)),
+                        submit("sum", *(f"k{i}" for i in range(n))))
+    while sent:
+        done = [TaskFinished(c.key, c.worker, 8, c.attempt) for c in sent]
+        sent = [c for i in range(0, len(done), 8) for c in state.handle(*done[i:i + 8])
+                if isinstance(c, Dispatch)]
+    assert state.status("sum") == "memory"
+    assert CountingTasks.looks < 20 * n
+
+
 def test_workers_hint_is_honoured_and_loose_hint_may_be_ignored(state):
     out = state.handle(submit("a", workers=(2,)), submit("b", workers=(2,)),
                        submit("c", workers=(2,)))
