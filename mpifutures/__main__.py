@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 USAGE = "python -m mpifutures [options] (script.py | -m module | -c code) [args ...]"
 
@@ -35,12 +35,12 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
                "traffic, s), MPIFUTURES_IDLE_BACKOFF (longest sleep when idle, s), "
                "MPIFUTURES_SHUTDOWN_TIMEOUT, MPIFUTURES_LOG_LEVEL, ... (see README.md, "
                "'Configuration').")
-    parser.add_argument("--threads-per-worker", type=int, metavar="N",
+    parser.add_argument("--threads-per-worker", type=_setting("THREADS_PER_WORKER"), metavar="N",
                         help="compute threads on each worker (default 1)")
-    parser.add_argument("--backoff", type=float, metavar="SECONDS",
+    parser.add_argument("--backoff", type=_setting("BACKOFF"), metavar="SECONDS",
                         help="longest sleep between polls of a busy-then-idle rank "
                              "(default 0.001)")
-    parser.add_argument("--idle-backoff", type=float, metavar="SECONDS",
+    parser.add_argument("--idle-backoff", type=_setting("IDLE_BACKOFF"), metavar="SECONDS",
                         help="longest sleep of a rank without traffic (default 0.05); "
                              "it answers within 1/20 of the time it was idle")
     parser.add_argument("--mpi-info", action="store_true",
@@ -62,18 +62,36 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, str, str, list[str]]
     return opts, "script", rest[0], rest[1:]
 
 
+def _setting(variable: str) -> Callable[[str], Any]:
+    """An option's type: the value as ``MPIFUTURES_<variable>`` would take it."""
+    from . import config as configmod
+
+    def parse(raw: str) -> Any:
+        try:
+            return configmod.parse(f"MPIFUTURES_{variable}", raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
-        """Print a usage error on the first rank only (every rank parses the same argv); the
-        others leave a moment later, as Open MPI's launcher stops forwarding output once a
-        rank has failed."""
-        if _launcher_rank() in (None, "0"):
-            self.print_usage(sys.stderr)
-            sys.stderr.write(f"{self.prog}: error: {message}\n")
-            sys.stderr.flush()
-        else:
-            time.sleep(0.5)
-        sys.exit(2)
+        _refuse(message, self)
+
+
+def _refuse(message: str, parser: Optional[argparse.ArgumentParser] = None) -> "NoReturn":
+    """Print a usage error on the first rank only (every rank parses the same argv and
+    environment); the others leave a moment later, as Open MPI's launcher stops forwarding
+    output once a rank has failed."""
+    if _launcher_rank() in (None, "0"):
+        if parser is not None:
+            parser.print_usage(sys.stderr)
+        sys.stderr.write(f"python -m mpifutures: error: {message}\n")
+        sys.stderr.flush()
+    else:
+        time.sleep(0.5)
+    sys.exit(2)
 
 
 def _launcher_rank() -> Optional[str]:
@@ -211,14 +229,16 @@ def _default_signal_handlers() -> None:
 def run_reported(path: str, kind: str, target: str, args: list[str]) -> int:
     """:func:`run_target` inside a performance report written to ``path``; never raises, so
     that the workers are always stopped afterwards."""
-    if not _writable(path):
+    from .diagnostics import check_writable, performance_report
+
+    try:
+        check_writable("--report", path)
+    except ValueError:
         sys.stderr.write(f"mpifutures: cannot write the report to {path!r} (no such "
                          "directory, or no permission); fix --report, the script did not run.\n")
         return 2
     code = 1
     try:
-        from .diagnostics import performance_report
-
         with performance_report(path, executor=None):
             code = run_target(kind, target, args)
     except Exception:  # noqa: BLE001 - writing the report failed
@@ -226,12 +246,6 @@ def run_reported(path: str, kind: str, target: str, args: list[str]) -> int:
         sys.stderr.write(f"mpifutures: the performance report {path!r} could not be written.\n")
         code = code or 1
     return code
-
-
-def _writable(path: str) -> bool:
-    """Whether a file can be created at ``path`` (its directory exists and is writable)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    return os.path.isdir(folder) and os.access(folder, os.W_OK) and not os.path.isdir(path)
 
 
 def _exit_code(code: object) -> int:
@@ -253,7 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     else os.getcwd() if kind == "module" else "")
     from . import config as configmod, launch
 
-    config = configmod.load()
+    try:
+        config = configmod.load()
+    except ValueError as exc:  # a bad MPIFUTURES_* variable: said once, not once per rank
+        _refuse(str(exc))
     MPI = launch.mpi(config)
     launch.check_wiring(MPI)
     if kind == "info":

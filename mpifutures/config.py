@@ -27,29 +27,53 @@ import os
 from typing import Any, Callable, NamedTuple
 
 
-def _number(name: str, default: Any, cast: Callable[[str], Any], minimum: float) -> Any:
-    """Read ``name`` as a number (``cast``) not below ``minimum``; None or "" gives default."""
+#: each numeric variable: its type, least and greatest values (the greatest keep sleeps,
+#: timeouts and thread counts in what the system can do: an hour-long poll sleep or a
+#: million compute threads would look like a hang)
+BOUNDS: dict[str, tuple[Callable[[str], Any], float, float]] = {
+    "MPIFUTURES_BACKOFF": (float, 0.0, 1.0),
+    "MPIFUTURES_IDLE_BACKOFF": (float, 0.0, 60.0),
+    "MPIFUTURES_IDLE_AFTER": (float, 0.0, 86400.0),
+    "MPIFUTURES_INLINE_BYTES": (int, 0, 1 << 30),
+    "MPIFUTURES_BUFFER_POOL": (int, 0, 1 << 62),
+    "MPIFUTURES_MALLOC_KEEP": (int, 0, 1 << 62),
+    "MPIFUTURES_GC_THRESHOLD": (int, 0, (1 << 31) - 1),
+    "MPIFUTURES_TASKS_PER_WORKER": (int, 1, 1 << 30),
+    "MPIFUTURES_SHUTDOWN_TIMEOUT": (float, 0.1, 86400.0),
+    "MPIFUTURES_MAX_WORKERS": (int, 1, 1 << 20),
+    "MPIFUTURES_THREADS_PER_WORKER": (int, 1, 1024),
+    "MPIFUTURES_TASK_STREAM": (int, 0, 1 << 62),
+    "MPIFUTURES_TASK_STREAM_MAX": (int, 1, 1 << 62),
+}
+
+
+def parse(name: str, raw: str) -> Any:
+    """``raw`` as a value of the variable ``name``; ValueError saying what is wrong with it
+    (without the name: the launcher's options use this too)."""
+    cast, least, most = BOUNDS[name]
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not {'an integer' if cast is int else 'a number'}"
+                         ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{raw!r} is not a finite number")
+    if value < least:
+        raise ValueError(f"{raw!r} must be at least {least}")
+    if value > most:
+        raise ValueError(f"{raw!r} must be at most {most}")
+    return value
+
+
+def _number(name: str, default: Any) -> Any:
+    """The variable ``name`` (see BOUNDS); unset or "" gives ``default``."""
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = cast(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}"
-                         ) from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{name}={raw!r} is not a finite number")
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _float(name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(name, default, float, minimum)
-
-
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    return _number(name, default, int, minimum)
+        return parse(name, raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={exc}") from None
 
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -86,7 +110,7 @@ class Config(NamedTuple):
 def _malloc_keep() -> int:
     """0, or at least 32 MB: below glibc's largest mmap threshold, fixing the threshold would
     map every larger block afresh, worse than leaving malloc alone."""
-    value = _int("MPIFUTURES_MALLOC_KEEP", 256 << 20, minimum=0)
+    value = _number("MPIFUTURES_MALLOC_KEEP", 256 << 20)
     if 0 < value < 32 << 20:
         raise ValueError(f"MPIFUTURES_MALLOC_KEEP={value} must be 0 (leave malloc alone) or at "
                          f"least {32 << 20} (32 MB)")
@@ -96,18 +120,18 @@ def _malloc_keep() -> int:
 def load() -> Config:
     """Read the ``MPIFUTURES_*`` variables; raise ValueError naming a bad one."""
     return Config(
-        backoff=_float("MPIFUTURES_BACKOFF", 0.001),
-        idle_backoff=_float("MPIFUTURES_IDLE_BACKOFF", 0.05),
-        idle_after=_float("MPIFUTURES_IDLE_AFTER", 0.25),
-        inline_bytes=_int("MPIFUTURES_INLINE_BYTES", 4096, minimum=0),
-        buffer_pool=_int("MPIFUTURES_BUFFER_POOL", 256 << 20, minimum=0),
+        backoff=_number("MPIFUTURES_BACKOFF", 0.001),
+        idle_backoff=_number("MPIFUTURES_IDLE_BACKOFF", 0.05),
+        idle_after=_number("MPIFUTURES_IDLE_AFTER", 0.25),
+        inline_bytes=_number("MPIFUTURES_INLINE_BYTES", 4096),
+        buffer_pool=_number("MPIFUTURES_BUFFER_POOL", 256 << 20),
         malloc_keep=_malloc_keep(),
-        gc_threshold=_int("MPIFUTURES_GC_THRESHOLD", 10_000, minimum=0),
-        tasks_per_worker=_int("MPIFUTURES_TASKS_PER_WORKER", 64),
-        shutdown_timeout=_float("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0, minimum=0.1),
-        max_workers=_int("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),
-        threads_per_worker=_int("MPIFUTURES_THREADS_PER_WORKER", 1),
+        gc_threshold=_number("MPIFUTURES_GC_THRESHOLD", 10_000),
+        tasks_per_worker=_number("MPIFUTURES_TASKS_PER_WORKER", 64),
+        shutdown_timeout=_number("MPIFUTURES_SHUTDOWN_TIMEOUT", 10.0),
+        max_workers=_number("MPIFUTURES_MAX_WORKERS", os.cpu_count() or 1),
+        threads_per_worker=_number("MPIFUTURES_THREADS_PER_WORKER", 1),
         log_level=_level("MPIFUTURES_LOG_LEVEL", "WARNING"),
-        task_stream=_int("MPIFUTURES_TASK_STREAM", 0, minimum=0) > 0,
-        task_stream_max=_int("MPIFUTURES_TASK_STREAM_MAX", 1_000_000),
+        task_stream=_number("MPIFUTURES_TASK_STREAM", 0) > 0,
+        task_stream_max=_number("MPIFUTURES_TASK_STREAM_MAX", 1_000_000),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Any, Iterator, Optional
@@ -33,6 +34,8 @@ def set_recording(cluster: Any, on: Optional[bool],
     """
     from .taskrun import task_stream_control
 
+    if on is not None and not isinstance(on, bool):
+        raise TypeError(f"record must be True, False or None (leave it), not {on!r}")
     token, fn_bytes = functions.dumps(task_stream_control)
     cluster.call(token, fn_bytes, dumps_args((on,), {})[0], timeout, each=_keep_records)
     return cluster.query(_records)
@@ -91,9 +94,15 @@ def performance_report(path: str, *, trace: Optional[str] = None,
         trace: also write the timeline as Chrome trace-event JSON here (open in Perfetto).
         executor: whose cluster to record (default: this process's cluster).
     """
+    from .executor import Executor
     from .report import write_report
     from .trace import write_chrome_trace
 
+    for name, where in (("path", path), ("trace", trace)):  # checked before the work is done
+        if where is not None or name == "path":
+            check_writable(name, where)
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be an mpifutures Executor, not {executor!r}")
     cluster = executor._cluster if executor is not None else _current()
     started = time.time()
     set_recording(cluster, True)
@@ -110,6 +119,16 @@ def performance_report(path: str, *, trace: Optional[str] = None,
         write_report(path, records, settings(cluster))
         if trace is not None:
             write_chrome_trace(trace, records)
+
+
+def check_writable(name: str, path: Any) -> None:
+    """Raise at once if a file cannot be written at ``path`` (a str or path-like)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file name (str or path-like), not {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"{name}={os.fspath(path)!r} cannot be written: give a file name in "
+                         "an existing, writable directory")
 
 
 def _current() -> Any:

@@ -6,6 +6,7 @@ submits share one task and one result. ``pure=False`` keys are unique within the
 
 from __future__ import annotations
 
+import collections.abc
 import itertools
 import os
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
@@ -77,6 +78,10 @@ def map_keys(key: Union[str, Sequence[str], None],
         return itertools.repeat(None)
     if isinstance(key, str):  # a prefix: each task's key is the prefix and a token
         return itertools.repeat(Prefix(given(key)))
+    if isinstance(key, (bytes, bytearray)):  # (iterable, but of ints)
+        raise TypeError(f"key must be a str (a prefix) or a list of str keys, not {key!r}")
+    if tasks is None and isinstance(key, collections.abc.Iterator):  # a lazy map: taken as
+        return _all_different(key)  # it goes (it may be endless)
     try:
         keys = list(key)
         repeated = len(set(keys)) != len(keys)
@@ -88,3 +93,12 @@ def map_keys(key: Union[str, Sequence[str], None],
     if tasks is not None and len(keys) != tasks:
         raise ValueError(f"map got {len(keys)} keys for {tasks} tasks; give one key per task")
     return iter(keys)
+
+
+def _all_different(keys: Iterator[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise ValueError("map got the same key twice; give each task its own key")
+        seen.add(key)
+        yield key

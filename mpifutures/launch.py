@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Iterator, Optional
 
 from . import config as configmod
@@ -146,8 +147,16 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
     setup_logging(config, comm.Get_rank())
     tune_gc(config)
     keep_freed_memory(config.malloc_keep)
-    scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
-    scheduler.start()
+    try:
+        scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
+        scheduler.start()
+    except BaseException:  # the workers, already serving, would wait for it for ever
+        traceback.print_exc()
+        sys.stderr.write("mpifutures: rank 0 could not start its scheduler; aborting the MPI "
+                         "job.\n")
+        sys.stderr.flush()
+        comm.Abort(1)
+        raise
     if register:
         with _state.lock:
             _state.scheduler, _state.owner = scheduler, owner
@@ -247,6 +256,10 @@ def _refuse_inside_a_task(what: str) -> None:
 
 def current_cluster(max_workers: Optional[int] = None) -> Any:
     """The scheduler that a new ``Executor()`` should use, starting one if needed."""
+    from .options import integer
+
+    if max_workers is not None and integer("max_workers", max_workers) < 1:
+        raise ValueError(f"max_workers must be at least 1, not {max_workers!r}")
     with _state.lock:
         if _state.scheduler is not None:
             return _state.scheduler

@@ -159,6 +159,9 @@ def _make_bar(out: TextIO, tty: bool, use_tqdm: Optional[bool], total: int,
     return _TextBar(out, tty)
 
 
+MOST_INTERVAL = 86400.0  # a day between redraws: longer ones would overflow the waits
+
+
 def progress(futures: Iterable[Any], *, interval: Optional[float] = None,
              file: Optional[TextIO] = None, use_tqdm: Optional[bool] = None) -> dict[str, Any]:
     """Block until all *futures* are done, showing finished/failed/pending counts.
@@ -171,10 +174,13 @@ def progress(futures: Iterable[Any], *, interval: Optional[float] = None,
     if interval is not None:
         if isinstance(interval, bool) or not isinstance(interval, numbers.Real):
             raise TypeError(f"interval must be a number of seconds, not {interval!r}")
-        if not interval > 0:  # (NaN too)
-            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        if not 0 < interval <= MOST_INTERVAL:  # (NaN too)
+            raise ValueError(f"interval must be a positive number of seconds, at most "
+                             f"{MOST_INTERVAL:g}, not {interval!r}")
     futs = _as_list(futures)
     out = file if file is not None else sys.stderr
+    if not callable(getattr(out, "write", None)) or getattr(out, "closed", False):
+        raise TypeError(f"file must be an open text file (with write()), not {out!r}")
     tty = _isatty(out)
     interval = max(0.01, interval if interval is not None else (0.1 if tty else 5.0))
     counter = _Counter(futs)

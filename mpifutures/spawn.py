@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 from .config import Config
 from .errors import MpiFuturesError
-from .options import integer
 
 log = logging.getLogger(__name__)
 _live: list = []  # spawned clusters not stopped yet: stopped at the interpreter's exit
@@ -25,9 +24,7 @@ def spawn_cluster(MPI: Any, config: Config, max_workers: Optional[int]) -> Any:
     """Spawn workers; return a scheduler that owns them (stop it with :func:`stop`)."""
     from .launch import start_scheduler
 
-    n = config.max_workers if max_workers is None else integer("max_workers", max_workers)
-    if n < 1:
-        raise ValueError(f"max_workers must be at least 1, not {max_workers!r}")
+    n = config.max_workers if max_workers is None else max_workers  # (checked by the caller)
     try:
         inter = MPI.COMM_SELF.Spawn(sys.executable, args=["-m", "mpifutures.spawn"],
                                     maxprocs=n)

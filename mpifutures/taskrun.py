@@ -74,7 +74,7 @@ def _execute(key: str, token: str, fn_bytes: bytes, args: Payload,
     try:
         fn = functions.loads(token, fn_bytes)
         call_args, kwargs = loads(args, inputs)
-    except Exception as exc:  # noqa: BLE001 - a bad argument fails only this task
+    except BaseException as exc:  # noqa: BLE001 - a bad argument fails only this task
         err = SerializationError(f"the function or arguments of task {key!r} failed to "
                                  f"unpickle on rank {rank}: {exc!r}")
         err.__cause__ = exc

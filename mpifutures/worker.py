@@ -310,8 +310,12 @@ class Worker:
     def _on_call(self, source: int, msg: tuple) -> None:
         _, call_id, token, fn_bytes, args = msg
         try:
-            fn = functions.loads(token, fn_bytes)
-            a, kw = loads(args)
+            try:
+                fn = functions.loads(token, fn_bytes)
+                a, kw = loads(args)
+            except BaseException as exc:  # noqa: BLE001 - said as submit says it
+                raise SerializationError(f"the function or arguments given to run() failed "
+                                         f"to unpickle on rank {self.rank}: {exc!r}") from exc
             reply = (P.CALLED, call_id, True, dumps(fn(*a, **kw)))
         except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
             reply = (P.CALLED, call_id, False, failure.capture(exc, "run", self.rank))

@@ -234,10 +234,11 @@ def test_spawn_failure_says_what_to_do_instead():
     from mpifutures.spawn import spawn_cluster
     with pytest.raises(MpiFuturesError, match="python -m mpifutures script.py"):
         spawn_cluster(FakeMPI, configmod.Config(max_workers=2), None)
+    from mpifutures.launch import current_cluster  # checks max_workers for spawn_cluster
     with pytest.raises(ValueError, match="max_workers must be at least 1, not 0"):
-        spawn_cluster(FakeMPI, configmod.Config(), 0)
+        current_cluster(0)
     with pytest.raises(TypeError, match="max_workers must be an int, not '2'"):
-        spawn_cluster(FakeMPI, configmod.Config(), "2")
+        current_cluster("2")
     with pytest.raises(MpiFuturesError, match="could not spawn 2 worker"):  # numpy's ints too
         spawn_cluster(FakeMPI, configmod.Config(), np.int64(2))
 
@@ -273,6 +274,45 @@ def test_launcher_options(tmp_path):
     assert r.returncode == 0 and "threads 4" in r.stdout, r
     r = run([sys.executable, "-m", "mpifutures", "--help"], timeout=60, env=ENV)
     assert "--threads-per-worker" in r.stdout and "MPIFUTURES_BACKOFF" in r.stdout
+
+
+def test_settings_beyond_what_the_system_can_do_are_refused(monkeypatch):
+    # Each was accepted, then hung the job (a rank-0 OverflowError before its scheduler
+    # started), crashed a worker or left the first task waiting for minutes.
+    for name, bad in (("MPIFUTURES_TASK_STREAM_MAX", "100000000000000000000"),
+                      ("MPIFUTURES_BACKOFF", "1000"), ("MPIFUTURES_IDLE_BACKOFF", "1e300"),
+                      ("MPIFUTURES_SHUTDOWN_TIMEOUT", "1e10"),
+                      ("MPIFUTURES_GC_THRESHOLD", "10000000000000"),
+                      ("MPIFUTURES_THREADS_PER_WORKER", "100000")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"{name}='{bad}' must be at most"):
+            configmod.load()
+        monkeypatch.delenv(name)
+
+
+def test_a_bad_setting_is_said_once_and_a_bad_option_names_the_option():
+    r = mpiexec(3, ["-m", "mpifutures", "-c", "print('ran')"], timeout=60,
+                env={**ENV, "MPIFUTURES_BACKOFF": "1e300"})
+    assert r.returncode == 2 and "ran" not in r.stdout, r
+    assert r.stderr.count("MPIFUTURES_BACKOFF='1e300' must be at most 1.0\n") == 1, r
+    assert "Traceback" not in r.stderr, r
+    r = mpiexec(3, ["-m", "mpifutures", "--threads-per-worker", "0", "-c", "print('ran')"],
+                timeout=60, env=ENV)
+    assert r.returncode == 2 and "ran" not in r.stdout, r
+    assert r.stderr.count("argument --threads-per-worker: '0' must be at least 1\n") == 1, r
+    assert "MPIFUTURES_" not in r.stderr and "Traceback" not in r.stderr, r
+
+
+def test_a_scheduler_that_cannot_start_ends_the_job_instead_of_leaving_the_workers_waiting():
+    code = ("import sys, mpifutures.scheduler as s\n"
+            "def broken(self): raise OverflowError('no room')\n"
+            "s.Scheduler.start = broken\n"
+            "from mpifutures.__main__ import main\n"
+            "sys.exit(main(['-c', 'print(\"ran\")']))\n")
+    r = mpiexec(3, ["-c", code], timeout=60, env=ENV)
+    assert not r.timed_out and r.returncode != 0 and "ran" not in r.stdout, r
+    assert "OverflowError: no room" in r.stderr, r
+    assert "rank 0 could not start its scheduler; aborting the MPI job" in r.stderr, r
 
 
 def test_an_unknown_option_is_named_alone_and_once():

@@ -146,3 +146,68 @@ def test_a_pool_map_names_the_call_that_cannot_be_pickled(cluster):
                                                          r"type lock\) cannot be pickled"):
                 pool.map(tasks.inc, [1, 2, threading.Lock()], chunksize=chunksize)
         assert list(pool.map(tasks.inc, [1, 2], chunksize=2)) == [2, 3]
+
+
+def test_an_argument_exiting_as_it_unpickles_fails_its_task_as_a_serialization_error(executor):
+    f = executor.submit(tasks.identity, tasks.ExitsOnWorker(), pure=False)
+    with pytest.raises(SerializationError, match=r"failed to unpickle on rank \d+: "
+                                                 r"SystemExit\('unpickled on a worker'\)"):
+        f.result(30)
+    with pytest.raises(SerializationError, match=r"given to run\(\) failed to unpickle on "
+                                                 r"rank \d+: SystemExit"):
+        executor.run(tasks.identity, tasks.ExitsOnWorker(), timeout=30)
+    assert executor.submit(tasks.inc, 1, pure=False).result(30) == 2  # the workers live on
+
+
+def test_an_endless_lazy_map_takes_its_keys_as_it_goes(executor):
+    import itertools
+
+    keys = (f"endless-{i}" for i in itertools.count())
+    mapped = executor.map(tasks.inc, itertools.count(), key=keys, batch_size=2)
+    assert [next(mapped).result(30) for _ in range(5)] == [1, 2, 3, 4, 5]
+    mapped = executor.map(tasks.inc, range(3), key=iter(["a1", "b1", "a1"]), batch_size=1)
+    with pytest.raises(ValueError, match="map got the same key twice"):
+        list(mapped)
+    with pytest.raises(TypeError, match="key must be a str .* not b'ab'"):
+        executor.map(tasks.inc, [1, 2], key=b"ab")
+
+
+def test_recording_and_report_arguments_are_checked_before_any_work(executor, tmp_path):
+    with pytest.raises(TypeError, match="record must be True, False or None"):
+        executor.get_task_stream(record="no")  # was taken as true: recording went on
+    ran = []
+    for path, error in ((tmp_path / "no" / "r.html", ValueError), (tmp_path, ValueError),
+                        (1, TypeError), (None, TypeError)):
+        with pytest.raises(error, match="path"):
+            with mpifutures.performance_report(path, executor=executor):
+                ran.append(path)  # (the block ran, then the report failed)
+    with pytest.raises(ValueError, match="trace="):
+        with mpifutures.performance_report(tmp_path / "r.html", trace=tmp_path / "no" / "t",
+                                           executor=executor):
+            ran.append("trace")
+    with pytest.raises(TypeError, match="executor must be an mpifutures Executor"):
+        with mpifutures.performance_report(tmp_path / "r.html", executor="x"):
+            ran.append("executor")
+    assert ran == []
+
+
+def test_progress_refuses_an_endless_interval_and_a_file_it_cannot_write(executor):
+    f = executor.submit(tasks.inc, 1)
+    for interval in (float("inf"), 1e300):
+        with pytest.raises(ValueError, match="at most 86400"):
+            mpifutures.progress([f], interval=interval)
+    with pytest.raises(TypeError, match="file must be an open text file"):
+        mpifutures.progress([f], file="x")
+    closed = open(__file__)
+    closed.close()
+    with pytest.raises(TypeError, match="file must be an open text file"):
+        mpifutures.progress([f], file=closed)
+
+
+def test_max_workers_is_checked_also_where_a_cluster_runs_already(cluster):
+    from mpifutures import launch
+
+    with pytest.raises(TypeError, match="max_workers"):
+        launch.current_cluster("x")
+    with pytest.raises(ValueError, match="max_workers must be at least 1, not 0"):
+        launch.current_cluster(0)
