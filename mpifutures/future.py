@@ -78,12 +78,13 @@ class Unbuilt(Exception):
 class KeyRecord:
     """What rank 0 knows of one key's value, shared by all of its futures."""
 
-    __slots__ = ("key", "handles", "payload", "value", "loaded", "error", "requested",
+    __slots__ = ("key", "handles", "live", "payload", "value", "loaded", "error", "requested",
                  "arrived", "lock", "__weakref__")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.handles: list = []  # weakrefs to the Future objects of this key
+        self.live = 0  # how many of them lived when dead ones were last taken out
         self.payload: Optional[Payload] = None
         self.value: Any = None
         self.loaded = False

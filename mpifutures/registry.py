@@ -49,8 +49,9 @@ class Registry:
             future._ref = claim = Claim(future, self._collected)
             claim.key, claim.session = key, None
             handles = record.handles
-            if len(handles) > 8:
-                handles = record.handles = [r for r in handles if r() is not None]
+            if len(handles) > max(8, 2 * record.live):  # (each time: quadratic for many
+                handles = record.handles = [r for r in handles if r() is not None]  # that live)
+                record.live = len(handles)
             handles.append(claim)
         return future
 

@@ -663,6 +663,33 @@ def test_a_retry_keeps_the_value_rank_0_holds_for_the_key():
     assert record.get(lambda r: pytest.fail("fetched again"), timeout=0) == 42
 
 
+def test_many_live_futures_of_one_key_are_made_in_linear_time(monkeypatch):
+    # Each new future of a key with more than 8 took all the others' references out of the
+    # list to drop dead ones: 30,000 equal pure submits took 18 s.
+    import types
+
+    from mpifutures import registry as registrymod
+
+    looks = []
+
+    class CountedClaim(registrymod.Claim):
+        __slots__ = ()
+
+        def __call__(self):
+            looks.append(1)
+            return super().__call__()
+
+    monkeypatch.setattr(registrymod, "Claim", CountedClaim)
+    registry = registrymod.Registry(lambda item: None)
+    executor = types.SimpleNamespace(_closed=False)
+    n = 5000
+    futures = [registry.new_future("same", executor) for _ in range(n)]
+    assert len(registry.handles("same")) == n
+    assert len(looks) < 10 * n
+    del futures[::2]  # half die: what is left of the key is the other half
+    assert set(registry.handles("same")) == set(futures)
+
+
 def test_a_key_reused_after_its_executor_shut_down_names_the_new_computation(cluster):
     import uuid
 
