@@ -316,6 +316,8 @@ def spmd(comm: Any = None) -> Iterator[Any]:
     """
     from .executor import Executor
 
+    if comm is not None and not callable(getattr(comm, "Dup", None)):
+        raise TypeError(f"comm must be an mpi4py communicator, not {comm!r}")
     _refuse_inside_a_task("mpifutures.spmd()")
     with _state.lock:
         running = _state.owner if _state.scheduler is not None else None

@@ -84,20 +84,20 @@ class PoolExecutor(cf.Executor):
                 after this call.
             Exception: a call's exception, when its result is reached.
         """
-        return self._map(fn, zip(*iterables), timeout, chunksize)
+        return self._map(fn, zip(*iterables), timeout, chunksize, "map")
 
     def starmap(self, fn: Callable, iterable: Iterable[Iterable], timeout: Optional[float] = None,
                 chunksize: int = 1) -> Iterator[Any]:
         """Like ``itertools.starmap``, computed on the workers; yields results in order."""
-        return self._map(fn, (tuple(args) for args in iterable), timeout, chunksize)
+        return self._map(fn, (tuple(args) for args in iterable), timeout, chunksize, "starmap")
 
     def _map(self, fn: Callable, calls: Iterator[tuple], timeout: Optional[float],
-             chunksize: int) -> Iterator[Any]:
+             chunksize: int, name: str) -> Iterator[Any]:
         timeout = check_timeout(timeout)
         if integer("chunksize", chunksize) < 1:
             raise ValueError("chunksize must be >= 1.")
         if not callable(fn):
-            raise TypeError(f"map needs a callable, not {fn!r}")
+            raise TypeError(f"{name} needs a callable, not {fn!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         chunks = iter(lambda: list(itertools.islice(calls, chunksize)), [])
         futures: list[Future] = []

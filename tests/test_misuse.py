@@ -139,6 +139,15 @@ def test_pool_chunksize_and_progress_interval_are_checked(cluster):
         mpifutures.progress([], interval=-1)
 
 
+def test_pool_starmap_and_spmd_name_what_is_wrong(cluster):
+    with mpifutures.PoolExecutor(cluster=cluster) as pool:
+        with pytest.raises(TypeError, match="starmap needs a callable, not None"):
+            pool.starmap(None, [(1,)])
+    with pytest.raises(TypeError, match="comm must be an mpi4py communicator, not 'x'"):
+        with mpifutures.spmd(comm="x"):
+            pass
+
+
 def test_a_pool_map_names_the_call_that_cannot_be_pickled(cluster):
     with mpifutures.PoolExecutor(cluster=cluster) as pool:
         for chunksize in (1, 2):
