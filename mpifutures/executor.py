@@ -37,7 +37,7 @@ class Executor:
 
     Args:
         max_workers: in spawn mode (a plain ``python`` process), the number of workers to
-            spawn; ignored when the job's ranks are the workers.
+            spawn; checked, then ignored, when the job's ranks are the workers.
         cluster: the scheduler to use (tests pass an in-process one); by default the job's.
     """
 

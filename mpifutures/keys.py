@@ -98,6 +98,8 @@ def map_keys(key: Union[str, Sequence[str], None],
 def _all_different(keys: Iterator[str]) -> Iterator[str]:
     seen: set[str] = set()
     for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"map's keys must be str, not {type(key).__qualname__}: {key!r}")
         if key in seen:
             raise ValueError("map got the same key twice; give each task its own key")
         seen.add(key)

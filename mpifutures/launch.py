@@ -151,6 +151,8 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
         scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
         scheduler.start()
     except BaseException:  # the workers, already serving, would wait for it for ever
+        if owner == "spawn":  # the caller's own process (a notebook, say) must live on
+            raise
         traceback.print_exc()
         sys.stderr.write("mpifutures: rank 0 could not start its scheduler; aborting the MPI "
                          "job.\n")

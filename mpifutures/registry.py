@@ -75,8 +75,11 @@ class Registry:
             session, claim.session = claim.session, None
             item = None if session is None else ("decref", session, claim.key)
             record = future._record
-            if claim in record.handles:
-                record.handles.remove(claim)
+            handles = record.handles
+            if handles and handles[-1] is claim:  # (futures let go newest first: each at once)
+                handles.pop()
+            elif claim in handles:
+                handles.remove(claim)
             self._drop_unused(claim.key, record)
         return item
 
@@ -177,8 +180,10 @@ class Registry:
 
 def _any_held(refs: list) -> bool:
     """True if a future among ``refs`` lives and its executor is not shut down, or it is
-    still pending (an executor shutting down waits for it: its resolution must reach it)."""
-    for ref in refs:
+    still pending (an executor shutting down waits for it: its resolution must reach it).
+    The newest are looked at first: older ones are the likelier to have died."""
+    _trim(refs)
+    for ref in reversed(refs):
         f = ref()
         if f is not None and (not f._executor._closed or not f.done()):
             return True
@@ -186,7 +191,13 @@ def _any_held(refs: list) -> bool:
 
 
 def _all_dead(refs: list) -> bool:
-    for ref in refs:
-        if ref() is not None:
-            return False
-    return True
+    _trim(refs)
+    return not refs
+
+
+def _trim(refs: list) -> None:
+    """Take the dead references off the end of ``refs`` (under the registry's lock). Each
+    goes once, so looking from the end stays cheap when many futures of a key lived and
+    most have died; new_future takes out those further in once the list has doubled."""
+    while refs and refs[-1]() is None:
+        refs.pop()

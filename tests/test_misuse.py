@@ -179,6 +179,8 @@ def test_an_endless_lazy_map_takes_its_keys_as_it_goes(executor):
         list(mapped)
     with pytest.raises(TypeError, match="key must be a str .* not b'ab'"):
         executor.map(tasks.inc, [1, 2], key=b"ab")
+    with pytest.raises(TypeError, match=r"map's keys must be str, not list: \['a'\]"):
+        next(executor.map(tasks.inc, [1], key=iter([["a"]]), batch_size=1))
 
 
 def test_recording_and_report_arguments_are_checked_before_any_work(executor, tmp_path):

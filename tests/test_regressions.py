@@ -679,6 +679,12 @@ def test_many_live_futures_of_one_key_are_made_in_linear_time(monkeypatch):
             looks.append(1)
             return super().__call__()
 
+        def __eq__(self, other):  # (a search of the list compares)
+            looks.append(1)
+            return super().__eq__(other)
+
+        __hash__ = registrymod.Claim.__hash__
+
     monkeypatch.setattr(registrymod, "Claim", CountedClaim)
     registry = registrymod.Registry(lambda item: None)
     executor = types.SimpleNamespace(_closed=False)
@@ -688,6 +694,17 @@ def test_many_live_futures_of_one_key_are_made_in_linear_time(monkeypatch):
     assert len(looks) < 10 * n
     del futures[::2]  # half die: what is left of the key is the other half
     assert set(registry.handles("same")) == set(futures)
+    del futures[:-1]  # all but the newest die; then each new one dies at once
+    looks.clear()
+    for _ in range(n):
+        registry.new_future("same", executor)
+    assert len(looks) < 10 * n  # (each walked past the dead ones first: 30 s for 20,481)
+    for key in ("newest first", "oldest first"):  # let go by hand, in either order
+        made = [registry.new_future(key, executor) for _ in range(n)]
+        looks.clear()
+        for future in (reversed(made) if key == "newest first" else made):
+            registry.release(future)
+        assert registry.get(key) is None and len(looks) < 10 * n, key
 
 
 def test_a_key_reused_after_its_executor_shut_down_names_the_new_computation(cluster):
