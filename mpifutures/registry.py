@@ -49,8 +49,10 @@ class Registry:
             future._ref = claim = Claim(future, self._collected)
             claim.key, claim.session = key, None
             handles = record.handles
-            if len(handles) > max(8, 2 * record.live):  # (each time: quadratic for many
-                handles = record.handles = [r for r in handles if r() is not None]  # that live)
+            # Dead references go once the list has doubled since the last pass (a pass at
+            # every new future took time quadratic in the number of futures that live).
+            if len(handles) > max(8, 2 * record.live):
+                handles = record.handles = [r for r in handles if r() is not None]
                 record.live = len(handles)
             handles.append(claim)
         return future
