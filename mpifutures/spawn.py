@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 from typing import Any, Optional
 
@@ -26,7 +27,7 @@ def spawn_cluster(MPI: Any, config: Config, max_workers: Optional[int]) -> Any:
 
     n = config.max_workers if max_workers is None else max_workers  # (checked by the caller)
     try:
-        inter = MPI.COMM_SELF.Spawn(sys.executable, args=["-m", "mpifutures.spawn"],
+        inter = MPI.COMM_SELF.Spawn(sys.executable, args=_worker_command(),
                                     maxprocs=n)
     except MPI.Exception as exc:
         raise MpiFuturesError(
@@ -80,6 +81,17 @@ def stop(scheduler: Any) -> None:
     log.error("spawned workers did not stop within %s s; aborting",
               scheduler.config.shutdown_timeout)
     scheduler.t.abort(1)
+
+
+def _worker_command() -> list[str]:
+    """A spawned worker's arguments to ``python``: it imports from where this process does
+    (the script's folder, folders the script put on ``sys.path``, this copy of mpifutures).
+    One that cannot import mpifutures would die before MPI starts, and ``Spawn`` would wait
+    for it for ever."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [p for p in (here, *sys.path) if p and os.path.isdir(p)]
+    return ["-c", f"import sys; sys.path[:0] = {paths!r}; "
+                  "from mpifutures.spawn import _worker_main; _worker_main()"]
 
 
 def _worker_main() -> None:

@@ -221,6 +221,22 @@ def test_two_spawned_pools_shut_down_without_waiting_let_the_script_end(tmp_path
     assert not r.timed_out and r.returncode == 0 and "results [None, None]" in r.stdout, r
 
 
+def test_spawned_workers_import_from_where_the_script_does(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "helpers_of_the_script.py").write_text("def triple(x):\n    return 3 * x\n")
+    path = script(tmp_path, f"""
+        import sys
+        sys.path.insert(0, {str(lib)!r})  # a folder only this script knows of
+        import helpers_of_the_script
+        from mpifutures import Executor
+        with Executor(max_workers=1) as ex:
+            print("tripled", ex.submit(helpers_of_the_script.triple, 5).result(30))
+    """)
+    r = run([sys.executable, path], timeout=120, env=ENV)
+    assert r.returncode == 0 and "tripled 15" in r.stdout, r
+
+
 def test_spawn_failure_says_what_to_do_instead():
     class FakeMPI:
         class Exception(Exception):

@@ -360,6 +360,23 @@ def test_task_stream_run_and_report_give_up_on_a_worker_that_cannot_answer(tmp_p
     assert re.search(r"kept \['abs'(, 'factorial')?\]", r.stdout), r
 
 
+def test_a_report_starts_even_while_a_worker_cannot_answer(tmp_path):
+    # Switching recording on waited, without a way out, for a worker in C code holding the GIL.
+    report = str(tmp_path / "r.html")
+    r = launch(3, f"""
+        import math, time, mpifutures
+        from mpifutures import Executor
+        ex = Executor()
+        busy = ex.submit(math.factorial, 1_000_000, pure=False)
+        time.sleep(0.3)  # its worker's loop now waits for the GIL
+        with mpifutures.performance_report({report!r}):
+            print("entered while busy", not busy.done())
+            print(ex.submit(abs, -1).result())
+    """, env={"MPIFUTURES_SHUTDOWN_TIMEOUT": "0.3"}, timeout=120)
+    assert "entered while busy True" in r.stdout, r
+    assert "may lack some tasks" in r.stderr and os.path.getsize(report) > 1000, r
+
+
 def test_a_report_that_cannot_be_written_ends_the_job_instead_of_hanging(tmp_path):
     r = mpiexec(3, ["-m", "mpifutures", "--report", str(tmp_path / "no" / "r.html"), "-c",
                     "print('script ran')"], timeout=60)
