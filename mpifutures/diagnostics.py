@@ -98,9 +98,9 @@ def performance_report(path: str, *, trace: Optional[str] = None,
     from .report import write_report
     from .trace import write_chrome_trace
 
-    for name, where in (("path", path), ("trace", trace)):  # checked before the work is done
-        if where is not None or name == "path":
-            check_writable(name, where)
+    check_writable("path", path)  # before the block's work, not after it
+    if trace is not None:
+        check_writable("trace", trace)
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(f"executor must be an mpifutures Executor, not {executor!r}")
     cluster = executor._cluster if executor is not None else _current()

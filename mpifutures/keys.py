@@ -69,6 +69,9 @@ class Prefix(str):
     """A key prefix given to ``map``: the tasks' keys are made from it."""
 
 
+_REPEATED = "map got the same key twice; give each task its own key"
+
+
 def map_keys(key: Union[str, Sequence[str], None],
              tasks: Optional[int] = None) -> Iterator[Optional[str]]:
     """The keys of a ``map``'s tasks, one per task: None (made from each call), a
@@ -89,7 +92,7 @@ def map_keys(key: Union[str, Sequence[str], None],
         raise TypeError(f"key must be a str (a prefix) or a list of str keys, not "
                         f"{key!r}") from None
     if repeated:
-        raise ValueError("map got the same key twice; give each task its own key")
+        raise ValueError(_REPEATED)
     if tasks is not None and len(keys) != tasks:
         raise ValueError(f"map got {len(keys)} keys for {tasks} tasks; give one key per task")
     return iter(keys)
@@ -101,6 +104,6 @@ def _all_different(keys: Iterator[str]) -> Iterator[str]:
         if not isinstance(key, str):
             raise TypeError(f"map's keys must be str, not {type(key).__qualname__}: {key!r}")
         if key in seen:
-            raise ValueError("map got the same key twice; give each task its own key")
+            raise ValueError(_REPEATED)
         seen.add(key)
         yield key
