@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import sys
+import time
 from typing import Any, Optional
 
 from .config import Config
@@ -35,7 +36,11 @@ def spawn_cluster(MPI: Any, config: Config, max_workers: Optional[int]) -> Any:
             "(Cray, srun with PMI, MPI built without a process manager). Start the script "
             "under MPI instead: `mpiexec -n N python -m mpifutures script.py`.") from exc
     comm = inter.Merge(high=False)
-    scheduler = start_scheduler(comm, config, "spawn", register=False)
+    try:
+        scheduler = start_scheduler(comm, config, "spawn", register=False)
+    except BaseException:
+        _let_go(comm, inter, config.shutdown_timeout)
+        raise
     scheduler.spawned = (comm, inter)
     if not _live:
         atexit.unregister(_stop_all)  # registered once, whatever the number of clusters
@@ -81,6 +86,33 @@ def stop(scheduler: Any) -> None:
     log.error("spawned workers did not stop within %s s; aborting",
               scheduler.config.shutdown_timeout)
     scheduler.t.abort(1)
+
+
+def _let_go(comm: Any, inter: Any, timeout: float) -> None:
+    """Stop spawned workers that have no scheduler (it failed to start): left alone, they
+    would wait for it for ever, and outlive this process."""
+    from . import protocol as P
+    from .mpi_transport import MPITransport
+
+    workers = set(range(1, comm.Get_size()))
+    try:
+        t = MPITransport(comm)
+        for w in workers:
+            t.send(w, [(P.STOP,)])
+        deadline = time.monotonic() + timeout
+        while workers and time.monotonic() < deadline:
+            for source, msgs in t.poll():
+                if any(msg[0] == P.STOPPED for msg in msgs):
+                    workers.discard(source)
+            time.sleep(0.001)
+    except Exception:  # noqa: BLE001 - the scheduler's own error is the one to raise
+        log.exception("could not stop the spawned workers")
+    if workers:
+        log.error("spawned workers %s did not stop; they may outlive this process",
+                  sorted(workers))
+        return
+    comm.Free()
+    inter.Disconnect()
 
 
 def _worker_command() -> list[str]:

@@ -237,6 +237,35 @@ def test_spawned_workers_import_from_where_the_script_does(tmp_path):
     assert r.returncode == 0 and "tripled 15" in r.stdout, r
 
 
+def test_spawned_workers_whose_scheduler_cannot_start_are_stopped(tmp_path):
+    path = script(tmp_path, """
+        import time, psutil
+        import mpifutures.scheduler as s
+        def broken(self):
+            raise OverflowError("no room")
+        s.Scheduler.start = broken
+        from mpifutures import Executor
+        def serving(p):
+            try:
+                return p.status() != "zombie" and "_worker_main" in " ".join(p.cmdline())
+            except psutil.Error:  # ended
+                return False
+        def workers():
+            return [p for p in psutil.Process().children(recursive=True) if serving(p)]
+        try:
+            Executor(max_workers=2)
+        except OverflowError as exc:
+            print("raised", exc, flush=True)
+        deadline = time.monotonic() + 20
+        while workers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("workers left", len(workers()), flush=True)
+    """)
+    r = run([sys.executable, path], timeout=60, env=ENV)
+    assert r.returncode == 0 and "raised no room" in r.stdout, r
+    assert "workers left 0" in r.stdout, r  # they waited for ever, and outlived the script
+
+
 def test_spawn_failure_says_what_to_do_instead():
     class FakeMPI:
         class Exception(Exception):
