@@ -13,18 +13,18 @@ import collections
 import concurrent.futures as cf
 import itertools
 import logging
-import operator
+import sys
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import failure, keys as keymod, protocol as P
-from .errors import ExecutorClosedError, NoWorkersError
+from .errors import ExecutorClosedError, NoWorkersError, SerializationError
 from .events import DataScattered, KeepRequested, TaskSubmitted
 from .future import Future, check_timeout
 from .hooks import wait_ended
 from .serialize import dumps, dumps_args, functions, unpickled, value_nbytes
-from .options import DEFAULT_OPTIONS, integer, task_options
-from .structure import SKIP, rebuild, same_sequence, walk
+from .options import DEFAULT_OPTIONS, flag, integer, task_options
+from .structure import SKIP, parts, rebuild, walk
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Executor:
             ExecutorClosedError: the executor was shut down.
             NoWorkersError: the job has no worker ranks.
         """
-        options = self._options(workers, allow_other_workers, priority, retries)
+        options = self._options(workers, allow_other_workers, priority, retries, pure)
         return self._submit_call(fn, args, kwargs, key, pure, options)
 
     def _submit_call(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str] = None,
@@ -96,7 +96,7 @@ class Executor:
         returned. With ``batch_size=k`` an iterator of futures is returned that submits ``k``
         tasks at a time, ahead of the consumer, so iterables may be endless.
         """
-        options = self._options(workers, allow_other_workers, priority, retries)
+        options = self._options(workers, allow_other_workers, priority, retries, pure)
         return self._map_calls("map", fn, zip(*iterables), key, pure, options, batch_size)
 
     def starmap(self, fn: Callable, iterable: Iterable[Sequence], *,
@@ -105,7 +105,7 @@ class Executor:
                 priority: int = 0, retries: int = 0,
                 batch_size: Optional[int] = None) -> Union[list[Future], Iterator[Future]]:
         """Like :meth:`map`, with each item of ``iterable`` unpacked as the arguments."""
-        options = self._options(workers, allow_other_workers, priority, retries)
+        options = self._options(workers, allow_other_workers, priority, retries, pure)
         calls = (tuple(args) for args in iterable)
         return self._map_calls("starmap", fn, calls, key, pure, options, batch_size)
 
@@ -115,8 +115,9 @@ class Executor:
         self._check_open(name)
         if not callable(fn):
             raise TypeError(f"{name} needs a callable, not {type(fn).__qualname__}: {fn!r}")
-        if batch_size is not None and integer("batch_size", batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        if batch_size is not None and not 1 <= integer("batch_size", batch_size) <= sys.maxsize:
+            raise ValueError(f"batch_size must be an int from 1 to {sys.maxsize}, not "
+                             f"{batch_size!r}")
         if batch_size is None:
             calls = list(calls)  # type: ignore[assignment]
             return self._submit_batch(fn, calls, keymod.map_keys(key, len(calls)), pure, options)
@@ -154,7 +155,9 @@ class Executor:
             yield pending.popleft()
 
     def _options(self, workers: Optional[Sequence[int]], loose: bool, priority: int,
-                 retries: int) -> dict:
+                 retries: int, pure: bool = True) -> dict:
+        if pure is not True and pure is not False:
+            flag("pure", pure)
         return task_options(workers, loose, priority, retries, self._cluster.workers)
 
     def _prepare(self, fn: Callable, args: tuple, kwargs: dict, key: Optional[str],
@@ -234,19 +237,15 @@ class Executor:
         targets = self._options(workers, False, 0, 0)["workers"] or tuple(self._cluster.workers)
         if not targets:
             raise NoWorkersError("this MPI job has no worker ranks to scatter data to")
-        if isinstance(data, dict):
-            items = list(data.items())
-            shape: Callable = lambda fs: {k: f for (k, _), f in zip(items, fs)}  # noqa: E731
-        elif isinstance(data, (list, tuple)):
-            items = list(enumerate(data))
-            shape = same_sequence(data)
-        else:
-            items = [(None, data)]
-            shape = operator.itemgetter(0)
+        items, shape = parts(data)
+        broadcast, hashed = flag("broadcast", broadcast), flag("hash", hash)
         out = []
-        for i, (_, value) in enumerate(items):
+        for i, (where, value) in enumerate(items):
             ranks = targets if broadcast else (targets[i % len(targets)],)
-            out.append(self._scatter_one(value, ranks, hash))
+            try:
+                out.append(self._scatter_one(value, ranks, hashed))
+            except SerializationError as exc:
+                raise SerializationError(f"scatter: {where} cannot be sent: {exc}") from exc
         cf.wait(out)  # done once every copy is stored (a broadcast confirms each one)
         return shape(out)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 from typing import Any, Collection
 
+import numpy as np
+
 DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
 
@@ -27,7 +29,7 @@ def task_options(workers: Any, loose: bool, priority: Any, retries: Any,
     priority, retries = integer("priority", priority), integer("retries", retries)
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, not {retries}")
-    return {"workers": workers, "loose": bool(loose), "priority": priority,
+    return {"workers": workers, "loose": flag("allow_other_workers", loose), "priority": priority,
             "retries": retries}
 
 
@@ -39,6 +41,14 @@ def integer(name: str, value: Any) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, not {value!r}") from None
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` as a bool (numpy's too); TypeError for anything else: a string such as
+    ``"no"`` would be true."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def ranks(workers: Any) -> tuple[int, ...]:

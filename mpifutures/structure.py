@@ -1,9 +1,9 @@
-"""Walk and rebuild nested lists, tuples, sets and dicts of futures (for ``gather``)."""
+"""Walk and rebuild nested lists, tuples, sets and dicts of futures (for ``gather`` and ``scatter``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 #: returned by a leaf function to leave that item out of its container
 SKIP = object()
@@ -46,12 +46,22 @@ def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
     return obj
 
 
-def same_sequence(data: Sequence) -> Callable[[list], Sequence]:
-    """How to put futures back into a sequence of ``data``'s type: a list, a tuple or a
-    namedtuple keeps its type; another subclass becomes a plain list or tuple."""
-    kind = type(data)
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return lambda fs: kind(*fs)
-    if kind in (list, tuple):
-        return kind
-    return list if isinstance(data, list) else tuple
+def parts(data: Any) -> tuple[list[tuple[str, Any]], Callable[[list], Any]]:
+    """What ``scatter`` places: ``data``'s values, each with where it is in ``data`` (for
+    messages), and how to put futures back into ``data``'s shape. A dict keeps its keys; a
+    list, a tuple or a namedtuple keeps its type (another subclass becomes a plain list or
+    tuple); anything else is one value."""
+    if isinstance(data, dict):
+        keys = list(data)
+        return ([(f"the value of key {k!r}", v) for k, v in data.items()],
+                lambda fs: dict(zip(keys, fs)))
+    if isinstance(data, (list, tuple)):
+        kind = type(data)
+        if isinstance(data, tuple) and hasattr(data, "_fields"):
+            shape: Callable = lambda fs: kind(*fs)  # noqa: E731
+        elif kind in (list, tuple):
+            shape = kind
+        else:
+            shape = list if isinstance(data, list) else tuple
+        return [(f"item {i}", v) for i, v in enumerate(data)], shape
+    return [("the value", data)], lambda fs: fs[0]

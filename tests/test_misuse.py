@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 import mpifutures
@@ -222,3 +223,28 @@ def test_max_workers_is_checked_also_where_a_cluster_runs_already(cluster):
         launch.current_cluster("x")
     with pytest.raises(ValueError, match="max_workers must be at least 1, not 0"):
         launch.current_cluster(0)
+
+
+def test_yes_no_options_take_only_bools(executor):
+    for call, name in ((lambda: executor.submit(tasks.inc, 1, pure="no"), "pure"),
+                       (lambda: executor.map(tasks.inc, [1], pure=None), "pure"),
+                       (lambda: executor.starmap(tasks.inc, [(1,)], pure=1), "pure"),
+                       (lambda: executor.submit(tasks.inc, 1, allow_other_workers="no"),
+                        "allow_other_workers"),
+                       (lambda: executor.scatter([1], broadcast="no"), "broadcast"),
+                       (lambda: executor.scatter([1], hash="no"), "hash")):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, not "):
+            call()  # a string such as "no" was taken as true
+    rank = list(executor.workers)[0]
+    f = executor.submit(tasks.inc, 1, pure=np.False_, workers=rank,
+                        allow_other_workers=np.True_)
+    assert f.result(10) == 2 and executor.gather(executor.scatter([3], hash=np.False_)) == [3]
+
+
+def test_scatter_names_the_item_that_cannot_be_sent(executor):
+    for data, where in (([1, 2, threading.Lock()], "item 2"),
+                        ({"a": 1, "b": threading.Lock()}, "the value of key 'b'"),
+                        (threading.Lock(), "the value")):
+        with pytest.raises(SerializationError, match=f"scatter: {where} cannot be sent: "
+                                                     "cannot pickle a value of type lock"):
+            executor.scatter(data)
