@@ -442,13 +442,21 @@ class SchedulerState(Placement):
 
     def _maybe_forget(self, task: TaskState) -> None:
         """Forget ``task`` if nothing wants it, then each input only it wanted, and so on
-        (a loop, not recursion: a chain may be thousands of tasks long)."""
+        (a loop, not recursion: a chain may be thousands of tasks long). An input still to
+        compute that is left wanted only by dependents that ended without running is
+        cancelled and kept for their retry, as :meth:`_drop_inputs_tree` does."""
         if task.clients or task.keep or task.dependents:
             return  # (most calls, at once)
         stack = [task]
         while stack:
             t = stack.pop()
-            if t.clients or t.keep or t.dependents or self.tasks.get(t.key) is not t:
+            if t.clients or t.keep or self.tasks.get(t.key) is not t:
+                continue
+            if t.dependents:  # an input, still to compute, wanted only for retries: cancel
+                if self._only_for_retries(t):  # it, and let go of its own inputs likewise
+                    self._abandon(t)
+                    unfinished: list[TaskState] = []
+                    stack += self._unlink_inputs(t, unfinished) + unfinished
                 continue
             if t.status not in _ENDED:
                 self._abandon(t)

@@ -364,6 +364,24 @@ def test_releasing_an_input_that_only_failed_tasks_wait_for_cancels_it(state):
     assert not state.tasks
 
 
+def test_an_input_left_wanted_only_by_a_failed_task_when_its_other_dependent_goes_is_cancelled(
+        state):
+    # y = f(); s = add(y, w); e = g(y); only e's and s's futures kept; w fails, then e is let go
+    state.handle(submit("y"), submit("w"), submit("s", "y", "w"), submit("e", "y"))
+    y = state.tasks["y"].worker
+    state.handle(FutureReleased("y"), FutureReleased("w"))
+    state.handle(TaskFailed("w", state.tasks["w"].worker, "err"))
+    assert state.status("y") == "processing"  # e still wants it
+    out = state.handle(FutureReleased("e"))
+    assert CancelTask(y, "y") in out  # it ran on for nothing, before
+    assert state.status("y") == "cancelled"  # kept for a retry of s
+    out = state.handle(RetryRequested("s"))  # y runs again too (s may be sent early)
+    assert {"w", "y"} <= {c.key for c in out if isinstance(c, Dispatch)}
+    for key in "wys":
+        state.handle(TaskFinished(key, state.tasks[key].worker, 8))
+    assert state.status("s") == "memory" and set(state.tasks) == {"s"}
+
+
 def test_an_input_failing_after_its_dependent_ended_is_rerun_by_a_retry_of_either(state):
     state.handle(submit("a"), submit("b"), submit("d", "a", "b"))
     state.handle(TaskFailed("b", state.tasks["b"].worker, "e-b"))  # d ends first, with b
