@@ -17,14 +17,12 @@ import sys
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from . import failure, keys as keymod, protocol as P
-from .errors import ExecutorClosedError, NoWorkersError, SerializationError
-from .events import DataScattered, KeepRequested, TaskSubmitted
+from . import exchange, failure, keys as keymod
+from .errors import ExecutorClosedError, NoWorkersError
+from .events import KeepRequested, TaskSubmitted
 from .future import Future, check_timeout
-from .hooks import wait_ended
-from .serialize import dumps, dumps_args, functions, unpickled, value_nbytes
+from .serialize import dumps_args, functions, unpickled
 from .options import DEFAULT_OPTIONS, flag, integer, task_options
-from .structure import SKIP, parts, rebuild, walk
 
 log = logging.getLogger(__name__)
 
@@ -224,80 +222,33 @@ class Executor:
     # ------------------------------------------------------------ data
 
     def scatter(self, data: Any, workers: Optional[Sequence[int]] = None,
-                broadcast: bool = False, hash: bool = True) -> Any:
+                broadcast: bool = False, hash: bool = True,
+                timeout: Optional[float] = None) -> Any:
         """Place values on workers; return futures of them in the same shape.
 
         ``data`` is one value, a list (or tuple) of values, or a dict of values. Values are
         spread round-robin over ``workers`` (default: all); ``broadcast=True`` puts a copy on
         every one of them, forwarded along a binary tree of workers rather than sent N times
         from rank 0. ``hash=True`` derives keys from the values (scattering equal data twice
-        reuses it); ``hash=False`` makes unique keys.
+        reuses it); ``hash=False`` makes unique keys. It returns once every copy is stored;
+        ``timeout`` bounds that wait (TimeoutError).
         """
-        self._check_open("scatter")
-        targets = self._options(workers, False, 0, 0)["workers"] or tuple(self._cluster.workers)
-        if not targets:
-            raise NoWorkersError("this MPI job has no worker ranks to scatter data to")
-        items, shape = parts(data)
-        broadcast, hashed = flag("broadcast", broadcast), flag("hash", hash)
-        out = []
-        for i, (where, value) in enumerate(items):
-            ranks = targets if broadcast else (targets[i % len(targets)],)
-            try:
-                out.append(self._scatter_one(value, ranks, hashed))
-            except SerializationError as exc:
-                raise SerializationError(f"scatter: {where} cannot be sent: {exc}") from exc
-        cf.wait(out)  # done once every copy is stored (a broadcast confirms each one)
-        return shape(out)
+        return exchange.scatter(self, data, workers, broadcast, hash, timeout)
 
-    def _scatter_one(self, value: Any, ranks: tuple[int, ...], hashed: bool) -> Future:
-        payload = dumps(value)
-        name = keymod.prefix(type(value))
-        key = keymod.data_key(name, payload) if hashed else keymod.unique_key(name)
-        future = self._cluster.registry.new_future(key, self)
-        first, rest = ranks[0], ranks[1:]
-        event = DataScattered(key, ranks, value_nbytes(value, payload), self._session)
-        with self._lock:
-            self._check_open("scatter")
-            self._cluster.registry.arm(future, self._session)
-            # (the scheduler thread numbers the scatter: the STORE's last item, the event's copy)
-            self._post_or_fail(("scatter", self._session, first,
-                                (P.STORE, key, payload, rest, 0), event, future),
-                               ((future, None),))
-        return future
-
-    def gather(self, futures: Any, errors: str = "raise") -> Any:
+    def gather(self, futures: Any, errors: str = "raise",
+               timeout: Optional[float] = None) -> Any:
         """Wait for futures and return their values, in the same nested shape.
 
         ``futures`` may be a future or a list, tuple, set or dict (nested) of futures; any
         other item raises TypeError. With ``errors="skip"``, failed and cancelled futures
         are left out of their containers (a namedtuple missing some becomes a plain tuple);
-        a single one gives None.
+        a single one gives None. ``timeout`` bounds the wait for the tasks to end, as in
+        :meth:`Future.result` (TimeoutError; they keep running).
         """
-        self._check_open("gather")
-        if errors not in ("raise", "skip"):
-            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-        found: list[Future] = []
-        walk(futures, found.append, Future)
-        for f in found:
-            if f._executor is not self:  # the check inline: gather's lists hold thousands
-                self._check_mine(f)
-        failed = wait_ended(found, stop_at_failure=errors == "raise")
-        if failed is not None and errors == "raise":  # at once, not after the rest
-            del found, futures  # the traceback keeps this frame: it must not keep them
-            failed.result()  # raises its exception (or CancelledError)
-        wanted = {f._key: f._record for f in found if f.status == "finished"}
-        remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
-        if remote:
-            try:
-                self._cluster.post(("fetch", remote))
-            except BaseException as exc:  # nobody will answer: a later call must not wait
-                for _, record in remote:
-                    record.deliver(None, exc)
-                raise
-        if errors == "raise":
-            return rebuild(futures, Future, Future.result)
-        gathered = rebuild(futures, Future, lambda f: f._value_or(SKIP))
-        return None if gathered is SKIP else gathered  # a single future that failed
+        try:
+            return exchange.gather(self, futures, errors, timeout)
+        finally:  # a raised error's traceback holds this frame: it must not hold them
+            del futures
 
     def run(self, fn: Callable, /, *args: Any, timeout: Optional[float] = None,
             **kwargs: Any) -> dict[int, Any]:

@@ -309,16 +309,16 @@ class Future(cf.Future):
                 self = wait = exc = None  # noqa: F841 - which must not hold them
                 raise
 
-    def _value_or(self, skip: Any) -> Any:
+    def _value_or(self, skip: Any, timeout: Optional[float] = None) -> Any:
         """The value, or ``skip`` if the task failed or was cancelled (``gather``'s
         ``errors="skip"``; a future a retry made pending again may fail again)."""
         if self._result is not _REMOTE:  # (a finished future stays finished)
             try:
-                if self.exception() is not None:
+                if self.exception(timeout) is not None:
                     return skip
             except cf.CancelledError:
                 return skip
-        return self.result()
+        return self.result(timeout)
 
     def _built(self, exc: Optional[BaseException]) -> Optional[BaseException]:
         return exc.build() if isinstance(exc, Unbuilt) else exc

@@ -96,10 +96,11 @@ def when_done(future: cf.Future, fn: Callable[[cf.Future, str], None]) -> Callab
     return notify.disarm
 
 
-def wait_ended(futures: list, stop_at_failure: bool) -> Optional[cf.Future]:
+def wait_ended(futures: list, stop_at_failure: bool,
+               timeout: Optional[float] = None) -> Optional[cf.Future]:
     """Wait until every future has ended, or (``stop_at_failure``) one failed or was
     cancelled; return a failed or cancelled one (the first in order, when it was seen
-    before waiting), or None."""
+    before waiting), or None. TimeoutError after ``timeout`` seconds."""
     pending, failed = [], None
     for f in futures:
         if f._state not in _ENDED:
@@ -122,8 +123,12 @@ def wait_ended(futures: list, stop_at_failure: bool) -> Optional[cf.Future]:
             stop.set()
 
     hooks = [when_done(f, one_ended) for f in pending]
-    stop.wait()
+    stop.wait(timeout)
     if len(ended) < len(pending):  # stopped early: the rest must not keep us (or them) alive
         for disarm in hooks:
             disarm()
+        if not stop.is_set():
+            raise cf.TimeoutError(f"{len(pending) - len(ended)} of {len(futures)} tasks did "
+                                  f"not end within {timeout} s; they keep running: wait "
+                                  "longer, or cancel() them")
     return failed or (failures[0] if failures else None)

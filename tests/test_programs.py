@@ -377,6 +377,32 @@ def test_a_report_starts_even_while_a_worker_cannot_answer(tmp_path):
     assert "may lack some tasks" in r.stderr and os.path.getsize(report) > 1000, r
 
 
+def test_scatter_and_gather_give_up_after_their_timeout_on_a_worker_that_cannot_answer():
+    # Both waited without a way out for a worker in C code holding the GIL.
+    r = launch(3, """
+        import math, time
+        from mpifutures import Executor
+        ex = Executor()
+        busy = [ex.submit(math.factorial, 1_000_000, workers=w, pure=False) for w in ex.workers]
+        time.sleep(0.3)  # their workers' loops now wait for the GIL
+        for call in (lambda: ex.scatter([1, 2], timeout=0.3),
+                     lambda: ex.gather(busy, timeout=0.3),
+                     lambda: ex.gather(busy, errors="skip", timeout=0.3)):
+            start = time.monotonic()
+            try:
+                call()
+            except TimeoutError as exc:
+                print(f"gave up {time.monotonic() - start < 3}: {exc}", flush=True)
+            print("busy still", not any(f.done() for f in busy), flush=True)
+        print("gathered", ex.gather(ex.scatter([1, 2], timeout=120), timeout=120))
+    """, timeout=120)
+    assert r.returncode == 0 and r.stdout.count("busy still True") == 3, r
+    assert "gave up True: scatter: workers did not confirm storing 2 of 2 values within 0.3 s" \
+        in r.stdout, r
+    assert r.stdout.count("gave up True: 2 of 2 tasks did not end within 0.3 s") == 2, r
+    assert "gathered [1, 2]" in r.stdout, r
+
+
 def test_a_report_that_cannot_be_written_ends_the_job_instead_of_hanging(tmp_path):
     r = mpiexec(3, ["-m", "mpifutures", "--report", str(tmp_path / "no" / "r.html"), "-c",
                     "print('script ran')"], timeout=60)

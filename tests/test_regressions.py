@@ -975,11 +975,11 @@ def test_a_waiter_woken_by_a_failure_that_a_retry_undid_waits_for_the_retry(exec
 
 
 def test_gather_skip_leaves_out_a_failure_that_a_retry_made_pending_again(executor):
-    import mpifutures.executor as executor_module
+    import mpifutures.exchange as exchange_module
 
     f = executor._cluster.registry.new_future("retried-during-gather", executor)  # never posted
     f._fail(ValueError("first attempt"))
-    real_wait_ended = executor_module.wait_ended
+    real_wait_ended = exchange_module.wait_ended
 
     def then_retried(*args, **kwargs):  # a retry starts after gather saw the failure
         failed = real_wait_ended(*args, **kwargs)
@@ -988,7 +988,7 @@ def test_gather_skip_leaves_out_a_failure_that_a_retry_made_pending_again(execut
         return failed
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(executor_module, "wait_ended", then_retried)
+        patch.setattr(exchange_module, "wait_ended", then_retried)
         assert executor.gather([f], errors="skip") == []
     assert str(f.exception(0)) == "second attempt"
 
