@@ -29,7 +29,7 @@ def scatter(ex: Any, data: Any, workers: Any, broadcast: Any, hash: Any, timeout
     for i, (where, value) in enumerate(items):
         ranks = targets if broadcast else (targets[i % len(targets)],)
         try:
-            out.append(_scatter_one(ex, value, ranks, hashed))
+            out.append(scatter_one(ex, value, ranks, hashed))
         except SerializationError as exc:
             raise SerializationError(f"scatter: {where} cannot be sent: {exc}") from exc
     # done once every copy is stored (a broadcast confirms each one)
@@ -41,7 +41,8 @@ def scatter(ex: Any, data: Any, workers: Any, broadcast: Any, hash: Any, timeout
     return shape(out)
 
 
-def _scatter_one(ex: Any, value: Any, ranks: tuple[int, ...], hashed: bool) -> Future:
+def scatter_one(ex: Any, value: Any, ranks: tuple[int, ...], hashed: bool) -> Future:
+    """Post the scatter of one value to ``ranks`` (its future ends once they hold it)."""
     payload = dumps(value)
     name = keymod.prefix(type(value))
     key = keymod.data_key(name, payload) if hashed else keymod.unique_key(name)

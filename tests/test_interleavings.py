@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 from mpifutures import Executor
 from mpifutures.config import Config
 from mpifutures.errors import DataLostError
+from mpifutures.exchange import scatter_one
 from mpifutures.events import WorkerStalled
 from mpifutures.scheduler import Scheduler
 from mpifutures.transport import LocalTransport, pack
@@ -236,7 +237,7 @@ class Rig:
         value = self.rng.choice([10, 20, 30])
         ranks = tuple(self.rng.sample(ex._cluster.workers,
                                       self.rng.randint(1, len(ex._cluster.workers))))
-        future = ex._scatter_one(value, ranks, self.rng.random() < 0.7)
+        future = scatter_one(ex, value, ranks, self.rng.random() < 0.7)
         spec = Spec(value, scattered=True)
         spec.key = future.key
         self.scattering.append((future, spec))  # scatter() returns it once it is done
@@ -600,7 +601,7 @@ def test_a_late_answer_to_an_abandoned_fetch_leaves_a_newer_scattered_copy_alone
     so a task needing it there would wait forever."""
     small = Small(2)
     ex = Executor(cluster=small.scheduler)
-    x = ex._scatter_one(10, (1,), True)  # scatter() without waiting (nothing else turns loops)
+    x = scatter_one(ex, 10, (1,), True)  # scatter() without waiting (nothing else turns loops)
     small.settle()
     t = ex.submit(tasks.node, 1, False, None, x, workers=[2])
     small.settle(held={(1, 2)})  # worker 1's DATA waits
@@ -609,7 +610,7 @@ def test_a_late_answer_to_an_abandoned_fetch_leaves_a_newer_scattered_copy_alone
     del x, t
     small.settle(held={(1, 2)})
     assert not small.scheduler.state.tasks
-    again = ex._scatter_one(10, (2,), True)
+    again = scatter_one(ex, 10, (2,), True)
     small.settle(held={(1, 2)})
     assert again.status == "finished"
     small.settle()  # the old DATA arrives now
