@@ -1,4 +1,4 @@
-"""Walk and rebuild nested lists, tuples, sets and dicts of futures (for ``gather`` and ``scatter``)."""
+"""Walk and rebuild nested containers of futures (``gather``); split ``scatter``'s data."""
 
 from __future__ import annotations
 
