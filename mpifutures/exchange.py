@@ -32,12 +32,12 @@ def scatter(ex: Any, data: Any, workers: Any, broadcast: Any, hash: Any, timeout
             out.append(scatter_one(ex, value, ranks, hashed))
         except SerializationError as exc:
             raise SerializationError(f"scatter: {where} cannot be sent: {exc}") from exc
-    # done once every copy is stored (a broadcast confirms each one)
-    if cf.wait(out, timeout).not_done:
+    unconfirmed = cf.wait(out, timeout).not_done  # (a broadcast confirms each copy)
+    if unconfirmed:
         raise cf.TimeoutError(
-            f"scatter: workers did not confirm storing {len(cf.wait(out, 0).not_done)} of "
-            f"{len(out)} values within {timeout} s (a worker in a long call that holds the "
-            "GIL answers only when it ends); the values are let go")
+            f"scatter: workers did not confirm storing {len(unconfirmed)} of {len(out)} "
+            f"values within {timeout} s (a worker in a long call that holds the GIL answers "
+            "only when it ends); the values are let go")
     return shape(out)
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any, Collection
-
-import numpy as np
 
 DEFAULT_OPTIONS = {"workers": None, "loose": False, "priority": 0, "retries": 0}  # read only
 
@@ -46,7 +45,8 @@ def integer(name: str, value: Any) -> int:
 def flag(name: str, value: Any) -> bool:
     """``value`` as a bool (numpy's too); TypeError for anything else: a string such as
     ``"no"`` would be true."""
-    if isinstance(value, (bool, np.bool_)):
+    np = sys.modules.get("numpy")  # (not imported for this: it costs rank 0 ~0.1 s to start)
+    if isinstance(value, bool) or (np is not None and isinstance(value, np.bool_)):
         return bool(value)
     raise TypeError(f"{name} must be True or False, not {value!r}")
 
