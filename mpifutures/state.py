@@ -400,8 +400,8 @@ class SchedulerState(Placement):
                 for dep in self._unlink_inputs(t, unfinished):
                     self._maybe_forget(dep)
                 self._maybe_forget(t)
-            for dep in unfinished:  # checked once the walk is over: O(links), not more
-                if self._only_for_retries(dep):
+            for dep in dict.fromkeys(unfinished):  # checked once the walk is over, each
+                if self._only_for_retries(dep):  # once: O(links), not more
                     self._abandon(dep)
                     roots.append(dep)
 
@@ -447,21 +447,24 @@ class SchedulerState(Placement):
         cancelled and kept for their retry, as :meth:`_drop_inputs_tree` does."""
         if task.clients or task.keep or task.dependents:
             return  # (most calls, at once)
-        stack = [task]
+        # (input, whether it just lost an unfinished dependent: only then can it have become
+        # wanted only for retries; scanning its dependents at every release was quadratic)
+        stack: list[tuple[TaskState, bool]] = [(task, False)]
         while stack:
-            t = stack.pop()
+            t, lost_unfinished = stack.pop()
             if t.clients or t.keep or self.tasks.get(t.key) is not t:
                 continue
             if t.dependents:  # an input, still to compute, wanted only for retries: cancel
-                if self._only_for_retries(t):  # it, and let go of its own inputs likewise
-                    self._abandon(t)
+                if lost_unfinished and self._only_for_retries(t):  # it, and let go of its
+                    self._abandon(t)  # own inputs likewise
                     unfinished: list[TaskState] = []
-                    stack += self._unlink_inputs(t, unfinished) + unfinished
+                    stack += [(d, True) for d in self._unlink_inputs(t, unfinished) + unfinished]
                 continue
-            if t.status not in _ENDED:
+            unfinished_before = t.status not in _ENDED
+            if unfinished_before:
                 self._abandon(t)
             # (an ended task reached before its turn in _drop_inputs_tree is still linked)
-            stack += self._unlink_inputs(t)
+            stack += [(d, unfinished_before) for d in self._unlink_inputs(t)]
             self._forget(t)
 
     def _forget(self, task: TaskState) -> None:

@@ -180,6 +180,31 @@ def test_inputs_of_a_wide_fan_in_ending_one_by_one_do_not_each_walk_all_of_its_i
     assert CountingTasks.looks < 50 * n
 
 
+@pytest.mark.parametrize("how", ["one failure", "releases"])
+def test_an_input_shared_by_many_ended_dependents_is_not_looked_over_for_each(how):
+    # x = slow() (let go), keeper = g(x) (held), d_i = add(x, z_i): when the z's fail, x is
+    # left wanted by the keeper and by d's kept for their retry. Asking whether x was wanted
+    # only for retries went over all of x's dependents once per ended d (one failure of a
+    # shared z: 8,000 d's took 6 s) or per d let go (releases: 8,000 took 3 s).
+    n = 2000
+    state = SchedulerState(workers=[1, 2], slots=10**9)
+    zs = ["z"] * n if how == "one failure" else [f"z{i}" for i in range(n)]
+    state.handle(submit("x"), submit("keeper", "x"), *(submit(z) for z in set(zs)))
+    state.handle(*(submit(f"d{i}", "x", z) for i, z in enumerate(zs)))
+    state.handle(FutureReleased("x"), *(FutureReleased(z) for z in set(zs)))
+    if how == "releases":
+        for z in zs:
+            state.handle(TaskFailed(z, state.tasks[z].worker, "err", state.tasks[z].attempt))
+    state.tasks, CountingTasks.looks = CountingTasks(state.tasks), 0
+    if how == "one failure":
+        state.handle(TaskFailed("z", state.tasks["z"].worker, "err", state.tasks["z"].attempt))
+    else:
+        for i in range(n):
+            state.handle(FutureReleased(f"d{i}"))
+    assert state.status("x") == "processing"  # the keeper wants it
+    assert CountingTasks.looks < 20 * n
+
+
 def test_workers_hint_is_honoured_and_loose_hint_may_be_ignored(state):
     out = state.handle(submit("a", workers=(2,)), submit("b", workers=(2,)),
                        submit("c", workers=(2,)))
