@@ -14,7 +14,7 @@ from .future import Future, check_timeout
 from .hooks import wait_ended
 from .options import flag
 from .serialize import dumps, value_nbytes
-from .structure import SKIP, parts, rebuild, walk
+from .structure import SKIP, parts, position, rebuild, walk
 
 
 def scatter(ex: Any, data: Any, workers: Any, broadcast: Any, hash: Any, timeout: Any) -> Any:
@@ -23,7 +23,7 @@ def scatter(ex: Any, data: Any, workers: Any, broadcast: Any, hash: Any, timeout
     targets = ex._options(workers, False, 0, 0)["workers"] or tuple(ex._cluster.workers)
     if not targets:
         raise NoWorkersError("this MPI job has no worker ranks to scatter data to")
-    items, shape = parts(data)
+    what, items, shape = parts(data)
     broadcast, hashed = flag("broadcast", broadcast), flag("hash", hash)
     out = []
     for i, (where, value) in enumerate(items):
@@ -31,7 +31,8 @@ def scatter(ex: Any, data: Any, workers: Any, broadcast: Any, hash: Any, timeout
         try:
             out.append(scatter_one(ex, value, ranks, hashed))
         except SerializationError as exc:
-            raise SerializationError(f"scatter: {where} cannot be sent: {exc}") from exc
+            raise SerializationError(f"scatter: {position(what, where)} cannot be sent: "
+                                     f"{exc}") from exc
     unconfirmed = cf.wait(out, timeout).not_done  # (a broadcast confirms each copy)
     if unconfirmed:
         raise cf.TimeoutError(
@@ -69,10 +70,18 @@ def gather(ex: Any, futures: Any, errors: str, timeout: Any) -> Any:
     for f in found:
         if f._executor is not ex:  # the check inline: gather's lists hold thousands
             ex._check_mine(f)
-    failed = wait_ended(found, errors == "raise", timeout)
-    if failed is not None and errors == "raise":  # at once, not after the rest
-        del found, futures  # the traceback keeps this frame: it must not keep them
-        failed.result()  # raises its exception (or CancelledError)
+    f = timed_out = None  # (f: the loop's last future; see below)
+    try:
+        failed = wait_ended(found, errors == "raise", timeout)
+    except cf.TimeoutError as exc:
+        timed_out = str(exc)
+    if timed_out is not None or (failed is not None and errors == "raise"):
+        # A raised error's traceback keeps this frame (and the error may be kept, by the
+        # failed future or by the caller): it must not keep the futures.
+        del found, futures
+        if timed_out is not None:
+            raise cf.TimeoutError(timed_out)  # (not the first one: its frames hold them)
+        failed.result()  # raises its exception (or CancelledError), at once
     wanted = {f._key: f._record for f in found if f.status == "finished"}
     remote = tuple((k, r) for k, r in wanted.items() if r.claim_fetch())
     if remote:

@@ -282,7 +282,10 @@ class Future(cf.Future):
         """Wait for the task and return its exception, or None if it succeeded."""
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._built(self._ended(super().exception, timeout, deadline))
+        try:
+            return self._built(self._ended(super().exception, timeout, deadline))
+        finally:
+            self = None  # noqa: F841 - as in result(): a kept TimeoutError must not keep it
 
     def _ended(self, wait: Callable[[Optional[float]], Any], timeout: Optional[float],
                deadline: Optional[float]) -> Any:
@@ -298,7 +301,9 @@ class Future(cf.Future):
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise self._not_yet(timeout) from None
+                        late = self._not_yet(timeout)
+                        self = wait = None  # noqa: F841 - a kept error must not keep them
+                        raise late from None
                 continue
             try:
                 return wait(0)

@@ -128,7 +128,7 @@ def wait_ended(futures: list, stop_at_failure: bool,
         for disarm in hooks:
             disarm()
         if not stop.is_set():
-            raise cf.TimeoutError(f"{len(pending) - len(ended)} of {len(futures)} tasks did "
-                                  f"not end within {timeout} s; they keep running: wait "
-                                  "longer, or cancel() them")
+            raise cf.TimeoutError(f"{len(pending) - len(ended)} of {len(futures)} futures "
+                                  f"did not end within {timeout} s; their tasks keep running: "
+                                  "wait longer, or cancel() them")
     return failed or (failures[0] if failures else None)

@@ -149,7 +149,8 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
     keep_freed_memory(config.malloc_keep)
     try:
         scheduler = Scheduler(MPITransport(comm, config.buffer_pool), config)
-        scheduler.start()
+        about = f"{scheduler.t.describe()}, {len(scheduler.workers)} workers"
+        scheduler.start()  # the last step that may fail (spawn mode relies on it)
     except BaseException:  # the workers, already serving, would wait for it for ever
         if owner == "spawn":  # the caller's own process (a notebook, say) must live on
             raise
@@ -162,8 +163,7 @@ def start_scheduler(comm: Any, config: configmod.Config, owner: str,
     if register:
         with _state.lock:
             _state.scheduler, _state.owner = scheduler, owner
-    log.info("mpifutures %s on %s, %d workers", owner, scheduler.t.describe(),
-             len(scheduler.workers))
+    log.info("mpifutures %s on %s", owner, about)
     return scheduler
 
 

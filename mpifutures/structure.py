@@ -46,15 +46,14 @@ def rebuild(obj: Any, leaf: type, value: Callable[[Any], Any]) -> Any:
     return obj
 
 
-def parts(data: Any) -> tuple[list[tuple[str, Any]], Callable[[list], Any]]:
-    """What ``scatter`` places: ``data``'s values, each with where it is in ``data`` (for
-    messages), and how to put futures back into ``data``'s shape. A dict keeps its keys; a
-    list, a tuple or a namedtuple keeps its type (another subclass becomes a plain list or
-    tuple); anything else is one value."""
+def parts(data: Any) -> tuple[str, list[tuple[Any, Any]], Callable[[list], Any]]:
+    """What ``scatter`` places: ``"key"``, ``"item"`` or ``"value"`` (what a position in
+    ``data`` is), ``data``'s ``(position, value)`` pairs, and how to put futures back into
+    ``data``'s shape. A dict keeps its keys; a list, a tuple or a namedtuple keeps its type
+    (another subclass becomes a plain list or tuple); anything else is one value."""
     if isinstance(data, dict):
         keys = list(data)
-        return ([(f"the value of key {k!r}", v) for k, v in data.items()],
-                lambda fs: dict(zip(keys, fs)))
+        return "key", list(data.items()), lambda fs: dict(zip(keys, fs))
     if isinstance(data, (list, tuple)):
         kind = type(data)
         if isinstance(data, tuple) and hasattr(data, "_fields"):
@@ -63,5 +62,10 @@ def parts(data: Any) -> tuple[list[tuple[str, Any]], Callable[[list], Any]]:
             shape = kind
         else:
             shape = list if isinstance(data, list) else tuple
-        return [(f"item {i}", v) for i, v in enumerate(data)], shape
-    return [("the value", data)], lambda fs: fs[0]
+        return "item", list(enumerate(data)), shape
+    return "value", [(None, data)], lambda fs: fs[0]
+
+
+def position(what: str, where: Any) -> str:
+    """A position that :func:`parts` gave, in words (for a message)."""
+    return {"key": f"the value of key {where!r}", "item": f"item {where}"}.get(what, "the value")

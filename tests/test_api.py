@@ -56,8 +56,8 @@ def test_scatter_hash_gives_shared_or_unique_keys(executor):
 def test_gather_timeout_bounds_the_wait_and_the_tasks_run_on(executor):
     quick, slow = executor.submit(tasks.inc, 1), executor.submit(tasks.slow_inc, 1, 1.5)
     for errors in ("raise", "skip"):
-        with pytest.raises(TimeoutError, match="1 of 2 tasks did not end within 0.2 s; they "
-                                               "keep running"):
+        with pytest.raises(TimeoutError, match="1 of 2 futures did not end within 0.2 s; "
+                                               "their tasks keep running"):
             executor.gather([quick, slow], errors=errors, timeout=0.2)
     assert executor.gather({"q": quick, "s": [slow]}, timeout=30) == {"q": 2, "s": [2]}
     assert executor.gather([quick], timeout=0) == [2]  # ended already: no wait needed

@@ -248,3 +248,10 @@ def test_scatter_names_the_item_that_cannot_be_sent(executor):
         with pytest.raises(SerializationError, match=f"scatter: {where} cannot be sent: "
                                                      "cannot pickle a value of type lock"):
             executor.scatter(data)
+
+
+    class Key(str):  # a key is described only for a message: its repr is not needed before
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    assert executor.gather(executor.scatter({Key("k"): 1})) == {"k": 1}

@@ -399,7 +399,7 @@ def test_scatter_and_gather_give_up_after_their_timeout_on_a_worker_that_cannot_
     assert r.returncode == 0 and r.stdout.count("busy still True") == 3, r
     assert "gave up True: scatter: workers did not confirm storing 2 of 2 values within 0.3 s" \
         in r.stdout, r
-    assert r.stdout.count("gave up True: 2 of 2 tasks did not end within 0.3 s") == 2, r
+    assert r.stdout.count("gave up True: 2 of 2 futures did not end within 0.3 s") == 2, r
     assert "gathered [1, 2]" in r.stdout, r
 
 

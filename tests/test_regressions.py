@@ -419,6 +419,17 @@ def test_gather_raising_early_and_timed_out_as_completed_keep_nothing_alive(exec
         assert len(slow._waiters) < 5  # timed-out iterators took their hooks away
         with pytest.raises(ValueError):
             executor.gather([slow, executor.submit(tasks.fail, "now", pure=False)])
+        bad = executor.submit(tasks.fail, "first", pure=False)
+        cf.wait([bad])
+        with pytest.raises(ValueError):  # (gather's loop variable held the last future)
+            executor.gather([bad, slow])
+        kept = []  # errors a caller keeps (to log later, say)
+        for wait in (lambda: executor.gather([slow], timeout=0.01),
+                     lambda: executor.gather([slow], errors="skip", timeout=0.01),
+                     lambda: slow.result(0.01), lambda: slow.exception(0.01)):
+            with pytest.raises(cf.TimeoutError) as info:
+                wait()
+            kept.append(info.value)
         with cycle_collector_off():  # only references keep it alive
             ref = weakref.ref(slow)
             del slow
