@@ -76,6 +76,9 @@ class SchedulerState(Placement):
         # worker says they left (a running task cannot be stopped: the worker is busy)
         self.leaving: dict[tuple[str, int], int] = {}
         self.stalled: set[int] = set()  # busy with something long: no queued work for them
+        # stalled workers found with nothing another could take, until what they were sent
+        # or hold changes (each change discards the worker)
+        self.barren: set[int] = set()
         self._hungry = False  # a worker's load fell below its threads while others stalled
         self.queue: list[tuple[int, int, str]] = []
         self.completed = 0
@@ -207,6 +210,7 @@ class SchedulerState(Placement):
         # the future waits for its confirmation too: a peer's request for the data may reach
         # that worker before the data has (MPI orders messages per sender only).
         task.holders, task.expected = {ev.workers[0]}, set(ev.workers)
+        self.barren.discard(ev.workers[0])
         self._resolve_scattered(task)
 
     def _resolve_scattered(self, task: TaskState) -> None:
@@ -225,6 +229,7 @@ class SchedulerState(Placement):
             self._out.append(FreeData(ev.worker, ev.key, ev.copy))
             return
         task.holders = _with(task.holders, ev.worker)
+        self.barren.discard(ev.worker)
         self._hungry = bool(self.stalled)  # a task that fetched it may move now
         if ev.worker in task.expected:
             task.expected.discard(ev.worker)
@@ -291,6 +296,7 @@ class SchedulerState(Placement):
             self._returned(task)
 
     def _stall(self, ev: WorkerStalled) -> None:
+        self.barren.discard(ev.worker)
         if ev.stalled:
             self.stalled.add(ev.worker)
         else:
@@ -361,6 +367,7 @@ class SchedulerState(Placement):
         """Cancel ``task`` on its worker, whose slot stays taken until the attempt has left."""
         self.leaving[(task.key, task.attempt)] = task.worker
         del self.sent[task.worker][task.key]
+        self.barren.discard(task.worker)  # a task that waited for it may move now
         self._out.append(CancelTask(task.worker, task.key))
 
     def _end(self, task: TaskState, status: str, error: Any) -> None:

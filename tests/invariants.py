@@ -35,6 +35,8 @@ def check_invariants(state) -> None:
             assert any(k == task.key for *_, k in state.queue), f"{task.key} not queued"
         assert task.clients or task.keep or task.dependents, f"{task.key} is unwanted"
     assert loads == state.load, f"load {state.load} != counted {loads}"
+    for w in state.barren:  # (the take-back check skips these: none may have become givable)
+        assert not state.givable(w)[0], f"worker {w} said barren but has {state.givable(w)}"
     sent = {w: {k for k, t in state.tasks.items() if t.status == "processing" and t.worker == w}
             for w in state.workers}
     assert sent == {w: set(keys) for w, keys in state.sent.items()}, f"sent {state.sent}"

@@ -593,6 +593,28 @@ def test_a_chain_sent_early_is_recalled_once_the_task_it_waits_for_is_back():
     assert state.handle(TaskFinished("e", 2, 8))[-1] == Dispatch(1, "p", "spec-p", (("e", 2),))
 
 
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_stalled_worker_with_nothing_to_give_back_is_not_looked_over_at_every_event(pinned):
+    # 10,000 chained tasks sent early behind a long one: each round trip on the other
+    # worker looked over all of them again (11.6 ms instead of 0.42 ms per round trip).
+    n = 10_000
+    state = Checked(workers=[1, 2], slots=64)
+    state.handle(submit("long", workers=(1,) if pinned else None))
+    state.handle(*(submit(f"c{i}", f"c{i - 1}" if i else "long") for i in range(n)))
+    assert state.load == {1: n + 1, 2: 0}
+    out = state.handle(WorkerStalled(1, True))
+    assert kinds(out) == ([] if pinned else [("RecallTask", 1, "long")])  # it has started
+    state.tasks, CountingTasks.looks = CountingTasks(state.tasks), 0
+    unchecked = super(Checked, state).handle  # (the invariant check looks at every task)
+    for i in range(100):  # quick tasks on worker 2
+        (sent,) = unchecked(submit(f"q{i}"))
+        unchecked(TaskFinished(sent.key, 2, 8, sent.attempt))
+    assert CountingTasks.looks < 20 * 100 + 3 * n  # one look over them, not one per trip
+    state.tasks = dict(state.tasks)
+    state.handle(TaskFinished("long", 1, 8), WorkerStalled(1, False))
+    assert state.barren == set() and state.status("c0") == "processing"
+
+
 def test_a_task_whose_dependent_is_pinned_to_its_worker_stays():
     state = Checked(workers=[1, 2], slots=8)
     state.handle(*(submit(k) for k in ("long", "a", "b", "c")))  # long, a on 1; b, c on 2
