@@ -25,7 +25,8 @@ from .taskstate import TaskState
 class Placement:
     """Readiness, placement and dispatch; the state it reads and writes (``tasks``, ``load``,
     ``sent``, ``queue``, ``slots``, ``threads``, ``workers``, ``stalled``, ``barren``,
-    ``_out``, ``_early``, ``_numbers``, ``_hungry``) is made by :class:`~mpifutures.state.SchedulerState`."""
+    ``_out``, ``_early``, ``_numbers``, ``_hungry``) is made by
+    :class:`~mpifutures.state.SchedulerState`."""
 
     tasks: dict[str, TaskState]
     load: dict[int, int]
@@ -156,7 +157,8 @@ class Placement:
     def _take_back(self, worker: int, idle: int, pool: int) -> None:
         """Recall from stalled ``worker`` the newest of the tasks it was sent that a worker
         with an idle compute thread can take: their share ``idle / pool`` (the idle threads
-        among the ``pool`` of the idle and the stalled workers' threads), counting tasks already asked back.
+        among the ``pool`` of the idle and the stalled workers' threads), counting tasks
+        already asked back.
         One idle worker facing one stalled takes half; with tasks of similar length, moving
         all would only make the others wait in turn. The idle workers ask again when they
         run dry.
